@@ -1,0 +1,3 @@
+"""pyspk: Kaldi-style recipes for self-supervised speaker embeddings."""
+
+__version__ = "0.1.0"

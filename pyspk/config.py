@@ -1,0 +1,69 @@
+"""YAML configs with command-line overrides, WeSpeaker style.
+
+``--config conf/x.yaml`` is read with ``yaml.safe_load``; overrides
+``section.key=value`` (value parsed as YAML) replace existing keys only, so a
+typo fails instead of being silently ignored. The merged config is saved
+into the experiment dir.
+"""
+
+import copy
+
+import yaml
+
+from pyspk.fileutil import atomic_open
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return config
+
+
+def apply_overrides(config, overrides):
+    """Return a copy of ``config`` with ``["a.b=1", ...]`` applied."""
+    config = copy.deepcopy(config)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.split(".")
+        node = config
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a mapping)"
+                where = ".".join(keys[:depth]) or "<top>"
+                raise ConfigError(f"override '{item}': unknown key '{key}' under {where}; known: {known}")
+            if depth == len(keys) - 1:
+                node[key] = yaml.safe_load(raw)
+            else:
+                node = node[key]
+    return config
+
+
+def load_config(path, overrides=None):
+    return apply_overrides(load_yaml(path), overrides)
+
+
+def save_config(config, path):
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def check_keys(section, allowed, name):
+    """Fail on keys of a config section that the code does not know."""
+    unknown = set(section) - set(allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in '{name}': {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")

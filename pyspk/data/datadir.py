@@ -1,0 +1,178 @@
+"""Reading and writing Kaldi data directories.
+
+All Python code reads and writes data dirs through this module. Files are
+written sorted under C-locale byte order (Kaldi's ``LC_ALL=C sort``) and
+atomically; parse errors name the file and line.
+"""
+
+import os
+
+from pyspk.fileutil import atomic_open
+
+
+class DataDirError(ValueError):
+    """A malformed data-dir file; the message names the file and line."""
+
+    def __init__(self, path, lineno, message):
+        where = f"{path}:{lineno}" if lineno else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.lineno = lineno
+
+
+def c_sort_key(key):
+    """Sort key equal to ``LC_ALL=C sort`` (byte order of UTF-8)."""
+    return key.encode("utf-8")
+
+
+def iter_lines(path):
+    """Yield ``(lineno, fields)`` for each line of a whitespace-separated file."""
+    if not os.path.isfile(path):
+        raise DataDirError(path, 0, "no such file")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                raise DataDirError(path, lineno, "empty line")
+            yield lineno, line.split()
+
+
+def read_table(path, min_fields=2, max_fields=None):
+    """Read ``key value...`` lines into a dict of key -> list of values."""
+    table = {}
+    for lineno, fields in iter_lines(path):
+        if len(fields) < min_fields or (max_fields and len(fields) > max_fields):
+            want = f"{min_fields}" if max_fields == min_fields else f"at least {min_fields}"
+            raise DataDirError(path, lineno, f"expected {want} fields, got {len(fields)}")
+        key = fields[0]
+        if key in table:
+            raise DataDirError(path, lineno, f"duplicate key '{key}'")
+        table[key] = fields[1:]
+    return table
+
+
+def read_scp(path):
+    """Read a ``key rest-of-line`` file (wav.scp, feats.scp); values keep inner spaces."""
+    table = {}
+    if not os.path.isfile(path):
+        raise DataDirError(path, 0, "no such file")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise DataDirError(path, lineno, "expected '<key> <value>'")
+            if parts[0] in table:
+                raise DataDirError(path, lineno, f"duplicate key '{parts[0]}'")
+            table[parts[0]] = parts[1].strip()
+    return table
+
+
+def read_kv(path, convert=str):
+    """Read a two-column file (utt2spk, utt2num_frames ...) into a dict."""
+    table = {}
+    for lineno, fields in iter_lines(path):
+        if len(fields) != 2:
+            raise DataDirError(path, lineno, f"expected 2 fields, got {len(fields)}")
+        if fields[0] in table:
+            raise DataDirError(path, lineno, f"duplicate key '{fields[0]}'")
+        try:
+            table[fields[0]] = convert(fields[1])
+        except ValueError:
+            raise DataDirError(path, lineno, f"bad value '{fields[1]}'") from None
+    return table
+
+
+def write_table(path, table):
+    """Write a dict as sorted ``key value`` lines; list values are space-joined."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for key in sorted(table, key=c_sort_key):
+            value = table[key]
+            if isinstance(value, (list, tuple)):
+                value = " ".join(str(v) for v in value)
+            f.write(f"{key} {value}\n")
+
+
+def utt2spk_to_spk2utt(utt2spk):
+    """Invert utt2spk; utterance lists follow the sorted utterance order."""
+    spk2utt = {}
+    for utt in sorted(utt2spk, key=c_sort_key):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return spk2utt
+
+
+def spk2utt_to_utt2spk(spk2utt):
+    return {utt: spk for spk, utts in spk2utt.items() for utt in utts}
+
+
+def read_trials(path):
+    """Read a Kaldi trials file: ``enroll test target|nontarget`` per line.
+
+    Returns a list of ``(enroll, test, is_target)``.
+    """
+    trials = []
+    for lineno, fields in iter_lines(path):
+        if len(fields) != 3:
+            raise DataDirError(path, lineno, f"expected 'enroll test target|nontarget', got {len(fields)} fields")
+        if fields[2] not in ("target", "nontarget"):
+            raise DataDirError(path, lineno, f"third field must be 'target' or 'nontarget', got '{fields[2]}'")
+        trials.append((fields[0], fields[1], fields[2] == "target"))
+    return trials
+
+
+def write_trials(path, trials):
+    """Write ``(enroll, test, is_target)`` triples in Kaldi trials format (order kept)."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for enroll, test, is_target in trials:
+            f.write(f"{enroll} {test} {'target' if is_target else 'nontarget'}\n")
+
+
+class DataDir:
+    """A Kaldi data directory; files are read lazily on access."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.isdir(self.path):
+            raise DataDirError(self.path, 0, "data directory does not exist")
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def has(self, name):
+        return os.path.isfile(self.file(name))
+
+    def utt2spk(self):
+        return read_kv(self.file("utt2spk"))
+
+    def spk2utt(self):
+        return read_table(self.file("spk2utt"))
+
+    def wav_scp(self):
+        return read_scp(self.file("wav.scp"))
+
+    def feats_scp(self):
+        return read_scp(self.file("feats.scp"))
+
+    def segments(self):
+        """utt -> (recording, start, end) in seconds, or None when absent."""
+        if not self.has("segments"):
+            return None
+        path = self.file("segments")
+        segments = {}
+        for lineno, fields in iter_lines(path):
+            if len(fields) != 4:
+                raise DataDirError(path, lineno, "expected '<utt> <recording> <start> <end>'")
+            try:
+                start, end = float(fields[2]), float(fields[3])
+            except ValueError:
+                raise DataDirError(path, lineno, "start and end must be numbers") from None
+            if fields[0] in segments:
+                raise DataDirError(path, lineno, f"duplicate key '{fields[0]}'")
+            segments[fields[0]] = (fields[1], start, end)
+        return segments
+
+    def utt2num_frames(self):
+        return read_kv(self.file("utt2num_frames"), int)
+
+    def utts(self):
+        return sorted(self.utt2spk(), key=c_sort_key)

@@ -1,0 +1,54 @@
+"""Device choice and distributed (torchrun/DDP) set-up."""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def pick_device(requested=None):
+    """``--device`` value or, when absent/'auto', CUDA if available else CPU."""
+    if requested and requested != "auto":
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {requested} asked for, but CUDA is not available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class DistInfo:
+    """Rank/world size from torchrun's environment; a single process otherwise."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def init_distributed(requested_device=None):
+    """Initialise the process group under torchrun; return (DistInfo, device).
+
+    NCCL on CUDA, gloo on CPU, so DDP is testable on a CPU-only machine.
+    """
+    info = DistInfo()
+    device = pick_device(requested_device)
+    if info.distributed:
+        if device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def cleanup_distributed():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

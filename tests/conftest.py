@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny data dirs made on the fly (the tests never download)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def synth_voice(rng, f0, formants, seconds, sample_rate=16000):
+    """A crude voiced signal: harmonics of ``f0`` shaped by formant peaks, with pauses."""
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    f0_track = f0 * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * t))
+    phase = 2 * np.pi * np.cumsum(f0_track) / sample_rate
+    signal = np.zeros(n)
+    for h in range(1, 30):
+        freq = h * f0
+        if freq > sample_rate / 2 - 200:
+            break
+        gain = sum(np.exp(-((freq - fc) ** 2) / (2 * 120.0**2)) for fc in formants) + 0.02
+        signal += gain * np.sin(h * phase)
+    envelope = (np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t + rng.uniform(0, 6)) > -0.3).astype(float)
+    signal = signal * envelope + 0.01 * rng.standard_normal(n)
+    return (0.3 * signal / np.abs(signal).max()).astype(np.float32)
+
+
+def make_wav_data_dir(path, n_spk=4, n_utt=3, seed=0, sample_rate=16000, min_sec=1.0, max_sec=2.0):
+    """Write wavs and a Kaldi data dir (wav.scp, utt2spk, spk2utt) under ``path``.
+
+    Speakers differ in f0 and formants, so embeddings can separate them.
+    Returns the data dir path.
+    """
+    rng = np.random.default_rng(seed)
+    wav_dir = os.path.join(path, "wav")
+    data_dir = os.path.join(path, "data")
+    os.makedirs(wav_dir, exist_ok=True)
+    os.makedirs(data_dir, exist_ok=True)
+    wav_scp, utt2spk = [], []
+    for s in range(n_spk):
+        spk = f"spk{s:03d}"
+        f0 = rng.uniform(90, 250)
+        formants = rng.uniform([300, 900, 2000], [900, 2000, 3200])
+        for u in range(n_utt):
+            utt = f"{spk}-utt{u:03d}"
+            audio = synth_voice(rng, f0, formants, rng.uniform(min_sec, max_sec), sample_rate)
+            wav = os.path.join(wav_dir, utt + ".wav")
+            sf.write(wav, audio, sample_rate, subtype="PCM_16")
+            wav_scp.append(f"{utt} {wav}\n")
+            utt2spk.append(f"{utt} {spk}\n")
+    with open(os.path.join(data_dir, "wav.scp"), "w") as f:
+        f.writelines(sorted(wav_scp))
+    with open(os.path.join(data_dir, "utt2spk"), "w") as f:
+        f.writelines(sorted(utt2spk))
+    spk2utt = {}
+    for line in sorted(utt2spk):
+        utt, spk = line.split()
+        spk2utt.setdefault(spk, []).append(utt)
+    with open(os.path.join(data_dir, "spk2utt"), "w") as f:
+        for spk in sorted(spk2utt):
+            f.write(f"{spk} {' '.join(spk2utt[spk])}\n")
+    return data_dir
+
+
+def run_script(args, cwd=ROOT, check=True, env=None):
+    """Run a shell script of the project with path.sh's environment; return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.path.join(ROOT, "utils"),
+                                        os.path.join(ROOT, "steps"), full_env.get("PATH", "")])
+    full_env["LC_ALL"] = "C"
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def wav_data_dir(tmp_path):
+    return make_wav_data_dir(str(tmp_path), n_spk=4, n_utt=3)

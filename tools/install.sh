@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what pyspk needs, idempotently:
+#   - Debian packages espeak-ng (the offline demo corpus) and sox (wav.scp pipes),
+#     when missing and we are root (otherwise says what to install);
+#   - a virtual env in tools/venv with pyspk and its Python dependencies
+#     (torch pinned to 2.13.0, the CPU wheel on machines that ship it).
+# Re-running it does nothing when everything is in place.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd -P)
+venv=$root/tools/venv
+stamp=$venv/.pyspk-installed
+
+log() { echo "$(date '+%F %T') [tools/install.sh] $*"; }
+
+missing=()
+for prog in espeak-ng sox; do
+  command -v "$prog" >/dev/null 2>&1 || missing+=("$prog")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "$0: please install these packages first (e.g. sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+want=$(cat "$root/pyproject.toml" | sha1sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual env $venv"
+  python3 -m venv "$venv"
+fi
+log "installing pyspk and its dependencies into $venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e "$root[test]"
+"$venv/bin/python" -c "import torch, kaldiio, kaldi_native_fbank, soundfile, sklearn, yaml, tqdm, matplotlib, pyspk"
+echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
+log "done"
