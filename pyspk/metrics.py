@@ -1,33 +1,86 @@
-"""Verification metrics: EER and minDCF (vectorised)."""
+"""Verification metrics with Kaldi's definitions, vectorised.
+
+* EER as Kaldi's ``compute-eer`` (ivectorbin/compute-eer.cc): scores are
+  float32 (Kaldi's BaseFloat); both score lists are sorted and, walking up the
+  sorted target scores, the first position ``p`` where the non-target score at
+  the mirrored position ``N - 1 - floor(N * p / T)`` falls below the target
+  score gives ``EER = p / T``. This is Kaldi's estimate, not an interpolated
+  ROC crossing; it differs from one by at most about ``1/T + 1/N``.
+* minDCF as Kaldi's ``sid/compute_min_dcf.py``: scores are sorted ascending
+  (stable, so tied scores keep their input order) and the cost is evaluated
+  at every sorted position ``i`` with all scores up to and including ``i``
+  rejected; the minimum is normalised by ``min(c_miss * p, c_fa * (1 - p))``.
+"""
 
 import numpy as np
 
 
-def _error_rates(scores, labels):
-    """Miss and false-alarm rates at every threshold between sorted scores."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    n_tar, n_non = labels.sum(), (~labels).sum()
-    if n_tar == 0 or n_non == 0:
-        raise ValueError("need both target and non-target trials")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_labels = labels[order]
-    # Threshold just above the i-th lowest score: all scores <= it are rejected.
-    fnr = np.concatenate(([0.0], np.cumsum(sorted_labels) / n_tar))
-    fpr = np.concatenate(([1.0], 1.0 - np.cumsum(~sorted_labels) / n_non))
-    return fnr, fpr
+def _split_scores(scores, labels, dtype):
+    scores = np.asarray(scores, dtype=dtype).ravel()
+    labels = np.asarray(labels, dtype=bool).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"{scores.size} scores but {labels.size} labels")
+    if not np.all(np.isfinite(scores)):
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise ValueError(f"score {bad} is not finite ({scores[bad]})")
+    if not labels.any():
+        raise ValueError("no target trials")
+    if labels.all():
+        raise ValueError("no non-target trials")
+    return scores, labels
+
+
+def eer_and_threshold(scores, labels):
+    """Kaldi ``compute-eer``: ``(eer as a fraction, threshold)``."""
+    scores, labels = _split_scores(scores, labels, np.float32)
+    target = np.sort(scores[labels])
+    nontarget = np.sort(scores[~labels])
+    n_tar, n_non = target.size, nontarget.size
+    positions = np.arange(n_tar - 1, dtype=np.int64)
+    # Kaldi truncates N * p / T toward zero; integer floor is the same for p >= 0.
+    mirrored = np.maximum(n_non - 1 - (n_non * positions) // n_tar, 0)
+    crossed = np.flatnonzero(nontarget[mirrored] < target[positions])
+    position = int(crossed[0]) if crossed.size else n_tar - 1
+    return position / n_tar, float(target[position])
 
 
 def compute_eer(scores, labels):
-    """Equal error rate (a fraction) of target/non-target scores."""
-    fnr, fpr = _error_rates(scores, labels)
-    idx = np.argmin(np.abs(fnr - fpr))
-    return float((fnr[idx] + fpr[idx]) / 2)
+    """Equal error rate (a fraction) as Kaldi's ``compute-eer``."""
+    return eer_and_threshold(scores, labels)[0]
+
+
+def min_dcf_and_threshold(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """Kaldi ``sid/compute_min_dcf.py``: ``(normalised minDCF, threshold)``."""
+    if not 0 < p_target < 1:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
+        raise ValueError("c_miss and c_fa must be positive")
+    scores, labels = _split_scores(scores, labels, np.float64)
+    order = np.argsort(scores, kind="stable")
+    sorted_labels = labels[order]
+    fnr = np.cumsum(sorted_labels) / sorted_labels.sum()
+    fpr = 1.0 - np.cumsum(~sorted_labels) / (~sorted_labels).sum()
+    c_det = c_miss * fnr * p_target + c_fa * fpr * (1 - p_target)
+    best = int(np.argmin(c_det))  # first minimum, like Kaldi's strict '<'
+    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
+    return float(c_det[best] / c_def), float(scores[order[best]])
 
 
 def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """Normalised minimum detection cost, as Kaldi's sid/compute_min_dcf.py."""
-    fnr, fpr = _error_rates(scores, labels)
-    c_det = c_miss * fnr * p_target + c_fa * fpr * (1 - p_target)
-    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
-    return float(c_det.min() / c_def)
+    """Normalised minimum detection cost, as Kaldi's ``sid/compute_min_dcf.py``."""
+    return min_dcf_and_threshold(scores, labels, p_target, c_miss, c_fa)[0]
+
+
+def det_curve(scores, labels):
+    """Miss and false-alarm rates at every distinct threshold (for DET plots).
+
+    Returns ``(p_miss, p_fa)``, from accept-all (miss 0, fa 1) to reject-all.
+    """
+    scores, labels = _split_scores(scores, labels, np.float64)
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    # Only the last position of each run of equal scores is a real threshold.
+    last_of_run = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
+    p_miss = np.cumsum(sorted_labels)[last_of_run] / sorted_labels.sum()
+    p_fa = 1.0 - np.cumsum(~sorted_labels)[last_of_run] / (~sorted_labels).sum()
+    return np.concatenate(([0.0], p_miss)), np.concatenate(([1.0], p_fa))

@@ -2,16 +2,23 @@
 # Kaldi-style option parsing; source it after declaring defaults:
 #   . utils/parse_options.sh
 # Turns "--foo-bar x" into foo_bar=x, only for variables already declared;
-# an unknown option is an error. "--config file" sources that file first
-# (later options win). A variable whose default is true/false only takes
-# true or false. "--help"/"-h" prints $help_message and exits 0.
+# an unknown option is an error. "--config file" sources that shell file first
+# (later options win); a --config value ending in .yaml/.yml is not sourced
+# but set like any other option (scripts whose Python step takes a YAML config
+# declare config=...). A variable whose default is true/false only takes true
+# or false. "--help"/"-h" prints $help_message and exits 0. Internal
+# variables are prefixed with _po_, so they cannot clobber the options.
 
-for ((argpos=1; argpos<$#; argpos++)); do
-  if [ "${!argpos}" == "--config" ]; then
-    argpos_plus1=$((argpos+1))
-    config=${!argpos_plus1}
-    [ ! -r "$config" ] && echo "$0: missing config '$config'" 1>&2 && exit 1
-    . "$config"
+for ((_po_pos=1; _po_pos<$#; _po_pos++)); do
+  if [ "${!_po_pos}" == "--config" ]; then
+    _po_next=$((_po_pos+1))
+    config=${!_po_next}
+    case "$config" in
+      *.yaml|*.yml) ;;
+      *)
+        [ ! -r "$config" ] && echo "$0: missing config '$config'" 1>&2 && exit 1
+        . "$config" ;;
+    esac
   fi
 done
 
@@ -25,18 +32,22 @@ while true; do
       echo "$0: options to scripts must be of the form --name value, got '$1'" 1>&2
       exit 1 ;;
     --*)
-      name=$(echo "$1" | sed s/^--// | sed s/-/_/g)
-      eval '[ -z "${'"$name"'+xxx}" ]' && echo "$0: invalid option $1" 1>&2 && exit 1
-      if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" 1>&2; exit 1; fi
-      oldval="$(eval echo "\$$name")"
-      if [ "$oldval" == "true" ] || [ "$oldval" == "false" ]; then
-        was_bool=true
-      else
-        was_bool=false
+      _po_name=${1#--}
+      _po_name=${_po_name//-/_}
+      if ! [[ "$_po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+        echo "$0: invalid option $1" 1>&2; exit 1
       fi
-      # Single-quote the value so that any characters survive the eval.
-      eval "$name=\"\$2\""
-      if $was_bool && [[ "$2" != "true" && "$2" != "false" ]]; then
+      eval '[ -z "${'"$_po_name"'+xxx}" ]' && echo "$0: invalid option $1" 1>&2 && exit 1
+      if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" 1>&2; exit 1; fi
+      _po_oldval=${!_po_name}
+      if [ "$_po_oldval" == "true" ] || [ "$_po_oldval" == "false" ]; then
+        _po_was_bool=true
+      else
+        _po_was_bool=false
+      fi
+      # The value reaches the assignment unexpanded, so any characters survive the eval.
+      eval "$_po_name=\"\$2\""
+      if $_po_was_bool && [[ "$2" != "true" && "$2" != "false" ]]; then
         echo "$0: expected \"true\" or \"false\": $1 $2" 1>&2
         exit 1
       fi

@@ -1,16 +1,19 @@
 #!/usr/bin/env perl
 # Kaldi-compatible local job launcher.
-#   run.pl [--max-jobs-run N] [JOB=1:N] <log-file> <command...>
+#   run.pl [options] [JOB=1:N] <log-file> <command...>
 # With JOB=1:N, runs N copies of the command with "JOB" replaced by the job
 # index in the log name and in the command, at most --max-jobs-run at a time
-# (default: all). Each log starts with the command and ends with
+# (default: the number of CPUs). Each log starts with the command and ends with
 # "# Ended (code N) at <date>, elapsed time S seconds". Exits non-zero if any
-# job fails and names the failing log.
+# job fails and names a failing log.
+# As in Kaldi, an argument without whitespace reaches bash as it is, so an
+# escaped "\|" or "'>'" on the command line is a pipe or redirection in the
+# job; an argument with whitespace stays one argument. Other queue options
+# ("--mem 4G", "--gpu 1", "-pe smp 4", "-V") are accepted and ignored.
 use strict;
 use warnings;
-use POSIX ":sys_wait_h";
 
-my $max_jobs_run = -1;
+my $max_jobs_run = 0;
 my ($jobname, $jobstart, $jobend) = ("", 1, 1);
 my $array = 0;
 
@@ -20,16 +23,27 @@ sub usage {
   exit 1;
 }
 
+sub shell_quote {
+  my ($x) = @_;
+  $x =~ s/'/'\\''/g;
+  return "'$x'";
+}
+
 while (@ARGV > 0) {
-  if ($ARGV[0] eq "--max-jobs-run") {
+  my $arg = $ARGV[0];
+  if ($arg eq "--max-jobs-run" || $arg eq "-tc") {
     shift @ARGV; $max_jobs_run = shift @ARGV;
     usage() unless defined $max_jobs_run && $max_jobs_run =~ m/^\d+$/ && $max_jobs_run > 0;
-  } elsif ($ARGV[0] =~ m/^--(mem|num-threads|gpu|config|time)$/) {
-    shift @ARGV; shift @ARGV;  # accepted for queue.pl compatibility, ignored locally
-  } elsif ($ARGV[0] =~ m/^([\w_][\w\d_]*)=(\d+):(\d+)$/) {
+  } elsif ($arg eq "-V") {
+    shift @ARGV;
+  } elsif ($arg eq "-pe") {
+    splice(@ARGV, 0, 3);
+  } elsif ($arg =~ m/^-/ && @ARGV >= 2) {
+    splice(@ARGV, 0, 2);  # a grid option (--mem, --gpu, --num-threads ...), meaningless locally
+  } elsif ($arg =~ m/^([A-Za-z_]\w*)=(\d+):(\d+)$/) {
     ($jobname, $jobstart, $jobend) = ($1, $2, $3); $array = 1; shift @ARGV;
-    die "run.pl: invalid job range $ARGV[0]\n" if $jobstart > $jobend;
-  } elsif ($ARGV[0] =~ m/^([\w_][\w\d_]*)=(\d+)$/) {
+    die "run.pl: invalid job range $arg (start > end)\n" if $jobstart > $jobend;
+  } elsif ($arg =~ m/^([A-Za-z_]\w*)=(\d+)$/) {
     ($jobname, $jobstart, $jobend) = ($1, $2, $2); $array = 1; shift @ARGV;
   } else {
     last;
@@ -41,15 +55,12 @@ if ($array && $logfile !~ m/$jobname/ && $jobend > $jobstart) {
   die "run.pl: you are running an array job but the log file '$logfile' does not contain '$jobname'\n";
 }
 
-# Quote arguments that contain shell metacharacters so the command survives bash -c.
-my $cmd = "";
-foreach my $x (@ARGV) {
-  if ($x =~ m/^\S+$/ && $x !~ m/[;&|<>'"\$()`*?\[\]{}~#\\]/) { $cmd .= $x . " "; }
-  elsif ($x =~ m/^[^']*$/) { $cmd .= "'$x' "; }
-  else { $x =~ s/(["\$`\\])/\\$1/g; $cmd .= "\"$x\" "; }
-}
+my $cmd = join(" ", map { m/^[^\s'"]+$/ ? $_ : shell_quote($_) } @ARGV);
 
-$max_jobs_run = $jobend - $jobstart + 1 if $max_jobs_run <= 0;
+if ($max_jobs_run <= 0) {
+  my $cpus = `nproc 2>/dev/null`;
+  $max_jobs_run = ($cpus && $cpus =~ m/^(\d+)/ && $1 > 0) ? $1 : 1;
+}
 my %pid2job;
 my @failed;
 my $running = 0;
@@ -67,7 +78,7 @@ for (my $jobid = $jobstart; $jobid <= $jobend; $jobid++) {
   reap() while $running >= $max_jobs_run;
   my $logf = $logfile;
   my $jcmd = $cmd;
-  if ($array) { $logf =~ s/$jobname/$jobid/g; $jcmd =~ s/\b$jobname\b/$jobid/g; }
+  if ($array) { $logf =~ s/$jobname/$jobid/g; $jcmd =~ s/$jobname/$jobid/g; }
   my $logdir = $logf; $logdir =~ s:/[^/]+$::;
   system("mkdir", "-p", $logdir) if $logdir ne $logf;
   my $pid = fork();
@@ -77,10 +88,11 @@ for (my $jobid = $jobstart; $jobid <= $jobend; $jobid++) {
     print $fh "# $jcmd\n# Started at " . `date`;
     close($fh);
     my $start = time();
-    my $ret = system("bash", "-c", "set -o pipefail; ( $jcmd ) >>'$logf' 2>&1");
+    my $qlog = shell_quote($logf);
+    my $ret = system("bash", "-c", "set -o pipefail; ( $jcmd ) >>$qlog 2>&1");
     my $code = $ret == -1 ? 255 : ($ret & 127 ? 128 + ($ret & 127) : $ret >> 8);
     my $elapsed = time() - $start;
-    open($fh, ">>", $logf);
+    open($fh, ">>", $logf) or die "run.pl: cannot write log $logf: $!\n";
     print $fh "# Accounting: time=$elapsed threads=1\n# Ended (code $code) at " . `date` =~ s/\n$//r . ", elapsed time $elapsed seconds\n";
     close($fh);
     exit($code == 0 ? 0 : 1);
@@ -93,8 +105,9 @@ reap() while $running > 0;
 if (@failed) {
   my $n = scalar @failed;
   my $total = $jobend - $jobstart + 1;
+  my @sorted = sort { $a <=> $b } @failed;
   my $logf = $logfile;
-  $logf =~ s/$jobname/$failed[0]/g if $array;
+  $logf =~ s/$jobname/$sorted[0]/g if $array;
   if ($total == 1) {
     print STDERR "run.pl: job failed, log is in $logf\n";
   } else {

@@ -5,9 +5,20 @@ written sorted under C-locale byte order (Kaldi's ``LC_ALL=C sort``) and
 atomically; parse errors name the file and line.
 """
 
+import contextlib
+import gc
 import os
 
 from pyspk.fileutil import atomic_open
+
+# Kaldi files are byte strings: undecodable bytes survive a read/write round
+# trip, and only "\n" ends a line (a stray "\r" stays inside the line).
+ENCODING = dict(encoding="utf-8", errors="surrogateescape")
+
+
+def open_text(path, mode="r"):
+    """Open a data-dir file the way Kaldi reads it (see ENCODING)."""
+    return open(path, mode, newline="\n", **ENCODING)
 
 
 class DataDirError(ValueError):
@@ -18,23 +29,75 @@ class DataDirError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.lineno = lineno
+        self.detail = message
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while building big tables of strings.
+
+    Millions of new lists and tuples trigger full collections that scan them
+    all again and again; data-dir tables hold no reference cycles.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def c_sort_key(key):
     """Sort key equal to ``LC_ALL=C sort`` (byte order of UTF-8)."""
-    return key.encode("utf-8")
+    return key.encode("utf-8", "surrogateescape")
+
+
+def c_sorted(keys):
+    """``sorted(keys, key=c_sort_key)``, faster: code-point order equals UTF-8 byte order except for
+    undecodable bytes, so plain sorting is used unless a key holds some."""
+    keys = list(keys)
+    if all(k.isascii() or not _has_raw_bytes(k) for k in keys):
+        return sorted(keys)
+    return sorted(keys, key=c_sort_key)
+
+
+def _has_raw_bytes(text):
+    return any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def read_text(path):
+    """The whole text of a data-dir file (see ENCODING)."""
+    if not os.path.isfile(path):
+        raise DataDirError(path, 0, "no such file")
+    with open_text(path) as f:
+        return f.read()
+
+
+def read_lines(path):
+    """All lines of a file without their newlines, and whether the last line had one."""
+    lines = read_text(path).split("\n")
+    if lines[-1] == "":
+        lines.pop()
+        return lines, True
+    return lines, False
+
+
+def iter_raw_lines(path):
+    """Yield ``(lineno, line, has_newline)`` with the newline removed; nothing else is stripped."""
+    lines, final_newline = read_lines(path)
+    last = len(lines)
+    for lineno, line in enumerate(lines, 1):
+        yield lineno, line, final_newline or lineno < last
 
 
 def iter_lines(path):
     """Yield ``(lineno, fields)`` for each line of a whitespace-separated file."""
-    if not os.path.isfile(path):
-        raise DataDirError(path, 0, "no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                raise DataDirError(path, lineno, "empty line")
-            yield lineno, line.split()
+    for lineno, line, _ in iter_raw_lines(path):
+        fields = line.split()
+        if not fields:
+            raise DataDirError(path, lineno, "empty line")
+        yield lineno, fields
 
 
 def read_table(path, min_fields=2, max_fields=None):
@@ -42,7 +105,12 @@ def read_table(path, min_fields=2, max_fields=None):
     table = {}
     for lineno, fields in iter_lines(path):
         if len(fields) < min_fields or (max_fields and len(fields) > max_fields):
-            want = f"{min_fields}" if max_fields == min_fields else f"at least {min_fields}"
+            if max_fields == min_fields:
+                want = f"{min_fields}"
+            elif max_fields:
+                want = f"{min_fields} to {max_fields}"
+            else:
+                want = f"at least {min_fields}"
             raise DataDirError(path, lineno, f"expected {want} fields, got {len(fields)}")
         key = fields[0]
         if key in table:
@@ -54,17 +122,15 @@ def read_table(path, min_fields=2, max_fields=None):
 def read_scp(path):
     """Read a ``key rest-of-line`` file (wav.scp, feats.scp); values keep inner spaces."""
     table = {}
-    if not os.path.isfile(path):
-        raise DataDirError(path, 0, "no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataDirError(path, lineno, "expected '<key> <value>'")
-            if parts[0] in table:
-                raise DataDirError(path, lineno, f"duplicate key '{parts[0]}'")
-            table[parts[0]] = parts[1].strip()
+    for lineno, line, _ in iter_raw_lines(path):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            raise DataDirError(path, lineno, "empty line")
+        if len(parts) != 2:
+            raise DataDirError(path, lineno, "expected '<key> <value>'")
+        if parts[0] in table:
+            raise DataDirError(path, lineno, f"duplicate key '{parts[0]}'")
+        table[parts[0]] = parts[1].strip()
     return table
 
 
@@ -83,20 +149,28 @@ def read_kv(path, convert=str):
     return table
 
 
+def format_table(table):
+    """The text of ``write_table``: sorted ``key value`` lines (a bare key when the value is empty)."""
+    lines = []
+    for key in c_sorted(table):
+        value = table[key]
+        if isinstance(value, (list, tuple)):
+            value = " ".join(str(v) for v in value)
+        value = str(value)
+        lines.append(f"{key} {value}\n" if value else f"{key}\n")
+    return "".join(lines)
+
+
 def write_table(path, table):
     """Write a dict as sorted ``key value`` lines; list values are space-joined."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        for key in sorted(table, key=c_sort_key):
-            value = table[key]
-            if isinstance(value, (list, tuple)):
-                value = " ".join(str(v) for v in value)
-            f.write(f"{key} {value}\n")
+    with atomic_open(path, "w", newline="\n", **ENCODING) as f:
+        f.write(format_table(table))
 
 
 def utt2spk_to_spk2utt(utt2spk):
     """Invert utt2spk; utterance lists follow the sorted utterance order."""
     spk2utt = {}
-    for utt in sorted(utt2spk, key=c_sort_key):
+    for utt in c_sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
     return spk2utt
 
@@ -122,7 +196,7 @@ def read_trials(path):
 
 def write_trials(path, trials):
     """Write ``(enroll, test, is_target)`` triples in Kaldi trials format (order kept)."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", newline="\n", **ENCODING) as f:
         for enroll, test, is_target in trials:
             f.write(f"{enroll} {test} {'target' if is_target else 'nontarget'}\n")
 
@@ -175,4 +249,4 @@ class DataDir:
         return read_kv(self.file("utt2num_frames"), int)
 
     def utts(self):
-        return sorted(self.utt2spk(), key=c_sort_key)
+        return c_sorted(self.utt2spk())

@@ -1,0 +1,60 @@
+"""The part every backbone shares: input checks and per-crop mean normalisation.
+
+Mean normalisation lives inside the model's forward so that training crops and
+extraction chunks are always normalised the same way.
+"""
+
+from torch import nn
+
+
+def mean_normalise(feats):
+    """Subtract the mean over time from ``(batch, frames, feat_dim)`` features."""
+    return feats - feats.mean(dim=1, keepdim=True)
+
+
+class Backbone(nn.Module):
+    """Base class: ``(batch, frames, feat_dim)`` fbank -> ``(batch, embed_dim)``.
+
+    Subclasses implement ``encode`` on mean-normalised features. ``config`` is
+    set by ``pyspk.models.build_model`` so the model can be saved and rebuilt.
+    """
+
+    min_frames = 1
+
+    def __init__(self, feat_dim, embed_dim, cmn=True):
+        super().__init__()
+        self.feat_dim = feat_dim
+        self.embed_dim = embed_dim
+        self.cmn = cmn
+        self.config = None
+
+    def encode(self, feats):
+        raise NotImplementedError
+
+    def forward(self, feats):
+        if feats.dim() != 3 or feats.shape[2] != self.feat_dim:
+            raise ValueError(f"{type(self).__name__} expects input (batch, frames, {self.feat_dim}), "
+                             f"got {tuple(feats.shape)}")
+        if feats.shape[1] < self.min_frames:
+            raise ValueError(f"{type(self).__name__} needs at least {self.min_frames} frames, got {feats.shape[1]}")
+        if self.cmn:
+            feats = mean_normalise(feats)
+        return self.encode(feats)
+
+
+class Conv1dReluBn(nn.Sequential):
+    """Conv1d -> ReLU -> BatchNorm ('same' length when ``padding`` is None), as in Kaldi's relu-batchnorm."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding=None):
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=padding),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(out_channels),
+        )
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+

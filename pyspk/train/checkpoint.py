@@ -1,0 +1,86 @@
+"""Training checkpoints: atomic writes, latest-finding, pruning, RNG capture.
+
+Checkpoints hold only tensors, dicts, lists, numbers and strings so they load
+with ``torch.load(..., weights_only=True)``. Names are
+``ckpt-e<epoch>-s<step>.pt`` (epoch = epochs finished, step = optimiser
+steps done); a killed write leaves only a hidden temporary file, which is
+ignored and cleaned on the next start.
+"""
+
+import glob
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
+
+
+def checkpoint_name(epoch, step):
+    return f"ckpt-e{epoch}-s{step}.pt"
+
+
+def list_checkpoints(ckpt_dir):
+    """Complete checkpoints in ``ckpt_dir`` as ``[(step, path)]`` sorted by step."""
+    found = []
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            match = CKPT_RE.match(name)
+            if match:
+                found.append((int(match.group(2)), os.path.join(ckpt_dir, name)))
+    return sorted(found)
+
+
+def find_latest(ckpt_dir):
+    """Path of the checkpoint with the most steps, or None."""
+    found = list_checkpoints(ckpt_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(ckpt_dir, keep):
+    """Delete all but the ``keep`` most recent checkpoints (keep <= 0 keeps all)."""
+    if keep <= 0:
+        return
+    for _, path in list_checkpoints(ckpt_dir)[:-keep]:
+        os.remove(path)
+
+
+def remove_stale_temporaries(ckpt_dir):
+    """Delete temporary files left by a write that was killed half-way."""
+    for path in glob.glob(os.path.join(ckpt_dir, ".*.tmp")):
+        os.remove(path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def capture_rng_state():
+    """Python, numpy, torch (and CUDA) generator states as tensors and lists."""
+    version, py_state, gauss = random.getstate()
+    kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])

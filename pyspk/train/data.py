@@ -1,0 +1,235 @@
+"""Training data: fixed-length feature crops from a Kaldi data dir.
+
+Features are read lazily from ``feats.scp`` with kaldiio. Each item is one
+*clean* utterance; every crop of it comes from an independently chosen copy
+of that utterance when the data dir holds augmented copies (Kaldi naming
+``<utt>-reverb``, ``<utt>-noise``, ``<utt>-music``, ``<utt>-babble``, or an
+explicit ``utt2copies`` file: ``utt copy1 copy2 ...``).
+
+Randomness of an item is a pure function of ``(seed, epoch, index)``, so the
+data stream does not depend on the number of loader workers and resumes
+exactly from a sampler position without saving generator states. Feature
+augmentation runs later, on whole batches on the device (pyspk.train.augment).
+"""
+
+import logging
+
+import kaldiio
+import numpy as np
+import torch
+
+from pyspk.config import ConfigError, check_keys
+from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, read_table
+
+log = logging.getLogger(__name__)
+
+AUG_SUFFIXES = ("reverb", "noise", "music", "babble")
+DATA_KEYS = ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_suffixes", "specaug", "channel")
+CROP_KEYS = ("count", "frames")
+MAX_CONSECUTIVE_FAILURES = 10
+
+
+def group_copies(data, utts, suffixes=AUG_SUFFIXES):
+    """Split ``utts`` into clean utterances and their augmented copies.
+
+    Returns ``{clean_utt: [copy_utt, ...]}`` (C-sorted keys). With a
+    ``utt2copies`` file the mapping is taken from it; otherwise ``X-<suffix>``
+    is a copy of ``X`` when ``X`` itself is in ``utts``.
+    """
+    known = set(utts)
+    if data.has("utt2copies"):
+        path = data.file("utt2copies")
+        table = read_table(path, min_fields=1)
+        groups, seen = {}, set()
+        for lineno, (utt, copies) in enumerate(table.items(), 1):
+            for name in [utt] + copies:
+                if name not in known:
+                    raise DataDirError(path, lineno, f"'{name}' is not in feats.scp")
+                if name in seen:
+                    raise DataDirError(path, lineno, f"'{name}' is listed twice")
+                seen.add(name)
+            groups[utt] = copies
+        for utt in known - seen:  # utterances the file does not mention are clean on their own
+            groups[utt] = []
+    else:
+        groups = {}
+        copy_of = {}
+        for utt in utts:
+            base, _, suffix = utt.rpartition("-")
+            if suffix in suffixes and base in known:
+                copy_of[utt] = base
+        for utt in utts:
+            if utt not in copy_of:
+                groups[utt] = []
+        for utt, base in copy_of.items():
+            if base in groups:
+                groups[base].append(utt)
+            else:  # a copy of a copy ("X-noise-reverb"): attach to the clean root
+                root = base
+                while root in copy_of:
+                    root = copy_of[root]
+                groups[root].append(utt)
+    return {utt: sorted(groups[utt], key=c_sort_key) for utt in sorted(groups, key=c_sort_key)}
+
+
+def parse_crops(crops):
+    """``{name: {count, frames}}`` -> ordered ``[(name, count, frames)]``."""
+    if not isinstance(crops, dict) or not crops:
+        raise ConfigError("data.crops must be a mapping name -> {count, frames}")
+    parsed = []
+    for name, spec in crops.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"data.crops.{name} must be a mapping with 'count' and 'frames'")
+        check_keys(spec, CROP_KEYS, f"data.crops.{name}")
+        count, frames = int(spec.get("count", 1)), int(spec.get("frames", 0))
+        if count < 1 or frames < 1:
+            raise ConfigError(f"data.crops.{name}: count and frames must be positive")
+        parsed.append((name, count, frames))
+    return parsed
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Items ``{"crops": {name: (count, frames, dim) float32}, "index": i[, "label": spk]}``.
+
+    Indexed by ``(index, epoch)`` keys (see :class:`ResumableBatchSampler`).
+    """
+
+    def __init__(self, data_dir, crops, seed=0, use_vad=False, aug_prob=0.5, aug_suffixes=AUG_SUFFIXES,
+                 with_labels=False):
+        data = DataDir(data_dir)
+        self.feats = data.feats_scp()
+        self.groups = group_copies(data, list(self.feats), tuple(aug_suffixes))
+        self.utts = list(self.groups)
+        if not self.utts:
+            raise DataDirError(data.file("feats.scp"), 0, "no utterances")
+        self.crops = parse_crops(crops)
+        self.seed = int(seed)
+        self.aug_prob = float(aug_prob)
+        self.clean_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
+        self.vad = None
+        if use_vad:
+            if not data.has("vad.scp"):
+                raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
+            self.vad = data.file("vad.scp")
+            self.vad_scp = read_scp(self.vad)
+        self.labels = None
+        if with_labels:
+            utt2spk = data.utt2spk()
+            missing = [u for u in self.utts if u not in utt2spk]
+            if missing:
+                raise DataDirError(data.file("utt2spk"), 0, f"no speaker for utterance '{missing[0]}'")
+            self.speakers = sorted({utt2spk[u] for u in self.utts}, key=c_sort_key)
+            index = {spk: i for i, spk in enumerate(self.speakers)}
+            self.labels = [index[utt2spk[u]] for u in self.utts]
+        self.num_copies = sum(len(c) for c in self.groups.values())
+
+    def __len__(self):
+        return len(self.utts)
+
+    def feat_dim(self):
+        return int(self.load(self.utts[0]).shape[1])
+
+    def load(self, utt):
+        """The feature matrix of ``utt`` (VAD-selected when enabled) as float32."""
+        mat = np.asarray(kaldiio.load_mat(self.feats[utt]), dtype=np.float32)
+        if mat.ndim != 2 or mat.shape[0] == 0:
+            raise ValueError(f"expected a non-empty matrix, got shape {mat.shape}")
+        if self.vad is not None:
+            clean = utt if utt in self.vad_scp else self.clean_of.get(utt, utt)
+            if clean in self.vad_scp:
+                voiced = np.asarray(kaldiio.load_mat(self.vad_scp[clean])) > 0.5
+                # Too little speech left: keep everything rather than loop a few frames.
+                if len(voiced) == len(mat) and voiced.sum() >= 50:
+                    mat = mat[voiced]
+        return mat
+
+    def sample(self, index, rng):
+        """All crop groups of utterance ``index`` under generator ``rng``."""
+        utt = self.utts[index]
+        choices = [utt] + self.groups[utt]
+        loaded = {}
+        out = {}
+        for name, count, frames in self.crops:
+            use_copy = (rng.random(count) < self.aug_prob) & (len(choices) > 1)
+            picks = np.where(use_copy, rng.integers(1, max(len(choices), 2), size=count), 0)
+            rows = []
+            for pick in picks:
+                source = choices[pick]
+                if source not in loaded:
+                    loaded[source] = self.load(source)
+                mat = loaded[source]
+                length = len(mat)
+                start = int(rng.integers(0, max(length - frames, 0) + 1)) if length >= frames \
+                    else int(rng.integers(0, length))
+                # Shorter than the crop: wrap around (repeat the utterance).
+                rows.append(mat[(start + np.arange(frames)) % length] if length < frames else mat[start:start + frames])
+            out[name] = torch.from_numpy(np.stack(rows))
+        return out
+
+    def __getitem__(self, key):
+        index, epoch = key
+        for attempt in range(MAX_CONSECUTIVE_FAILURES):
+            current = (index + attempt) % len(self.utts)
+            rng = np.random.default_rng([self.seed, epoch, current])
+            try:
+                crops = self.sample(current, rng)
+                break
+            except Exception as e:  # an unreadable entry must not stop a long training run
+                log.warning("utterance %s: cannot read features (%s); using the next one", self.utts[current], e)
+        else:
+            raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} consecutive utterances from "
+                               f"'{self.utts[index]}' on could not be read; see the warnings above")
+        item = {"crops": crops, "index": current}
+        if self.labels is not None:
+            item["label"] = self.labels[current]
+        return item
+
+
+class ResumableBatchSampler(torch.utils.data.Sampler):
+    """Deterministic, rank-sharded batches that can start mid-epoch.
+
+    Epoch ``e`` uses a permutation seeded by ``(seed, e)``; rank ``r`` of ``w``
+    takes every ``w``-th item of it, trimmed so all ranks have the same number
+    of full batches (the last partial batch is dropped). Yields lists of
+    ``(index, epoch)`` keys for :class:`CropDataset`.
+    """
+
+    def __init__(self, num_items, batch_size, seed=0, rank=0, world_size=1):
+        self.num_items, self.batch_size = int(num_items), int(batch_size)
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.num_batches = self.num_items // self.world_size // self.batch_size
+        if self.num_batches == 0:
+            raise ConfigError(f"{num_items} training utterances cannot fill one batch of {batch_size} "
+                              f"on each of {world_size} process(es); lower data.batch_size")
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch, start_batch=0):
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def __len__(self):
+        return self.num_batches - self.start_batch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        mine = order[self.rank::self.world_size][: self.num_batches * self.batch_size].tolist()
+        for b in range(self.start_batch, self.num_batches):
+            yield [(i, self.epoch) for i in mine[b * self.batch_size:(b + 1) * self.batch_size]]
+
+
+def build_dataset(data_dir, cfg, seed, with_labels=False):
+    """A :class:`CropDataset` from the ``data`` config section."""
+    check_keys(cfg, DATA_KEYS, "data")
+    return CropDataset(data_dir, cfg["crops"], seed=seed, use_vad=bool(cfg.get("use_vad", False)),
+                       aug_prob=float(cfg.get("aug_prob", 0.5)),
+                       aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES), with_labels=with_labels)
+
+
+def build_loader(dataset, cfg, seed, rank=0, world_size=1, pin_memory=False):
+    """DataLoader over ``dataset`` with a :class:`ResumableBatchSampler`; returns (loader, sampler)."""
+    sampler = ResumableBatchSampler(len(dataset), int(cfg["batch_size"]), seed, rank, world_size)
+    workers = int(cfg.get("num_workers", 0))
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                         pin_memory=pin_memory, persistent_workers=False,
+                                         prefetch_factor=4 if workers > 0 else None)
+    return loader, sampler

@@ -1,0 +1,412 @@
+"""The generic training loop and the Objective interface the methods implement.
+
+A method (DINO, the pseudo-label classifier, contrastive, MeMo) subclasses
+:class:`Objective`: it builds its modules, says which module is optimised
+and which modules are the backbones to export, computes the loss of a batch,
+and keeps any extra state (teacher, centre ...). :class:`Trainer` does the
+rest: data loading, optimiser and schedules from YAML, DDP, gradient
+clipping, logging, checkpoints, exact resume and the final export.
+
+Experiment dir layout::
+
+    config.yaml               merged config (a resumed run must use the same)
+    checkpoints/ckpt-e<epoch>-s<step>.pt   backbone-file layout + trainer state
+    log/train.log, metrics.tsv, loss.png, final.pt, .done
+"""
+
+import contextlib
+import csv
+import logging
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from pyspk.config import ConfigError, check_keys, load_yaml, save_config
+from pyspk.device import cleanup_distributed, init_distributed
+from pyspk.fileutil import atomic_open, atomic_path
+from pyspk.logutil import setup_logging
+from pyspk.models import save_backbones
+from pyspk.train import checkpoint as ckpt
+from pyspk.train.augment import BatchAugmenter
+from pyspk.train.data import build_dataset, build_loader
+from pyspk.train.schedules import build_schedule
+
+log = logging.getLogger(__name__)
+
+TOP_KEYS = ("seed", "data", "model", "optim", "train")
+OPTIM_KEYS = ("name", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad")
+TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads")
+
+
+class Objective:
+    """What the trainer needs from a training method; subclasses override the methods.
+
+    ``section``: the method's own config section name. ``metric_names``: the
+    extra per-step statistics ``compute_loss`` returns (logged averaged).
+    ``schedule_names``: scheduled scalars ``schedule_values`` returns.
+    """
+
+    section = None
+    metric_names = ()
+    schedule_names = ()
+    with_labels = False
+
+    def build(self, config, steps_per_epoch, total_steps, device):
+        """Create the modules (on ``device``) and the method's own schedules."""
+        raise NotImplementedError
+
+    def trainable(self):
+        """The module whose parameters the optimiser updates (the trainer wraps it in DDP)."""
+        raise NotImplementedError
+
+    def backbones(self):
+        """``({name: backbone module}, default_name)`` written to checkpoints and final.pt."""
+        raise NotImplementedError
+
+    def compute_loss(self, model, batch, step):
+        """``(loss, {metric: scalar tensor})`` for one batch; ``model`` is trainable(), maybe DDP-wrapped.
+
+        ``batch`` is already on the device and augmented: ``{"crops": {name:
+        (B, count, frames, dim)}, "index": (B,)[, "label": (B,)]}``.
+        """
+        raise NotImplementedError
+
+    def param_groups(self, module):
+        """Parameter groups; by convention biases and norm weights (1-D) get no weight decay."""
+        decay, no_decay = [], []
+        for param in module.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
+
+    def schedule_values(self, step):
+        return {}
+
+    def after_backward(self, step):
+        """Called after backward, before clipping and the optimiser step."""
+
+    def after_step(self, step):
+        """Called after the optimiser step (e.g. an EMA update)."""
+
+    def state_dict(self):
+        """Extra state to checkpoint besides the backbones (heads, teacher, centre ...)."""
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def synchronise(self):
+        """Make state that processes update independently equal before it is saved."""
+
+
+def check_config(config, objective):
+    allowed = TOP_KEYS + ((objective.section,) if objective.section else ())
+    check_keys(config, allowed, "config")
+    for name in ("data", "model", "optim", "train"):
+        if not isinstance(config.get(name), dict):
+            raise ConfigError(f"config needs a '{name}' section")
+    check_keys(config["optim"], OPTIM_KEYS, "optim")
+    check_keys(config["train"], TRAIN_KEYS, "train")
+    if config["optim"].get("name", "sgd") not in ("sgd", "adamw"):
+        raise ConfigError(f"optim.name must be sgd or adamw, got {config['optim'].get('name')!r}")
+    if int(config["train"].get("epochs", 0)) < 1:
+        raise ConfigError("train.epochs must be a positive integer")
+
+
+def build_optimizer(groups, cfg):
+    name = cfg.get("name", "sgd")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=float(cfg.get("momentum", 0.9)),
+                               nesterov=bool(cfg.get("nesterov", False)))
+    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                             eps=float(cfg.get("eps", 1e-8)), weight_decay=0.0)
+
+
+def to_device(batch, device):
+    """Tensors of a (nested dict) batch moved to ``device``."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return batch
+
+
+class MetricsLog:
+    """Tab-separated metrics, one row per logged step; trimmed back on resume."""
+
+    def __init__(self, path, columns):
+        self.path, self.columns = path, list(columns)
+
+    def trim(self, last_step):
+        """Keep only rows up to ``last_step`` (a killed run may have logged past its last checkpoint)."""
+        if not os.path.isfile(self.path):
+            return
+        with open(self.path, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        with atomic_open(self.path, "w", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, self.columns, delimiter="\t", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= last_step)
+
+    def append(self, row):
+        new = not os.path.isfile(self.path)
+        with open(self.path, "a", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, self.columns, delimiter="\t", extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def read(self):
+        with open(self.path, encoding="utf-8") as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+
+
+def plot_metrics(metrics_path, png_path, series):
+    """Loss (and the other ``series`` found) against step, one panel each, as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    series = [s for s in series if rows and s in rows[0]]
+    if not rows or not series:
+        return
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series)), sharex=True, squeeze=False)
+    steps = [int(r["step"]) for r in rows]
+    for ax, name in zip(axes[:, 0], series):
+        ax.plot(steps, [float(r[name]) for r in rows], lw=1.2)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+class Trainer:
+    """Runs an :class:`Objective` on a data dir into an experiment dir; resumable."""
+
+    def __init__(self, objective, config, data_dir, exp_dir, device="auto"):
+        check_config(config, objective)
+        self.objective, self.config = objective, config
+        self.data_dir, self.exp_dir = data_dir, exp_dir
+        self.requested_device = device
+        self.ckpt_dir = os.path.join(exp_dir, "checkpoints")
+        self.done_path = os.path.join(exp_dir, ".done")
+        self.final_path = os.path.join(exp_dir, "final.pt")
+
+    # -- set-up ------------------------------------------------------------
+    def _prepare_exp_dir(self):
+        """Save the merged config; refuse to resume an experiment started with another one."""
+        config_path = os.path.join(self.exp_dir, "config.yaml")
+        if os.path.isfile(config_path) and ckpt.find_latest(self.ckpt_dir):
+            if load_yaml(config_path) != self.config:
+                raise ConfigError(f"{config_path}: differs from this run's config and checkpoints exist; "
+                                  "use a new experiment dir or the same config to resume")
+        if self.dist.is_main:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            ckpt.remove_stale_temporaries(self.ckpt_dir)
+            save_config(self.config, config_path)
+
+    def _build(self):
+        cfg = self.config
+        self.seed = int(cfg.get("seed", 0))
+        threads = int(cfg["train"].get("threads", 0))
+        if threads > 0:  # on a busy CPU, fewer intra-op threads than cores avoids spin-wait contention
+            torch.set_num_threads(threads)
+        # Same seed on every process: identical initial weights, so DDP's broadcast changes nothing.
+        torch.manual_seed(self.seed)
+        self.dataset = build_dataset(self.data_dir, cfg["data"], self.seed, self.objective.with_labels)
+        feat_dim = self.dataset.feat_dim()
+        if feat_dim != cfg["model"].get("feat_dim", 80):
+            raise ConfigError(f"{self.data_dir}/feats.scp has {feat_dim}-dim features but model.feat_dim is "
+                              f"{cfg['model'].get('feat_dim', 80)}")
+        self.loader, self.sampler = build_loader(self.dataset, cfg["data"], self.seed, self.dist.rank,
+                                                 self.dist.world_size, pin_memory=self.device.type == "cuda")
+        self.augmenter = BatchAugmenter(cfg["data"].get("specaug"), cfg["data"].get("channel"), self.seed,
+                                        self.dist.rank)
+        self.steps_per_epoch = self.sampler.num_batches
+        self.epochs = int(cfg["train"]["epochs"])
+        self.total_steps = self.epochs * self.steps_per_epoch
+        self.objective.build(cfg, self.steps_per_epoch, self.total_steps, self.device)
+        module = self.objective.trainable()
+        self.groups = self.objective.param_groups(module)
+        self.optimizer = build_optimizer(self.groups, cfg["optim"])
+        optim = cfg["optim"]
+        self.lr = build_schedule(optim.get("lr", 0.1), self.steps_per_epoch, self.total_steps, "optim.lr")
+        self.wd = build_schedule(optim.get("weight_decay", 0.0), self.steps_per_epoch, self.total_steps,
+                                 "optim.weight_decay")
+        self.clip_grad = float(optim.get("clip_grad", 0.0))
+        self.model = module
+        if self.dist.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+        self.amp = bool(cfg["train"].get("amp", False)) and self.device.type == "cuda"
+        columns = ["step", "epoch", "loss", "lr", "wd", *self.objective.schedule_names,
+                   *self.objective.metric_names, "sec_per_step", "data_sec_per_step"]
+        self.metrics = MetricsLog(os.path.join(self.exp_dir, "metrics.tsv"), columns)
+
+    # -- checkpoints ---------------------------------------------------------
+    def _gather_rng(self):
+        state = ckpt.capture_rng_state()
+        if not self.dist.distributed:
+            return [state]
+        states = [None] * self.dist.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def save_checkpoint(self, step):
+        self.objective.synchronise()
+        rng_states = self._gather_rng()
+        if not self.dist.is_main:
+            return
+        backbones, default = self.objective.backbones()
+        extra = {"objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "step": step, "epoch": step // self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
+                 "world_size": self.dist.world_size, "rng": rng_states, "config": self.config}
+        path = os.path.join(self.ckpt_dir, ckpt.checkpoint_name(step // self.steps_per_epoch, step))
+        save_backbones(path, backbones, default, extra)
+        ckpt.prune_checkpoints(self.ckpt_dir, int(self.config["train"].get("keep_checkpoints", 3)))
+        log.info("saved %s", path)
+
+    def resume(self):
+        """Load the latest checkpoint if any; return the step to continue from."""
+        path = ckpt.find_latest(self.ckpt_dir)
+        if path is None:
+            return 0
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        if state["steps_per_epoch"] != self.steps_per_epoch:
+            raise ConfigError(f"{path}: saved with {state['steps_per_epoch']} steps per epoch, now "
+                              f"{self.steps_per_epoch} (different data, batch size or number of processes)")
+        backbones, _ = self.objective.backbones()
+        for name, module in backbones.items():
+            module.load_state_dict(state["backbones"][name]["state_dict"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        rng_states = state["rng"]
+        ckpt.restore_rng_state(rng_states[self.dist.rank % len(rng_states)])
+        log.info("resumed from %s (step %d)", path, state["step"])
+        return int(state["step"])
+
+    def export(self):
+        backbones, default = self.objective.backbones()
+        save_backbones(self.final_path, backbones, default,
+                       {"config": self.config, "step": self.total_steps, "epoch": self.epochs})
+
+    # -- the loop ------------------------------------------------------------
+    def _set_schedules(self, step):
+        lr, wd = self.lr(step), self.wd(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0
+        return lr, wd
+
+    def _train_step(self, batch, step):
+        lr, wd = self._set_schedules(step)
+        batch = to_device(batch, self.device)
+        batch["crops"] = self.augmenter(batch["crops"], step)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        with autocast:
+            loss, stats = self.objective.compute_loss(self.model, batch, step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping "
+                                     "(lower optim.lr or raise clipping)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.objective.after_backward(step)
+        if self.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.objective.trainable().parameters(), self.clip_grad)
+        self.optimizer.step()
+        self.objective.after_step(step)
+        return loss.detach(), stats, lr, wd
+
+    def _log_row(self, step, sums, count, lr, wd, elapsed, data_time):
+        names = ["loss", *self.objective.metric_names]
+        values = torch.stack([sums[n] for n in names]).float() / count
+        if self.dist.distributed:
+            dist.all_reduce(values)
+            values /= self.dist.world_size
+        row = {"step": step, "epoch": round(step / self.steps_per_epoch, 3), "lr": lr, "wd": wd}
+        row.update(self.objective.schedule_values(step - 1))
+        row.update({n: float(v) for n, v in zip(names, values.tolist())})
+        row.update({"sec_per_step": elapsed / count, "data_sec_per_step": data_time / count})
+        if self.dist.is_main:
+            self.metrics.append(row)
+            log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+    def run(self, max_steps=None):
+        """Train to the end (or stop after ``max_steps`` steps in total); returns the step reached."""
+        self.dist, self.device = init_distributed(self.requested_device)
+        try:
+            if os.path.isfile(self.done_path):
+                log.info("%s exists: training already finished, nothing to do", self.done_path)
+                return None
+            self._prepare_exp_dir()
+            setup_logging(os.path.join(self.exp_dir, "log", "train.log") if self.dist.is_main else None,
+                          rank=self.dist.rank)
+            self._build()
+            step = self.resume()
+            if self.dist.is_main:
+                self.metrics.trim(step)
+            log.info("%d training utterances (%d augmented copies), %d process(es), %d steps/epoch, %d epochs, "
+                     "device %s", len(self.dataset), self.dataset.num_copies, self.dist.world_size,
+                     self.steps_per_epoch, self.epochs, self.device)
+            step = self._loop(step, max_steps)
+            if step < self.total_steps:
+                return step
+            if self.dist.is_main:
+                self.export()
+                plot_metrics(self.metrics.path, os.path.join(self.exp_dir, "loss.png"),
+                             ["loss", *self.objective.metric_names, "lr"])
+                with open(self.done_path, "w") as f:
+                    f.write(f"step {step}\n")
+                log.info("training finished: %s", self.final_path)
+            return step
+        finally:
+            cleanup_distributed()
+
+    def _loop(self, step, max_steps):
+        cfg = self.config["train"]
+        log_every = max(int(cfg.get("log_every", 10)), 1)
+        ckpt_every = int(cfg.get("ckpt_every_steps", 0))
+        stop = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
+        last_saved = step
+        progress = tqdm(total=self.total_steps, initial=step, disable=not self.dist.is_main, unit="step",
+                        mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+        self.objective.trainable().train()
+        sums, count, elapsed, data_time = {}, 0, 0.0, 0.0
+        while step < stop:
+            epoch = step // self.steps_per_epoch
+            self.sampler.set_epoch(epoch, step % self.steps_per_epoch)
+            tick = time.perf_counter()
+            for batch in self.loader:
+                fetched = time.perf_counter()
+                loss, stats, lr, wd = self._train_step(batch, step)
+                step += 1
+                for name, value in [("loss", loss), *stats.items()]:
+                    sums[name] = sums.get(name, 0.0) + value.detach()
+                count += 1
+                now = time.perf_counter()
+                elapsed += now - tick
+                data_time += fetched - tick
+                progress.update(1)
+                if step % log_every == 0 or step == stop:
+                    self._log_row(step, sums, count, lr, wd, elapsed, data_time)
+                    progress.set_postfix(loss=f"{float(sums['loss']) / count:.3f}")
+                    sums, count, elapsed, data_time = {}, 0, 0.0, 0.0
+                end_of_epoch = step % self.steps_per_epoch == 0
+                if end_of_epoch or (ckpt_every > 0 and step % ckpt_every == 0) or step == stop:
+                    if step != last_saved:
+                        self.save_checkpoint(step)
+                        last_saved = step
+                if step >= stop or end_of_epoch:
+                    break
+                tick = time.perf_counter()
+        progress.close()
+        return step

@@ -1,0 +1,54 @@
+"""Synthetic fbank data dirs for tests, benchmarks and smoke runs (no audio needed).
+
+Each speaker has a smooth spectral envelope; each frame adds one of a set of
+"phone" templates shared by all speakers, and each utterance a channel
+offset and noise, so speakers are separable but not trivially.
+"""
+
+import os
+
+import kaldiio
+import numpy as np
+
+from pyspk.data.datadir import utt2spk_to_spk2utt, write_table
+
+
+def make_feats_data_dir(path, n_spk=4, n_utt=3, min_frames=150, max_frames=300, feat_dim=80, seed=0,
+                        copies=()):
+    """Write ``feats.ark/scp``, ``utt2spk``, ``spk2utt``, ``utt2num_frames`` under ``path``.
+
+    ``copies``: suffixes (e.g. ``("reverb", "noise")``) of augmented copies
+    ``<utt>-<suffix>`` to add, same length as their clean utterance.
+    Returns ``path``.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(path, exist_ok=True)
+    bins = np.linspace(0.0, 1.0, feat_dim)
+    phones = rng.normal(0.0, 1.5, size=(12, feat_dim))
+    utt2spk, utt2num_frames = {}, {}
+    ark, scp = os.path.join(path, "feats.ark"), os.path.join(path, "feats.scp")
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as writer:
+        for s in range(n_spk):
+            spk = f"spk{s:03d}"
+            envelope = 8.0 + sum(rng.normal(0.0, 1.2) * np.cos(np.pi * k * bins) for k in range(1, 6))
+            for u in range(n_utt):
+                utt = f"{spk}-utt{u:03d}"
+                frames = int(rng.integers(min_frames, max_frames + 1))
+                sequence = np.repeat(rng.integers(0, len(phones), size=frames // 8 + 1), 8)[:frames]
+                clean = envelope + phones[sequence] + rng.normal(0.0, 0.3, size=feat_dim) \
+                    + rng.normal(0.0, 0.5, size=(frames, feat_dim))
+                versions = {utt: clean}
+                for suffix in copies:
+                    versions[f"{utt}-{suffix}"] = np.logaddexp(clean, rng.uniform(4.0, 9.0)) \
+                        + rng.normal(0.0, 0.3, size=(frames, feat_dim))
+                for name, mat in versions.items():
+                    writer(name, mat.astype(np.float32))
+                    utt2spk[name] = spk
+                    utt2num_frames[name] = frames
+    # kaldiio writes in insertion order; Kaldi tools want C-sorted keys.
+    lines = open(scp, encoding="utf-8").read().splitlines()
+    write_table(scp, dict(line.split(maxsplit=1) for line in lines))
+    write_table(os.path.join(path, "utt2spk"), utt2spk)
+    write_table(os.path.join(path, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
+    write_table(os.path.join(path, "utt2num_frames"), utt2num_frames)
+    return path

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Pseudo-labelling round: cluster utterance embeddings (k-means, mini-batch
+# k-means or agglomerative), keep the members nearest to their centroid, and
+# write a Kaldi data dir whose speakers are the clusters. Utterance ids become
+# "<cluster>-<utt>" (Kaldi wants utt2spk sorted by speaker too); feats.scp and
+# the other per-utterance files of the source are carried over unchanged,
+# utt2uniq maps back to the source ids, utt2dist holds the distance to the
+# centroid. The report dir gets cluster_assignments.txt (all utterances) and
+# cluster_report.txt (with --ref-utt2spk: NMI, purity, clusters per true
+# speaker; diagnostics only). Re-running recomputes and replaces the outputs
+# (the destination dir is built aside and swapped in once valid).
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+cmd=run.pl
+num_clusters=500
+method=kmeans            # kmeans|minibatch|agglomerative
+keep_fraction=0.8
+min_cluster_size=5
+seed=0
+device=auto
+ref_utt2spk=
+subtract_mean=true
+spherical=false
+init=k-means++
+n_init=1
+max_iter=100
+batch_size=16384
+linkage=average
+spk_prefix=pl
+# End configuration section.
+
+help_message="Usage: $0 [options] <xvector-dir> <src-data-dir> <dest-data-dir> <report-dir>
+e.g.: $0 --num-clusters 500 --ref-utt2spk data/train/utt2spk \\
+        exp/pl/round1/xvectors_train data/train data/train_pl_r1 exp/pl/round1/cluster
+Options:
+  --cmd <run.pl|queue.pl ...>         # how to run the job (default: $cmd)
+  --num-clusters <k>                  # number of clusters (default: $num_clusters)
+  --method <kmeans|minibatch|agglomerative>  # clustering method (default: $method)
+  --keep-fraction <f>                 # fraction of each cluster kept, nearest to its centroid
+                                      # first (default: $keep_fraction)
+  --min-cluster-size <n>              # drop clusters with fewer kept members (default: $min_cluster_size)
+  --seed <n>                          # random seed (default: $seed)
+  --device <auto|cpu|cuda>            # where to cluster; auto: cuda if available (default: $device)
+  --ref-utt2spk <file>                # true labels, for the report only (default: none)
+  --subtract-mean <true|false>        # subtract the mean before length-normalising (default: $subtract_mean)
+  --spherical <true|false>            # cosine k-means, unit-norm centroids (default: $spherical)
+  --init <k-means++|random>           # k-means initialisation (default: $init)
+  --n-init <n>                        # k-means runs, best inertia kept (default: $n_init)
+  --max-iter <n>                      # k-means iterations / mini-batch epochs at most (default: $max_iter)
+  --batch-size <n>                    # mini-batch size (default: $batch_size)
+  --linkage <average|complete|ward>   # agglomerative linkage (default: $linkage)
+  --spk-prefix <str>                  # prefix of the cluster ids (default: $spk_prefix)"
+
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -ne 4 ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+xvector_dir=$1
+src_data=$2
+dest_data=$3
+report_dir=$4
+
+for f in "$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"}; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+
+mkdir -p "$report_dir/log"
+log=$report_dir/log/cluster.log
+if ! $cmd "$log" python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" \
+    --keep-fraction "$keep_fraction" --min-cluster-size "$min_cluster_size" --seed "$seed" --device "$device" \
+    --ref-utt2spk "$ref_utt2spk" --subtract-mean "$subtract_mean" --spherical "$spherical" --init "$init" \
+    --n-init "$n_init" --max-iter "$max_iter" --batch-size "$batch_size" --linkage "$linkage" \
+    --spk-prefix "$spk_prefix" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"; then
+  echo "$0: clustering failed; last lines of $log:" >&2
+  tail -n 20 "$log" >&2
+  exit 1
+fi
+grep -E '^(selection|truth_all|truth_kept)\.' "$report_dir/cluster_report.txt" || true
+echo "$0: wrote $dest_data ($(wc -l < "$dest_data/utt2spk") utterances, $(wc -l < "$dest_data/spk2utt") pseudo-speakers); report in $report_dir/cluster_report.txt"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# EER (as Kaldi's compute-eer) and minDCF at p-target 0.01 and 0.05 with
+# c-miss = c-fa = 1 (as Kaldi's sid/compute_min_dcf.py) of a scores file, and
+# one line per system in the results file:
+#   system=<name> EER=3.224% minDCF(p=0.01)=0.3492 minDCF(p=0.05)=0.2101 trials=<trials>
+# Re-running replaces that system's line instead of adding another.
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+cmd=run.pl
+name=
+results=exp/results.txt
+p_targets=0.01,0.05
+det_plot=
+hist_plot=
+skip_missing=false
+# End configuration section.
+
+help_message="Usage: $0 [options] <trials> <scores-file>
+e.g.: $0 --name plda_test --det-plot exp/scores/plda_test.det.png data/test/trials exp/scores/plda_test
+Options:
+  --cmd <run.pl|queue.pl ...>  # how to run the job (default: $cmd)
+  --name <system>              # system name in the results line (default: the scores file path)
+  --results <file>             # results file to update, empty for none (default: $results)
+  --p-targets <p1,p2,...>      # minDCF target priors (default: $p_targets)
+  --det-plot <png>             # write a DET curve here (default: none)
+  --hist-plot <png>            # write a target/non-target score histogram here (default: none)
+  --skip-missing <true|false>  # count trials without a score instead of failing (default: $skip_missing)"
+
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -ne 2 ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+trials=$1
+scores=$2
+name=${name:-$scores}
+
+for f in "$trials" "$scores"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+
+logdir=$(dirname "$scores")/log
+mkdir -p "$logdir"
+log=$logdir/compute_metrics.$(basename "$scores").log
+
+if ! $cmd "$log" python -m pyspk.bin.compute_metrics --name "$name" --results "$results" \
+    --p-targets "$p_targets" --det-plot "$det_plot" --hist-plot "$hist_plot" \
+    --skip-missing "$skip_missing" "$trials" "$scores"; then
+  echo "$0: computing metrics failed; last lines of $log:" >&2
+  tail -n 20 "$log" >&2
+  exit 1
+fi
+grep -E "^(EER|minDCF)" "$log"
+[ -z "$results" ] || echo "$0: updated $results: $(awk -v p="system=$name " 'index($0, p) == 1' "$results")"

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Kaldi energy VAD for a data dir with features, as Kaldi's
+# steps/compute_vad_decision.sh: writes <vad-dir>/vad_<name>.<n>.{ark,scp}
+# and <data-dir>/vad.scp (per utterance a Kaldi float vector of 0/1, one entry
+# per feature frame).
+#
+# Kaldi thresholds the log energy in column 0 of MFCC features; fbank features
+# have no such column, so the log energy of each frame is recomputed from the
+# audio with the framing of --fbank-config, which must be the conf the
+# features were made with (a frame-count mismatch is reported). See
+# pyspk/features/vad.py. Utterance failures are handled as in make_fbank.sh.
+# Re-running when vad.scp is complete and newer than feats.scp and the
+# configs does nothing; otherwise everything is recomputed.
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+nj=4
+cmd=run.pl
+vad_config=conf/vad.conf
+fbank_config=conf/fbank.conf
+max_fail_fraction=0.05
+# End configuration section.
+
+help_message="Usage: $0 [options] <data-dir> [<log-dir> [<vad-dir>]]
+e.g.: $0 --nj 8 --cmd \"\$train_cmd\" data/train exp/make_vad/train vad
+Note: <log-dir> defaults to <data-dir>/log, <vad-dir> to <data-dir>/data.
+Options:
+  --nj <n>                         # number of parallel jobs (default: $nj)
+  --cmd <run.pl|queue.pl ...>      # how to run the jobs (default: $cmd)
+  --vad-config <file>              # Kaldi-style compute-vad options (default: $vad_config)
+  --fbank-config <file>            # fbank conf of the features, for the framing (default: $fbank_config)
+  --max-fail-fraction <f>          # fail if more than this fraction of utterances fail (default: $max_fail_fraction)"
+
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -lt 1 ] || [ $# -gt 3 ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+data=$1
+logdir=${2:-$data/log}
+vaddir=${3:-$data/data}
+name=$(basename "$data")
+
+for f in "$data/wav.scp" "$data/feats.scp" "$vad_config" "$fbank_config"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+[[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 1; }
+[[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
+  { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+
+# True when vad.scp has exactly the utterances of feats.scp, is newer than
+# every input, and every ark it points to exists.
+vad_up_to_date() {
+  local f=$data/vad.scp input ark
+  [ -f "$f" ] || return 1
+  for input in "$data/feats.scp" "$data/wav.scp" "$vad_config" "$fbank_config"; do
+    [ "$f" -nt "$input" ] || return 1
+  done
+  cmp -s <(awk '{print $1}' "$f") <(awk '{print $1}' "$data/feats.scp") || return 1
+  while read -r ark; do
+    [ -f "$ark" ] || return 1
+  done < <(awk '{sub(/:[0-9]+$/, "", $2); print $2}' "$f" | sort -u)
+}
+
+if vad_up_to_date; then
+  echo "$0: $data/vad.scp is complete and newer than its inputs; nothing to do"
+  exit 0
+fi
+
+mkdir -p "$logdir" "$vaddir"
+rm -f "$data/vad.scp"
+
+if ! $cmd JOB=1:"$nj" "$logdir/vad_$name.JOB.log" \
+    python -m pyspk.bin.compute_vad --config "$vad_config" --fbank-config "$fbank_config" \
+      --job JOB --num-jobs "$nj" "$data" "$vaddir/vad_$name.JOB.ark" "$vaddir/vad_$name.JOB.scp"; then
+  for n in $(seq "$nj"); do
+    log=$logdir/vad_$name.$n.log
+    if ! grep -q "^# Ended (code 0)" "$log"; then
+      echo "$0: VAD job $n failed; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      break
+    fi
+  done
+  exit 1
+fi
+
+# Sum the jobs' "Done N utterances, failed M" lines.
+num_done=0; num_failed=0; first_failed_log=
+for n in $(seq "$nj"); do
+  log=$logdir/vad_$name.$n.log
+  counts=$(grep -o "Done [0-9]* utterances, failed [0-9]*" "$log" | tail -n 1 | awk '{print $2, $5}')
+  [ -n "$counts" ] || { echo "$0: no 'Done ... failed ...' line in $log" >&2; exit 1; }
+  read -r done_n failed_n <<< "$counts"
+  num_done=$((num_done + done_n)); num_failed=$((num_failed + failed_n))
+  if [ "$failed_n" -gt 0 ] && [ -z "$first_failed_log" ]; then first_failed_log=$log; fi
+done
+total=$((num_done + num_failed))
+[ "$total" -gt 0 ] || { echo "$0: no utterances in $data/feats.scp" >&2; exit 1; }
+if awk -v f="$num_failed" -v t="$total" -v m="$max_fail_fraction" 'BEGIN { exit !(f > m * t) }'; then
+  echo "$0: $num_failed of $total utterances failed, more than --max-fail-fraction $max_fail_fraction;" \
+       "see $first_failed_log" >&2
+  exit 1
+fi
+
+parts=()
+for n in $(seq "$nj"); do parts+=("$vaddir/vad_$name.$n.scp"); done
+sort "${parts[@]}" > "$data/vad.scp.tmp"
+mv "$data/vad.scp.tmp" "$data/vad.scp"
+
+if [ "$num_failed" -gt 0 ]; then
+  echo "$0: $num_failed of $total utterances failed (listed by id in $logdir/vad_$name.*.log," \
+       "e.g. $first_failed_log); they are not in $data/vad.scp."
+  echo "$0: run utils/fix_data_dir.sh $data to drop them from the other files."
+fi
+echo "$0: succeeded computing VAD decisions for $name ($num_done utterances)"

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Extract utterance embeddings with a backbone file, as Kaldi's
+# steps/nnet3/xvector/extract_xvectors.sh: writes <out-dir>/xvector.<n>.ark,
+# xvector.scp (sorted), spk_xvector.ark/.scp (mean of each speaker's
+# utterance embeddings, as ivector-mean) and num_utts.ark (text: "spk N").
+#
+# Long utterances are embedded in chunks of --chunk-size frames and the chunk
+# embeddings averaged (a tail shorter than --min-chunk-size is dropped);
+# utterances shorter than --min-chunk-size are padded by repetition.
+# Utterances that fail (unreadable features, wrong dim, no voiced frames) are
+# logged by id in log/extract.*.log and left out; the script fails if more than
+# --max-fail-fraction of them fail. Re-running with the same options when the
+# outputs are newer than the model and the features does nothing.
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+nj=4
+cmd=run.pl
+backbone=
+chunk_size=1000
+min_chunk_size=100
+batch_size=32
+device=auto
+use_vad=false
+max_fail_fraction=0.05
+# End configuration section.
+
+help_message="Usage: $0 [options] <model-file> <data-dir> <out-dir>
+e.g.: $0 --nj 8 --cmd \"\$train_cmd\" exp/dino/final.pt data/voxceleb1_test exp/dino/xvectors_voxceleb1_test
+Options:
+  --nj <n>                     # number of parallel jobs (default: $nj)
+  --cmd <run.pl|queue.pl ...>  # how to run the jobs (default: $cmd)
+  --backbone <name>            # backbone in the model file, e.g. student (default: the file's
+                               # default_backbone, the teacher for DINO)
+  --chunk-size <frames>        # chunk length for long utterances (default: $chunk_size)
+  --min-chunk-size <frames>    # drop shorter tails, pad shorter utterances (default: $min_chunk_size)
+  --batch-size <n>             # chunks per forward pass (default: $batch_size)
+  --device <auto|cpu|cuda>     # auto: cuda if available (default: $device)
+  --use-vad <true|false>       # drop frames marked 0 in <data-dir>/vad.scp (default: $use_vad)
+  --max-fail-fraction <f>      # fail if more than this fraction of utterances fail (default: $max_fail_fraction)"
+
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -ne 3 ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+model=$1
+data=$2
+dir=$3
+
+inputs=("$model" "$data/feats.scp" "$data/utt2spk")
+if $use_vad; then inputs+=("$data/vad.scp"); fi
+for f in "${inputs[@]}"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+for opt in nj chunk_size min_chunk_size batch_size; do
+  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
+done
+[ "$min_chunk_size" -le "$chunk_size" ] || \
+  { echo "$0: --min-chunk-size ($min_chunk_size) must not exceed --chunk-size ($chunk_size)" >&2; exit 1; }
+[[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
+  { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+
+# The marker records what was extracted; outputs are reused only for the same
+# model, backbone and options, and when newer than every input.
+settings="model=$(cd "$(dirname "$model")" && pwd -P)/$(basename "$model") data=$(cd "$data" && pwd -P)"
+settings+=" backbone=$backbone chunk_size=$chunk_size min_chunk_size=$min_chunk_size use_vad=$use_vad"
+marker=$dir/.extract_done
+up_to_date() {
+  local f
+  [ -f "$marker" ] && [ "$(cat "$marker")" = "$settings" ] || return 1
+  for f in xvector.scp spk_xvector.scp num_utts.ark; do [ -f "$dir/$f" ] || return 1; done
+  for f in "${inputs[@]}"; do [ "$marker" -nt "$f" ] || return 1; done
+}
+if up_to_date; then
+  echo "$0: $dir is complete and newer than its inputs; nothing to do"
+  exit 0
+fi
+
+mkdir -p "$dir/log"
+rm -f "$marker" "$dir"/xvector.*.ark "$dir"/xvector.*.scp
+
+# Share the CPU cores between the jobs (ignored when they run on a GPU).
+num_threads=$(( $(nproc) / nj ))
+[ "$num_threads" -ge 1 ] || num_threads=1
+backbone_opt=()
+[ -n "$backbone" ] && backbone_opt=(--backbone "$backbone")
+
+if ! $cmd JOB=1:"$nj" "$dir/log/extract.JOB.log" \
+    python -m pyspk.bin.extract_embeddings extract "${backbone_opt[@]}" --chunk-size "$chunk_size" \
+      --min-chunk-size "$min_chunk_size" --batch-size "$batch_size" --device "$device" --use-vad "$use_vad" \
+      --num-threads "$num_threads" --job JOB --num-jobs "$nj" "$model" "$data" "$dir"; then
+  for n in $(seq "$nj"); do
+    log=$dir/log/extract.$n.log
+    if ! grep -q "^# Ended (code 0)" "$log"; then
+      echo "$0: extraction job $n failed; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      break
+    fi
+  done
+  exit 1
+fi
+
+if ! python -m pyspk.bin.extract_embeddings merge --num-jobs "$nj" --max-fail-fraction "$max_fail_fraction" \
+    "$data" "$dir" > "$dir/log/merge.log" 2>&1; then
+  echo "$0: merging failed; last lines of $dir/log/merge.log:" >&2
+  tail -n 20 "$dir/log/merge.log" >&2
+  exit 1
+fi
+counts=$(grep -o "^Done [0-9]*, failed [0-9]*" "$dir/log/merge.log" | tail -n 1)
+if [ "${counts##* }" != 0 ]; then
+  echo "$0: some utterances failed (listed by id in $dir/log/extract.*.log); they have no embedding"
+fi
+echo "$settings" > "$marker"
+echo "$0: succeeded extracting embeddings into $dir ($counts)"

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Compute Kaldi fbank features for a data dir, as Kaldi's steps/make_fbank.sh:
+# writes <fbank-dir>/raw_fbank_<name>.<n>.{ark,scp} and <data-dir>/feats.scp,
+# utt2num_frames and (by default) utt2dur. Reads wav.scp (plain paths or
+# "command |" extended filenames) and segments when present.
+#
+# Utterances that fail (unreadable audio, failing pipe, wrong sample rate, too
+# short, segment beyond the recording) are logged by id and left out of
+# feats.scp; the script fails if more than --max-fail-fraction of them fail.
+# Re-running when feats.scp is complete and newer than wav.scp, segments and
+# the config does nothing; otherwise everything is recomputed (the old
+# feats.scp is first moved to <data-dir>/.backup, as Kaldi does).
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+nj=4
+cmd=run.pl
+fbank_config=conf/fbank.conf
+compress=true
+max_fail_fraction=0.05
+write_utt2dur=true
+# End configuration section.
+
+help_message="Usage: $0 [options] <data-dir> [<log-dir> [<fbank-dir>]]
+e.g.: $0 --nj 8 --cmd \"\$train_cmd\" data/train exp/make_fbank/train fbank
+Note: <log-dir> defaults to <data-dir>/log, <fbank-dir> to <data-dir>/data.
+Options:
+  --nj <n>                         # number of parallel jobs (default: $nj)
+  --cmd <run.pl|queue.pl ...>      # how to run the jobs (default: $cmd)
+  --fbank-config <file>            # Kaldi-style fbank options (default: $fbank_config)
+  --compress <true|false>          # store Kaldi compressed matrices (default: $compress)
+  --max-fail-fraction <f>          # fail if more than this fraction of utterances fail (default: $max_fail_fraction)
+  --write-utt2dur <true|false>     # also write <data-dir>/utt2dur (default: $write_utt2dur)"
+
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -lt 1 ] || [ $# -gt 3 ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+data=$1
+logdir=${2:-$data/log}
+fbankdir=${3:-$data/data}
+name=$(basename "$data")
+
+for f in "$data/wav.scp" "$fbank_config"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+[[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 1; }
+[[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
+  { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+
+utt_list=$data/wav.scp
+[ -f "$data/segments" ] && utt_list=$data/segments
+
+# True when feats.scp has exactly the utterances, is newer than every input,
+# and every ark it points to exists.
+feats_up_to_date() {
+  local f=$data/feats.scp input ark
+  [ -f "$f" ] && [ -f "$data/utt2num_frames" ] || return 1
+  if $write_utt2dur; then [ -f "$data/utt2dur" ] || return 1; fi
+  for input in "$data/wav.scp" "$utt_list" "$fbank_config"; do
+    [ "$f" -nt "$input" ] || return 1
+  done
+  cmp -s <(awk '{print $1}' "$f") <(awk '{print $1}' "$utt_list" | sort) || return 1
+  while read -r ark; do
+    [ -f "$ark" ] || return 1
+  done < <(awk '{sub(/:[0-9]+$/, "", $2); print $2}' "$f" | sort -u)
+}
+
+if feats_up_to_date; then
+  echo "$0: $data/feats.scp is complete and newer than its inputs; nothing to do"
+  exit 0
+fi
+
+mkdir -p "$logdir" "$fbankdir"
+if [ -f "$data/feats.scp" ]; then
+  mkdir -p "$data/.backup"
+  echo "$0: moving $data/feats.scp to $data/.backup"
+  mv "$data/feats.scp" "$data/.backup/"
+fi
+
+utt2dur_opt=()
+if $write_utt2dur; then utt2dur_opt=(--utt2dur-out "$logdir/utt2dur.JOB"); fi
+
+if ! $cmd JOB=1:"$nj" "$logdir/make_fbank_$name.JOB.log" \
+    python -m pyspk.bin.compute_fbank --config "$fbank_config" --job JOB --num-jobs "$nj" \
+      --compress "$compress" --utt2num-frames-out "$logdir/utt2num_frames.JOB" "${utt2dur_opt[@]}" \
+      "$data" "$fbankdir/raw_fbank_$name.JOB.ark" "$fbankdir/raw_fbank_$name.JOB.scp"; then
+  for n in $(seq "$nj"); do
+    log=$logdir/make_fbank_$name.$n.log
+    if ! grep -q "^# Ended (code 0)" "$log"; then
+      echo "$0: fbank job $n failed; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      break
+    fi
+  done
+  exit 1
+fi
+
+# Sum the jobs' "Done N utterances, failed M" lines.
+num_done=0; num_failed=0; first_failed_log=
+for n in $(seq "$nj"); do
+  log=$logdir/make_fbank_$name.$n.log
+  counts=$(grep -o "Done [0-9]* utterances, failed [0-9]*" "$log" | tail -n 1 | awk '{print $2, $5}')
+  [ -n "$counts" ] || { echo "$0: no 'Done ... failed ...' line in $log" >&2; exit 1; }
+  read -r done_n failed_n <<< "$counts"
+  num_done=$((num_done + done_n)); num_failed=$((num_failed + failed_n))
+  if [ "$failed_n" -gt 0 ] && [ -z "$first_failed_log" ]; then first_failed_log=$log; fi
+done
+total=$((num_done + num_failed))
+[ "$total" -gt 0 ] || { echo "$0: no utterances in $utt_list" >&2; exit 1; }
+if awk -v f="$num_failed" -v t="$total" -v m="$max_fail_fraction" 'BEGIN { exit !(f > m * t) }'; then
+  echo "$0: $num_failed of $total utterances failed, more than --max-fail-fraction $max_fail_fraction;" \
+       "see $first_failed_log" >&2
+  exit 1
+fi
+
+# Merge the parts: C-sorted, each replacing its file in one rename; feats.scp
+# last, since its presence marks a finished run.
+merge_parts() {  # <out> <part-prefix> <part-suffix>: parts are <prefix><job><suffix>
+  local out=$1 files=() n
+  for n in $(seq "$nj"); do files+=("$2$n$3"); done
+  sort "${files[@]}" > "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+merge_parts "$data/utt2num_frames" "$logdir/utt2num_frames." ""
+if $write_utt2dur; then merge_parts "$data/utt2dur" "$logdir/utt2dur." ""; fi
+merge_parts "$data/feats.scp" "$fbankdir/raw_fbank_$name." ".scp"
+
+if [ "$num_failed" -gt 0 ]; then
+  echo "$0: $num_failed of $total utterances failed (listed by id in $logdir/make_fbank_$name.*.log," \
+       "e.g. $first_failed_log); they are not in $data/feats.scp."
+  echo "$0: run utils/fix_data_dir.sh $data to drop them from the other files."
+else
+  validate_data_dir.sh --no-text "$data" || { echo "$0: $data does not validate" >&2; exit 1; }
+fi
+echo "$0: succeeded making fbank features for $name ($num_done utterances)"
