@@ -84,6 +84,8 @@ def main():
         seconds = time.perf_counter() - start
         results[name] = (seconds, inertia(x, centers, labels),
                          normalized_mutual_info_score(truth, labels), note)
+        print(f"  {name}: {seconds:.2f} s, inertia {results[name][1]:.2f}, NMI {results[name][2]:.4f}, {note}",
+              flush=True)
 
     ref = results.get("sklearn")
     print(f"{'method':<18} {'seconds':>8} {'inertia':>12} {'vs sklearn':>10} {'NMI':>7}  notes")

@@ -115,6 +115,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
     device = pick_device(args.device)
+    if int(config["train"].get("threads", 0)) > 0:
+        torch.set_num_threads(int(config["train"]["threads"]))
     batch = int(config["data"]["batch_size"])
     crops = ", ".join(f"{s['count']}x{s['frames']}" for s in config["data"]["crops"].values())
     print(f"device {device}, torch threads {torch.get_num_threads()}, model {config['model']['name']}, "

@@ -8,13 +8,15 @@ e.g.:  python local/baseline_eer.py data/test data/test/trials
 Each utterance of the trials becomes the mean and/or standard deviation over
 frames of its features (feats.scp, read with kaldiio; only the frames that
 vad.scp marks as speech when --vad allows it), and each trial is scored by
-the cosine similarity of the two vectors. --center first subtracts the mean
-vector of the utterances in the trials; that is worse here, because a level
-change adds a constant to every log-mel mean, which after centring dominates
-the direction, while uncentred vectors keep their spectral shape. Prints EER and minDCF (p_target=0.01)
-on stdout; --scores also writes Kaldi scores ("enroll test score").
-With --stats std the per-utterance mean is discarded, which shows how much
-the baseline relies on the spectral average that any channel EQ shifts.
+the cosine similarity of the two vectors. Prints EER and minDCF
+(p_target=0.01) on stdout; --scores also writes Kaldi scores
+("enroll test score").
+
+--center first subtracts the mean vector of the utterances in the trials.
+That scores worse on the demo corpus: a level change adds the same constant
+to every log-mel mean, which after centring dominates the direction, while
+uncentred vectors keep their spectral shape. --stats std drops the mean
+(the part that a channel EQ shifts) and keeps only the spread of each band.
 """
 
 import argparse

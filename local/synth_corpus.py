@@ -96,8 +96,8 @@ class Channel:
     reverb_prob: float = 0.3
     rt60: tuple = (0.15, 0.5)  # seconds
     drr_db: tuple = (0.0, 10.0)  # direct-to-reverberant ratio
-    snr_db: tuple = (30.0, 50.0)
-    noise_slope: tuple = (0.0, 2.0)  # noise PSD ~ 1/f**slope (white .. brown)
+    snr_db: tuple = (35.0, 55.0)
+    noise_slope: tuple = (0.5, 1.5)  # noise PSD ~ 1/f**slope (0 white, 1 pink, 2 brown)
     eq_anchor_db: float = 3.5  # std of the EQ gain at 8 log-spaced anchor frequencies
     eq_tilt_db: tuple = (-2.0, 2.0)  # dB per octave around 1 kHz
     bandlimit_prob: float = 0.15

@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from pyspk.data.datadir import (DataDir, DataDirError, c_sort_key, format_table, read_kv, read_scp, read_table,
-                                read_trials, spk2utt_to_utt2spk, utt2spk_to_spk2utt, write_table, write_trials)
+from pyspk.data.datadir import (DataDir, DataDirError, c_sort_key, c_sorted, format_table, iter_raw_lines, read_kv,
+                                read_scp, read_table, read_trials, spk2utt_to_utt2spk, utt2spk_to_spk2utt, write_table,
+                                write_trials)
 
 
 def write(path, text, mode="w"):
@@ -17,6 +18,18 @@ def write(path, text, mode="w"):
 def test_c_sort_key_is_byte_order():
     keys = ["b", "B", "a-1", "a_1", "a", "\u00e9", "Z"]
     assert sorted(keys, key=c_sort_key) == ["B", "Z", "a", "a-1", "a_1", "b", "\u00e9"]
+
+
+def test_c_sorted_matches_byte_order_with_raw_bytes():
+    keys = [b"a\xff", b"a\xc3\xa9", b"b", b"a"]
+    decoded = [k.decode("utf-8", "surrogateescape") for k in keys]
+    assert [k.encode("utf-8", "surrogateescape") for k in c_sorted(decoded)] == sorted(keys)
+    assert c_sorted(["b", "a\u00e9", "a"]) == ["a", "a\u00e9", "b"]
+
+
+def test_iter_raw_lines_keeps_carriage_returns(tmp_path):
+    path = write(tmp_path / "f", "a 1\r\nb\r2\nc")
+    assert list(iter_raw_lines(path)) == [(1, "a 1\r", True), (2, "b\r2", True), (3, "c", False)]
 
 
 def test_write_table_sorted_and_read_back(tmp_path):

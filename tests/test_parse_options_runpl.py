@@ -119,6 +119,11 @@ def test_run_pl_kaldi_quoting_and_grid_options(tmp_path):
     # an escaped pipe is a pipe in the job; an argument with spaces stays one argument
     run_script(["utils/run.pl", "--mem", "4G", "--gpu", "1", log, "echo", "a  b", "it's", "|", "tr", "a-z", "A-Z"])
     assert "\nA  B IT'S\n" in read(log)
+    # other arguments reach the job literally; operators redirect and chain
+    run_script(["utils/run.pl", log, "printf", "%s|", "$HOME", "[1,2]", "f(x)", "*", "x;y", ">", f"{tmp_path}/out",
+                "&&", "echo", "done"])
+    assert read(f"{tmp_path}/out") == "$HOME|[1,2]|f(x)|*|x;y|"
+    assert "\ndone\n" in read(log)
     proc = run_script(["utils/run.pl", "JOB=1:2", f"{tmp_path}/nojob.log", "true"], check=False)
     assert proc.returncode != 0 and "does not contain 'JOB'" in proc.stderr
     assert not glob.glob(f"{tmp_path}/nojob*")

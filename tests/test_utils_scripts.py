@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_script
-from pyspk.data.datadir import read_kv, read_scp, read_table
-from pyspk.data.ops import _balanced_cuts, split_data_dir, subset_data_dir
+from pyspk.data.datadir import DataDirError, read_kv, read_scp, read_table
+from pyspk.data.ops import _balanced_cuts, copy_data_dir, fix_data_dir, split_data_dir, subset_data_dir
 from pyspk.data.validate import check_data_dir
 
 # utterances per speaker; speaker ids are prefixes of utterance ids (Kaldi's convention)
@@ -334,3 +334,56 @@ def test_copy_data_dir_plain_and_errors(tmp_path):
     assert read_kv(f"{tmp_path}/d3/utt2spk")["spkA-00"] == "spkAz"
     proc = run_script(["utils/copy_data_dir.sh", "--bogus", "1", src, dest], check=False)
     assert proc.returncode == 1 and "invalid option --bogus" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- edge cases (Python API)
+
+def test_strict_operations_name_bad_lines(tmp_path):
+    data = make_dir(tmp_path / "d")
+    with open(f"{data}/feats.scp", "a") as f:
+        f.write("spkA-00 /f/again.ark:1\n")
+    with pytest.raises(DataDirError, match=r"feats.scp:13: duplicate key 'spkA-00'"):
+        subset_data_dir(data, str(tmp_path / "s"), "first", 2)
+    write(f"{data}/feats.scp", "spkA-00 x\n\n")
+    with pytest.raises(DataDirError, match=r"feats.scp:2: empty line"):
+        split_data_dir(data, 2)
+    os.remove(f"{data}/feats.scp")
+    write(f"{data}/utt2dur", "spkA-00 1.0 2.0\n")
+    with pytest.raises(DataDirError, match=r"utt2dur:1: expected 2 fields, got 3"):
+        copy_data_dir(data, str(tmp_path / "c"))
+
+
+def test_fix_normalises_dos_lines_bytes_and_bare_text(tmp_path):
+    data = str(tmp_path / "d")
+    os.makedirs(data)
+    utts = [b"sp\xc3\xa9-1", b"sp\xc3\xa9-2", b"spz-1", b"sp\xff-1"]  # C order: spz < sp\xc3 < sp\xff
+    spk = {u: u.split(b"-")[0] for u in utts}
+    with open(f"{data}/utt2spk", "wb") as f:
+        f.writelines(u + b" " + spk[u] + b"\r\n" for u in utts)
+    with open(f"{data}/text", "wb") as f:
+        f.writelines(u + (b"  hello  world \n" if i else b"\n") for i, u in enumerate(utts))
+    messages = fix_data_dir(data)
+    assert f"sorted {data}/utt2spk" in messages
+    order = sorted(utts)
+    with open(f"{data}/utt2spk", "rb") as f:
+        assert f.read() == b"".join(u + b" " + spk[u] + b"\n" for u in order)
+    with open(f"{data}/text", "rb") as f:
+        assert f.read().splitlines()[:2] == [b"spz-1 hello  world", b"sp\xc3\xa9-1"]
+    assert_valid(data, need_text=True)
+    assert fix_data_dir(data)[-2:] == ["kept all 4 utterances.", f"old files are kept in {data}/.backup"]
+
+
+def test_fix_warns_when_speakers_are_not_prefixes(tmp_path):
+    data = make_dir(tmp_path / "d", {"a": 2, "b": 1})
+    write(f"{data}/utt2spk", "a-00 zz\na-01 zz\nb-00 aa\n")
+    messages = fix_data_dir(data)
+    assert any("is not sorted by speaker ('aa' after 'zz')" in m for m in messages)
+    assert read_table(f"{data}/spk2utt") == {"aa": ["b-00"], "zz": ["a-00", "a-01"]}
+    assert check_data_dir(data, spk_sort=False).ok and not check_data_dir(data).ok
+
+
+def test_random_speaker_subset_is_reproducible(tmp_path):
+    data = make_dir(tmp_path / "d")
+    first = subset_data_dir(data, str(tmp_path / "a"), "speakers", 4)
+    assert subset_data_dir(data, str(tmp_path / "b"), "speakers", 4) == first
+    assert utts_of(str(tmp_path / "a")) == utts_of(str(tmp_path / "b"))

@@ -3,19 +3,23 @@
 #   run.pl [options] [JOB=1:N] <log-file> <command...>
 # With JOB=1:N, runs N copies of the command with "JOB" replaced by the job
 # index in the log name and in the command, at most --max-jobs-run at a time
-# (default: the number of CPUs). Each log starts with the command and ends with
+# (default, as Kaldi's: the number of CPUs, or of GPUs with --gpu N>0). Each
+# log starts with the command and ends with
 # "# Ended (code N) at <date>, elapsed time S seconds". Exits non-zero if any
 # job fails and names a failing log.
-# As in Kaldi, an argument without whitespace reaches bash as it is, so an
-# escaped "\|" or "'>'" on the command line is a pipe or redirection in the
-# job; an argument with whitespace stays one argument. Other queue options
-# ("--mem 4G", "--gpu 1", "-pe smp 4", "-V") are accepted and ignored.
+# As in Kaldi, an argument that is a shell operator reaches bash as it is:
+# an escaped "\|", "\|\|", "\&\&", "'>'" or "2\>/dev/null" on the command line
+# is a pipe, list or redirection in the job. Every other argument stays one
+# literal argument (spaces, quotes, $, globs and parentheses included; Kaldi's
+# run.pl would let bash interpret those in arguments without spaces). Other
+# queue options ("--mem 4G", "-pe smp 4", "-V") are accepted and ignored.
 use strict;
 use warnings;
 
 my $max_jobs_run = 0;
 my ($jobname, $jobstart, $jobend) = ("", 1, 1);
 my $array = 0;
+my $using_gpu = 0;
 
 sub usage {
   print STDERR "Usage: run.pl [--max-jobs-run N] [JOB=1:N] <log-file> <command...>\n",
@@ -38,8 +42,11 @@ while (@ARGV > 0) {
     shift @ARGV;
   } elsif ($arg eq "-pe") {
     splice(@ARGV, 0, 3);
+  } elsif ($arg eq "--gpu" && @ARGV >= 2) {
+    $using_gpu = $ARGV[1] =~ m/^[1-9]/ ? 1 : 0;
+    splice(@ARGV, 0, 2);
   } elsif ($arg =~ m/^-/ && @ARGV >= 2) {
-    splice(@ARGV, 0, 2);  # a grid option (--mem, --gpu, --num-threads ...), meaningless locally
+    splice(@ARGV, 0, 2);  # a grid option (--mem, --num-threads ...), meaningless locally
   } elsif ($arg =~ m/^([A-Za-z_]\w*)=(\d+):(\d+)$/) {
     ($jobname, $jobstart, $jobend) = ($1, $2, $3); $array = 1; shift @ARGV;
     die "run.pl: invalid job range $arg (start > end)\n" if $jobstart > $jobend;
@@ -55,11 +62,21 @@ if ($array && $logfile !~ m/$jobname/ && $jobend > $jobstart) {
   die "run.pl: you are running an array job but the log file '$logfile' does not contain '$jobname'\n";
 }
 
-my $cmd = join(" ", map { m/^[^\s'"]+$/ ? $_ : shell_quote($_) } @ARGV);
+my $operator = qr/^(\||\|\||&&|;|&|\(|\)|\d*>&\d+|(\d*|&)(>>?|<)[\w@%+=:,.\/-]*)$/;
+my $cmd = join(" ", map { m/$operator/ || m/^[\w@%+=:,.\/-]+$/ ? $_ : shell_quote($_) } @ARGV);
 
 if ($max_jobs_run <= 0) {
-  my $cpus = `nproc 2>/dev/null`;
-  $max_jobs_run = ($cpus && $cpus =~ m/^(\d+)/ && $1 > 0) ? $1 : 1;
+  # As Kaldi: one job per GPU with --gpu, else per CPU, or all of them when
+  # there are only a few more jobs than CPUs.
+  if ($using_gpu) {
+    my @gpus = grep { m/^GPU / } `nvidia-smi -L 2>/dev/null`;
+    $max_jobs_run = @gpus > 0 ? scalar @gpus : 1;
+  } else {
+    my $cpus = `nproc 2>/dev/null`;
+    $max_jobs_run = ($cpus && $cpus =~ m/^(\d+)/ && $1 > 0) ? $1 : 1;
+    my $num_jobs = $jobend - $jobstart + 1;
+    $max_jobs_run = $num_jobs if $num_jobs > $max_jobs_run && $num_jobs < 1.4 * $max_jobs_run;
+  }
 }
 my %pid2job;
 my @failed;

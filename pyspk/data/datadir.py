@@ -57,7 +57,7 @@ def c_sorted(keys):
     """``sorted(keys, key=c_sort_key)``, faster: code-point order equals UTF-8 byte order except for
     undecodable bytes, so plain sorting is used unless a key holds some."""
     keys = list(keys)
-    if all(k.isascii() or not _has_raw_bytes(k) for k in keys):
+    if all(map(str.isascii, keys)) or not any(map(_has_raw_bytes, keys)):
         return sorted(keys)
     return sorted(keys, key=c_sort_key)
 
@@ -151,9 +151,16 @@ def read_kv(path, convert=str):
 
 def format_table(table):
     """The text of ``write_table``: sorted ``key value`` lines (a bare key when the value is empty)."""
+    keys = c_sorted(table)
+    values = list(map(table.__getitem__, keys))
+    if "" not in values and set(map(type, values)) <= {str}:
+        return "".join(map("{} {}\n".format, keys, values))
+    return _format_lines(keys, values)
+
+
+def _format_lines(keys, values):
     lines = []
-    for key in c_sorted(table):
-        value = table[key]
+    for key, value in zip(keys, values):
         if isinstance(value, (list, tuple)):
             value = " ".join(str(v) for v in value)
         value = str(value)

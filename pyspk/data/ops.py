@@ -42,10 +42,18 @@ def _read_rows(path, spec, lenient):
         counts = [len(line.split()) for line in lines]
     else:
         counts = list(map(len, parts))  # 0, 1 or 2: enough to check a minimum of 1 or 2 fields
-    check = spec.check_value if lenient and (spec.suspect is None or spec.suspect.search(text)) else None
     keys = [p[0] if p else "" for p in parts]
-    if (not lines or min(counts) >= max(spec.min_fields, 1) and (not spec.max_fields or max(counts) <= spec.max_fields)
-            and check is None and len(set(keys)) == len(keys)):
+    check = None
+    if lenient and spec.check_value is not None:
+        values = [p[1] if len(p) == 2 else "" for p in parts]
+        if spec.all_good is None or not spec.all_good(values):
+            check = spec.check_value
+    if not lines:
+        return {}, []
+    if (min(counts) >= max(spec.min_fields, 1) and (not spec.max_fields or max(counts) <= spec.max_fields)
+            and check is None and len(set(keys)) == len(keys)):  # a clean file: no line-by-line pass
+        if min(counts) == 2 and not _has_trailing_space(text):
+            return dict(parts), []
         return dict(zip(keys, [p[1].rstrip() if len(p) == 2 else "" for p in parts])), []
     rows = {}
     dropped = {"empty lines": 0, "duplicate keys": 0, "malformed lines": 0}
@@ -62,7 +70,7 @@ def _read_rows(path, spec, lenient):
             continue
         error = None
         if n < spec.min_fields or (spec.max_fields and n > spec.max_fields):
-            error = f"expected {spec.min_fields}{'' if spec.max_fields == spec.min_fields else ' or more'} fields, got {n}"
+            error = f"expected {spec.field_count()} fields, got {n}"
         elif check is not None:
             error = check(line.split())
         if error:
@@ -73,6 +81,10 @@ def _read_rows(path, spec, lenient):
         rows[p[0]] = p[1].rstrip() if len(p) == 2 else ""
     notes = [f"{n} {what[:-1] if n == 1 else what}" for what, n in dropped.items() if n]
     return rows, notes
+
+
+def _has_trailing_space(text):
+    return "\r" in text or " \n" in text or "\t\n" in text or text[-1:].isspace() and text[-1:] != "\n"
 
 
 class DataTables:
@@ -116,22 +128,62 @@ class DataTables:
         return spk2utt
 
     def recording(self, utt):
-        return self.tables["segments"][utt].split()[0] if self.has_segments else utt
+        return self.tables["segments"][utt].split(None, 1)[0] if self.has_segments else utt
+
+    def _recordings(self, utts):
+        if not self.has_segments:
+            return utts
+        segments = self.tables["segments"]
+        return {segments[u].split(None, 1)[0] for u in utts}
 
     def select(self, utts, utt_map=None, spk_map=None):
         """Tables restricted to ``utts``, their speakers and recordings; keys renamed by the optional maps."""
         utts = set(utts)
-        speakers = {self.utt2spk[u] for u in utts}
-        recordings = {self.recording(u) for u in utts}
-        keep = {"utt": utts, "spk": speakers, "reco": recordings}
+        if len(utts) == len(self.utt2spk):
+            speakers = set(self.utt2spk.values())
+        else:
+            speakers = set(map(self.utt2spk.__getitem__, utts))
+        wanted = {"utt": utts, "spk": speakers, "reco": self._recordings(utts)}
         rename = {"utt": utt_map, "spk": spk_map, "reco": None}
         selected = {}
         for name, rows in self.tables.items():
-            kind = self.kinds[name]
-            wanted, new_key = keep[kind], rename[kind]
-            selected[name] = {new_key(k) if new_key else k: v for k, v in rows.items() if k in wanted}
+            keep, new_key = wanted[self.kinds[name]], rename[self.kinds[name]]
+            everything = rows.keys() <= keep
+            keys = rows.keys() if everything else rows.keys() & keep
+            if new_key:
+                selected[name] = dict(zip(map(new_key, keys), map(rows.__getitem__, keys)))
+            else:
+                selected[name] = rows if everything else dict(zip(keys, map(rows.__getitem__, keys)))
         if spk_map:
             selected["utt2spk"] = {utt: spk_map(spk) for utt, spk in selected["utt2spk"].items()}
+        return selected
+
+    def partition(self, parts):
+        """``select`` for each list of utterances in ``parts`` (a speaker or recording goes to every part using it)."""
+        utt_part = {u: i for i, utts in enumerate(parts) for u in utts}
+        owners = {"spk": {}, "reco": {}}
+        for spk, i in {(self.utt2spk[u], i) for u, i in utt_part.items()}:
+            owners["spk"].setdefault(spk, []).append(i)
+        if self.has_segments:
+            segments = self.tables["segments"]
+            for reco, i in {(segments[u].split(None, 1)[0], i) for u, i in utt_part.items()}:
+                owners["reco"].setdefault(reco, []).append(i)
+        selected = [{} for _ in parts]
+        for name, rows in self.tables.items():
+            kind = self.kinds[name]
+            outs = [{} for _ in parts]
+            if kind == "utt":
+                for key, value in rows.items():
+                    i = utt_part.get(key)
+                    if i is not None:
+                        outs[i][key] = value
+            else:
+                owner = owners[kind]
+                for key, value in rows.items():
+                    for i in owner.get(key, ()):
+                        outs[i][key] = value
+            for tables, out in zip(selected, outs):
+                tables[name] = out
         return selected
 
 
@@ -204,9 +256,13 @@ def fix_data_dir(path, utt_extra_files=(), spk_extra_files=()):
         recordings = {rest.split()[0] for rest in data.tables["segments"].values()}
         for rows in by_kind["reco"]:
             recordings &= rows.keys()
-    utts = [u for u, spk in data.utt2spk.items()
-            if spk in speakers and all(u in rows for rows in by_kind["utt"])
-            and (recordings is None or data.recording(u) in recordings)]
+    utts = set(data.utt2spk)
+    for rows in by_kind["utt"]:
+        utts &= rows.keys()
+    if len(speakers) < len(set(data.utt2spk.values())):
+        utts = {u for u in utts if data.utt2spk[u] in speakers}
+    if recordings is not None:
+        utts = {u for u in utts if data.recording(u) in recordings}
     if not utts:
         raise DataDirError(path, 0, "no utterances remained: not proceeding further")
 
@@ -409,15 +465,14 @@ def split_data_dir(path, num_splits, per_utt=False):
                                f"cannot split {len(groups)} {unit} into {num_splits} parts"
                                + ("" if per_utt else " (use --per-utt to split speakers)"))
         ends = _balanced_cuts([len(g) for g in groups], num_splits)
-        start = 0
-        for i, end in enumerate(ends, 1):
+        starts = [0] + ends[:-1]
+        parts = [[u for group in groups[start:end] for u in group] for start, end in zip(starts, ends)]
+        for i, selected in enumerate(data.partition(parts), 1):
             part = os.path.join(split_root, str(i))
-            utts = [u for group in groups[start:end] for u in group]
-            written = _write_tables(part, data.select(utts))
+            written = _write_tables(part, selected)
             for name in os.listdir(part):
                 if name not in written and _is_data_file(name):
                     os.remove(os.path.join(part, name))
-            start = end
     return split_root, messages
 
 

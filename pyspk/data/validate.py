@@ -97,10 +97,31 @@ class FileSpec:
     min_fields: int = 2      # including the key
     max_fields: int = 0      # 0: no limit
     check_value: object = None   # fields of a line (key first) -> error message or None
-    suspect: object = None       # compiled regex matching every line check_value might reject (a fast pre-scan)
+    all_good: object = None      # second fields of all lines -> True when check_value would pass them all (fast)
+
+    def field_count(self):
+        """The number of fields a line needs, in words."""
+        if self.max_fields == self.min_fields:
+            return str(self.min_fields)
+        return f"{self.min_fields} to {self.max_fields}" if self.max_fields else f"at least {self.min_fields}"
 
 
-_NOT_POSITIVE_INT = re.compile(r"^[ \t]*\S+[ \t]+(?![1-9][0-9]*[ \t\r]*$)", re.M)
+def _all_positive_ints(values):
+    digits = "".join(values)
+    return digits.isascii() and digits.isdigit() and all(values) and min(map(int, values)) > 0
+
+
+def _all_positive_floats(values):
+    try:
+        numbers = list(map(float, values))
+    except ValueError:
+        return False
+    return min(numbers) > 0 and all(map(math.isfinite, numbers))
+
+
+def _all_plain_rxfilenames(values):
+    return not any(v.startswith(("~", "|")) for v in values)
+
 
 _SPECS = {
     "utt2spk": FileSpec("utt", 2, 2),
@@ -108,18 +129,18 @@ _SPECS = {
     "feats.scp": FileSpec("utt"),
     "vad.scp": FileSpec("utt"),
     "segments": FileSpec("utt", 4, 4, _segment),
-    "utt2dur": FileSpec("utt", 2, 2, _positive_float),
-    "utt2num_frames": FileSpec("utt", 2, 2, _positive_int, _NOT_POSITIVE_INT),
-    "utt2num_samples": FileSpec("utt", 2, 2, _positive_int, _NOT_POSITIVE_INT),
+    "utt2dur": FileSpec("utt", 2, 2, _positive_float, _all_positive_floats),
+    "utt2num_frames": FileSpec("utt", 2, 2, _positive_int, _all_positive_ints),
+    "utt2num_samples": FileSpec("utt", 2, 2, _positive_int, _all_positive_ints),
     "utt2uniq": FileSpec("utt", 2, 2),
     "utt2lang": FileSpec("utt", 2, 2),
     "utt2warp": FileSpec("utt", 2, 2, _warp),
     "cmvn.scp": FileSpec("spk"),
     "spk2gender": FileSpec("spk", 2, 2, _gender),
     "spk2warp": FileSpec("spk", 2, 2, _warp),
-    "wav.scp": FileSpec("reco", 2, 0, _rxfilename, re.compile(r"^[ \t]*\S+[ \t]+[~|]", re.M)),
-    "reco2dur": FileSpec("reco", 2, 2, _positive_float),
-    "reco2num_samples": FileSpec("reco", 2, 2, _positive_int, _NOT_POSITIVE_INT),
+    "wav.scp": FileSpec("reco", 2, 0, _rxfilename, _all_plain_rxfilenames),
+    "reco2dur": FileSpec("reco", 2, 2, _positive_float, _all_positive_floats),
+    "reco2num_samples": FileSpec("reco", 2, 2, _positive_int, _all_positive_ints),
     "reco2file_and_channel": FileSpec("reco", 3, 3, _channel),
 }
 
@@ -229,14 +250,12 @@ class _Checker:
         low, high = spec.min_fields, spec.max_fields or max(lengths)
         errors = []
         if min(lengths) < low or max(lengths) > high:
-            if spec.max_fields == spec.min_fields:
-                want = str(low)
-            else:
-                want = f"{low} to {high}" if spec.max_fields else f"at least {low}"
+            want = spec.field_count()
             errors = [(lineno, f, f"expected {want} fields, got {len(f)}")
                       for lineno, f in keyed if not low <= len(f) <= high]
         check = spec.check_value
-        if check is not None and (spec.suspect is None or spec.suspect.search(text)):
+        if check is not None and (spec.all_good is None or errors
+                                  or not spec.all_good([f[1] for _, f in keyed])):
             errors += [(lineno, f, error) for lineno, f in keyed if low <= len(f) <= high and (error := check(f))]
         good = rows
         if errors:

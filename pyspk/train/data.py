@@ -106,12 +106,11 @@ class CropDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.aug_prob = float(aug_prob)
         self.clean_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
-        self.vad = None
+        self.vad_scp = None
         if use_vad:
             if not data.has("vad.scp"):
                 raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
-            self.vad = data.file("vad.scp")
-            self.vad_scp = read_scp(self.vad)
+            self.vad_scp = read_scp(data.file("vad.scp"))
         self.labels = None
         if with_labels:
             utt2spk = data.utt2spk()
@@ -134,7 +133,7 @@ class CropDataset(torch.utils.data.Dataset):
         mat = np.asarray(kaldiio.load_mat(self.feats[utt]), dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] == 0:
             raise ValueError(f"expected a non-empty matrix, got shape {mat.shape}")
-        if self.vad is not None:
+        if self.vad_scp is not None:
             clean = utt if utt in self.vad_scp else self.clean_of.get(utt, utt)
             if clean in self.vad_scp:
                 voiced = np.asarray(kaldiio.load_mat(self.vad_scp[clean])) > 0.5
@@ -159,10 +158,9 @@ class CropDataset(torch.utils.data.Dataset):
                     loaded[source] = self.load(source)
                 mat = loaded[source]
                 length = len(mat)
-                start = int(rng.integers(0, max(length - frames, 0) + 1)) if length >= frames \
-                    else int(rng.integers(0, length))
+                start = int(rng.integers(0, length - frames + 1 if length >= frames else length))
                 # Shorter than the crop: wrap around (repeat the utterance).
-                rows.append(mat[(start + np.arange(frames)) % length] if length < frames else mat[start:start + frames])
+                rows.append(mat[(start + np.arange(frames)) % length])
             out[name] = torch.from_numpy(np.stack(rows))
         return out
 

@@ -160,10 +160,6 @@ class MetricsLog:
                 writer.writeheader()
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
-    def read(self):
-        with open(self.path, encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t"))
-
 
 def plot_metrics(metrics_path, png_path, series):
     """Loss (and the other ``series`` found) against step, one panel each, as PNG."""

@@ -1,8 +1,11 @@
 """Synthetic fbank data dirs for tests, benchmarks and smoke runs (no audio needed).
 
-Each speaker has a smooth spectral envelope; each frame adds one of a set of
-"phone" templates shared by all speakers, and each utterance a channel
-offset and noise, so speakers are separable but not trivially.
+Each frame is one of a set of "phone" templates that every speaker realises
+in their own way (templates shifted along the mel axis, as a vocal-tract
+length would, and scaled per bin), plus a spectral envelope, a per-utterance
+channel offset and noise. The envelope and the channel are per-bin constants
+that per-crop mean normalisation removes; the speaker's phone realisation
+survives it, so speakers are separable but not trivially.
 """
 
 import os
@@ -31,11 +34,14 @@ def make_feats_data_dir(path, n_spk=4, n_utt=3, min_frames=150, max_frames=300, 
         for s in range(n_spk):
             spk = f"spk{s:03d}"
             envelope = 8.0 + sum(rng.normal(0.0, 1.2) * np.cos(np.pi * k * bins) for k in range(1, 6))
+            shift = int(rng.integers(-feat_dim // 10, feat_dim // 10 + 1))
+            scale = 1.0 + 0.4 * np.sin(np.pi * (bins * rng.uniform(1, 3) + rng.uniform(0, 2)))
+            own_phones = np.roll(phones, shift, axis=1) * scale + rng.normal(0.0, 0.4, size=phones.shape)
             for u in range(n_utt):
                 utt = f"{spk}-utt{u:03d}"
                 frames = int(rng.integers(min_frames, max_frames + 1))
                 sequence = np.repeat(rng.integers(0, len(phones), size=frames // 8 + 1), 8)[:frames]
-                clean = envelope + phones[sequence] + rng.normal(0.0, 0.3, size=feat_dim) \
+                clean = envelope + own_phones[sequence] + rng.normal(0.0, 0.3, size=feat_dim) \
                     + rng.normal(0.0, 0.5, size=(frames, feat_dim))
                 versions = {utt: clean}
                 for suffix in copies:

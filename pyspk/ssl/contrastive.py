@@ -1,0 +1,209 @@
+"""Contrastive self-supervised speaker embeddings (SimCLR-style NT-Xent).
+
+As in the first stage of Cai, Wang and Li's iterative framework: crops of one
+utterance are positives of each other, crops of every other utterance in the
+(global, all-process) batch are negatives; the loss is NT-Xent / InfoNCE over
+cosine similarities of projection-head outputs divided by a temperature. An
+optional channel-invariant term pulls together the embeddings of one segment
+seen through two different random channels (mean squared distance of the
+unit-length embeddings).
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from pyspk.config import ConfigError, check_keys
+from pyspk.models import build_model
+from pyspk.ssl.dino import MultiCropNet
+from pyspk.train.augment import CHANNEL_DEFAULTS, channel_augment, merged_options
+from pyspk.train.loop import Objective
+
+PROJECTION_DEFAULTS = {"hidden_dim": 512, "out_dim": 128, "nlayers": 2, "use_bn": True}
+CONTRASTIVE_KEYS = ("head", "temperature", "gather_negatives", "channel_invariant")
+CHANNEL_INVARIANT_KEYS = ("weight", "channel")
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR projection MLP: ``nlayers`` linear layers with (BN +) ReLU between them."""
+
+    def __init__(self, in_dim, hidden_dim=512, out_dim=128, nlayers=2, use_bn=True):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (max(int(nlayers), 1) - 1) + [out_dim]
+        layers = []
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(dims[i + 1]))
+                layers.append(nn.ReLU(inplace=True))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+def projection_options(cfg, name):
+    cfg = dict(cfg or {})
+    check_keys(cfg, PROJECTION_DEFAULTS, name)
+    return {**PROJECTION_DEFAULTS, **cfg}
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient and keeps this process's rows.
+
+    (all_reduce + slice instead of reduce-scatter, which gloo lacks.)
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def gather_with_grad(x):
+    """``(all processes' x concatenated in rank order, row offset of this process's x)``; differentiable."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    return _GatherRows.apply(x), dist.get_rank() * x.shape[0]
+
+
+def nt_xent(z, n_views, temperature, gather=True):
+    """Multi-positive NT-Xent over crop-major rows: row ``v * B + b`` is crop ``v`` of utterance ``b``.
+
+    For anchor i with positives P(i) (the other crops of its utterance) and
+    candidates K(i) (every row but i, over all processes when ``gather``):
+    ``loss_i = -1/|P(i)| * sum_{p in P(i)} log(exp(s_ip / t) / sum_{k in K(i)} exp(s_ik / t))``
+    with s the cosine similarity; the loss is the mean over local anchors.
+    Returns ``(loss, accuracy)``: accuracy = how often the most similar other row is a positive.
+    """
+    batch = z.shape[0] // n_views
+    z = F.normalize(z.float(), dim=-1)
+    keys, offset = gather_with_grad(z) if gather else (z, 0)
+    # Utterance id of every key row: each process contributes a crop-major block of n_views * batch rows.
+    rows = torch.arange(keys.shape[0], device=z.device)
+    key_ids = rows // (n_views * batch) * batch + rows % batch
+    anchor_ids = key_ids[offset:offset + z.shape[0]]
+    logits = z @ keys.t() / temperature
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[torch.arange(z.shape[0], device=z.device), offset + torch.arange(z.shape[0], device=z.device)] = True
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    positives = (anchor_ids[:, None] == key_ids[None, :]) & ~self_mask
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    loss = -(log_prob.masked_fill(~positives, 0.0).sum(1) / positives.sum(1)).mean()
+    with torch.no_grad():
+        accuracy = positives.gather(1, logits.argmax(1, keepdim=True)).float().mean()
+    return loss, accuracy
+
+
+def crop_major(crops):
+    """``{name: (B, n, T, D)}`` -> list of crop-major ``(n * B, T, D)`` groups and the total crop count."""
+    groups = [c.transpose(0, 1).flatten(0, 1) for c in crops.values()]
+    return groups, sum(c.shape[1] for c in crops.values())
+
+
+def embedding_spread(embeddings):
+    """Collapse monitor: per-dimension std of unit-length embeddings x sqrt(dim) (~1 when spread out)."""
+    unit = F.normalize(embeddings.float(), dim=-1)
+    return unit.std(0).mean() * math.sqrt(unit.shape[1])
+
+
+class ChannelPerturbation:
+    """Seeded random channels for the channel-invariant term (draws depend on seed, rank and step only)."""
+
+    def __init__(self, cfg, seed, rank):
+        self.opts = merged_options({"prob": 1.0, **dict(cfg or {})}, CHANNEL_DEFAULTS,
+                                   "contrastive.channel_invariant.channel")
+        self.seed, self.rank = int(seed), int(rank)
+        self.generators = {}
+
+    @torch.no_grad()
+    def __call__(self, x, step):
+        if x.device not in self.generators:
+            self.generators[x.device] = torch.Generator(device=x.device)
+        # The last entry keeps these draws apart from the trainer's crop augmentation.
+        seed = int(np.random.SeedSequence([self.seed, step, self.rank, 7919]).generate_state(1)[0])
+        return channel_augment(x, self.generators[x.device].manual_seed(seed), self.opts)
+
+
+class ContrastiveObjective(Objective):
+    """Contrastive SSL as an :class:`~pyspk.train.loop.Objective`.
+
+    Config section ``contrastive``: ``head`` (PROJECTION_DEFAULTS),
+    ``temperature`` (0.1), ``gather_negatives`` (true: under DDP, the other
+    processes' crops are negatives too), ``channel_invariant: {weight, channel}``
+    (weight 0 disables it; ``channel`` overrides data.channel-style options of
+    the extra random channel). Every crop group of data.crops is used; the
+    crops of one utterance (at least 2 in all) are each other's positives.
+    """
+
+    section = "contrastive"
+    metric_names = ("nt_xent", "channel_inv", "pos_acc", "emb_std")
+
+    def build(self, config, steps_per_epoch, total_steps, device):
+        cfg = config.get(self.section)
+        if not isinstance(cfg, dict):
+            raise ConfigError("config needs a 'contrastive' section")
+        check_keys(cfg, CONTRASTIVE_KEYS, "contrastive")
+        crops = config["data"]["crops"]
+        if sum(int(c["count"]) for c in crops.values()) < 2:
+            raise ConfigError("contrastive needs at least 2 crops per utterance in data.crops")
+        self.temperature = float(cfg.get("temperature", 0.1))
+        if self.temperature <= 0:
+            raise ConfigError("contrastive.temperature must be positive")
+        self.gather = bool(cfg.get("gather_negatives", True))
+        inv = dict(cfg.get("channel_invariant") or {})
+        check_keys(inv, CHANNEL_INVARIANT_KEYS, "contrastive.channel_invariant")
+        self.inv_weight = float(inv.get("weight", 0.0))
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.perturb = ChannelPerturbation(inv.get("channel"), config.get("seed", 0), rank)
+        backbone = build_model(config["model"])
+        head = ProjectionHead(backbone.embed_dim, **projection_options(cfg.get("head"), "contrastive.head"))
+        self.net = MultiCropNet(backbone, head).to(device)
+
+    def trainable(self):
+        return self.net
+
+    def backbones(self):
+        return {"encoder": self.net.backbone}, "encoder"
+
+    def compute_loss(self, model, batch, step):
+        groups, n_views = crop_major(batch["crops"])
+        batch_size = groups[0].shape[0] // next(iter(batch["crops"].values())).shape[1]
+        if self.inv_weight > 0:
+            # One crop per utterance again through a different random channel: appended as an extra group.
+            first = groups[0][:batch_size]
+            groups = groups + [self.perturb(first, step)]
+        embeddings, projections = model(groups)
+        n_rows = n_views * batch_size
+        loss, accuracy = nt_xent(projections[:n_rows], n_views, self.temperature, self.gather)
+        stats = {"nt_xent": loss.detach(), "pos_acc": accuracy}
+        if self.inv_weight > 0:
+            clean = F.normalize(embeddings[:batch_size].float(), dim=-1)
+            other = F.normalize(embeddings[n_rows:].float(), dim=-1)
+            invariance = (clean - other).pow(2).sum(-1).mean()
+            loss = loss + self.inv_weight * invariance
+            stats["channel_inv"] = invariance.detach()
+        else:
+            stats["channel_inv"] = torch.zeros((), device=loss.device)
+        with torch.no_grad():
+            stats["emb_std"] = embedding_spread(embeddings[:batch_size])
+        return loss, stats
+
+    def state_dict(self):
+        return {"head": self.net.head.state_dict()}
+
+    def load_state_dict(self, state):
+        self.net.head.load_state_dict(state["head"])

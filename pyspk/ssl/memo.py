@@ -1,0 +1,326 @@
+"""MeMo: multi-head multi-mode self-distillation (Jin, Tu and Mak, Interspeech 2024).
+
+DINO-style distillation between two (or more) different backbone
+architectures held side by side. The teacher is an EMA of the student, one
+per architecture. Every teacher architecture distils into
+
+* its own student architecture (self-distillation), through the *self-heads*:
+  teacher self-head output -> student self-head output;
+* every other student architecture (cross-distillation), through the
+  *cross-heads*: teacher cross-head output -> other student's cross-head output.
+
+Each head only ever takes part in its own mode, so the output mismatch
+between architectures is absorbed by the cross-heads and does not disturb
+self-distillation. One DINO centre is kept per teacher head.
+
+An embedding-level contrastive loss (NT-Xent over the crops of each student
+architecture's backbone embeddings) helps early in training only; it is
+stopped dynamically when its windowed mean stops improving (or at a
+configured epoch) while distillation goes on. The stop state is all-reduced
+every step, identical on all processes, and part of the checkpoint.
+"""
+
+import copy
+import logging
+import math
+import re
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from pyspk.config import ConfigError, check_keys
+from pyspk.models import build_model
+from pyspk.ssl.contrastive import crop_major, nt_xent
+from pyspk.ssl.dino import DINOHead, DINOLoss, ema_update, head_options
+from pyspk.train.loop import Objective
+from pyspk.train.schedules import build_schedule
+
+log = logging.getLogger(__name__)
+
+MEMO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs",
+             "self_weight", "cross_weight", "contrastive")
+CONTRASTIVE_KEYS = ("weight", "temperature", "gather_negatives", "stop")
+STOP_DEFAULTS = {"window_steps": 50, "patience": 2, "min_delta": 0.0, "max_epochs": None}
+MODES = ("self", "cross")
+ARCH_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+class MultiArchNet(nn.Module):
+    """Backbones of several architectures, each with a self-head and a cross-head.
+
+    ``forward(groups)`` -> ``{arch: (embeddings, self_out, cross_out)}`` with
+    the crop groups concatenated in order (one DDP call for everything).
+    """
+
+    def __init__(self, backbones, head_cfg):
+        super().__init__()
+        self.backbones = nn.ModuleDict(backbones)
+        self.heads = nn.ModuleDict({mode: nn.ModuleDict({arch: DINOHead(b.embed_dim, **head_cfg)
+                                                         for arch, b in backbones.items()})
+                                    for mode in MODES})
+
+    def forward(self, groups):
+        out = {}
+        for arch, backbone in self.backbones.items():
+            embeddings = torch.cat([backbone(g) for g in groups])
+            out[arch] = (embeddings, self.heads["self"][arch](embeddings), self.heads["cross"][arch](embeddings))
+        return out
+
+
+def distillation_pairs(archs):
+    """``[(mode, teacher_arch, student_arch)]``: self pairs on the diagonal, cross pairs off it."""
+    return [("self", a, a) for a in archs] + [("cross", t, s) for t in archs for s in archs if t != s]
+
+
+class ContrastiveStop:
+    """When to stop the auxiliary contrastive loss.
+
+    Values (already averaged over processes) are summed over windows of
+    ``window_steps`` steps; a window whose mean is not below the best so far
+    by more than ``min_delta`` counts as bad, and after ``patience`` bad
+    windows in a row (patience 0: never) the loss stops. ``max_steps``
+    (None: no limit) stops it unconditionally. ``stopped_step``: number of
+    steps trained when it stopped (the loss is off from that 0-based step on).
+    """
+
+    def __init__(self, window_steps=50, patience=2, min_delta=0.0, max_steps=None, enabled=True):
+        self.window_steps, self.patience, self.min_delta = int(window_steps), int(patience), float(min_delta)
+        self.max_steps = None if max_steps is None else int(max_steps)
+        self.best, self.bad_windows = math.inf, 0
+        self.window_sum, self.window_count = 0.0, 0
+        self.stopped_step = None if enabled else 0
+
+    def active(self, step):
+        return self.stopped_step is None or step < self.stopped_step
+
+    def update(self, step, value):
+        """Record the value of 0-based ``step``; returns a reason string when this step stops the loss."""
+        if not self.active(step):
+            return None
+        self.window_sum += float(value)
+        self.window_count += 1
+        done = step + 1
+        reason = None
+        if done % self.window_steps == 0:
+            mean = self.window_sum / self.window_count
+            self.window_sum, self.window_count = 0.0, 0
+            if mean < self.best - self.min_delta:
+                self.best, self.bad_windows = mean, 0
+            else:
+                self.bad_windows += 1
+            if self.patience > 0 and self.bad_windows >= self.patience:
+                reason = (f"no improvement over {self.bad_windows} windows of {self.window_steps} steps "
+                          f"(best window mean {self.best:.4f}, last {mean:.4f})")
+        if reason is None and self.max_steps is not None and done >= self.max_steps:
+            reason = f"reached its limit of {self.max_steps} steps"
+        if reason is not None:
+            self.stopped_step = done
+        return reason
+
+    def state_dict(self):
+        return {"best": self.best, "bad_windows": self.bad_windows, "window_sum": self.window_sum,
+                "window_count": self.window_count, "stopped_step": -1 if self.stopped_step is None
+                else self.stopped_step}
+
+    def load_state_dict(self, state):
+        self.best, self.bad_windows = float(state["best"]), int(state["bad_windows"])
+        self.window_sum, self.window_count = float(state["window_sum"]), int(state["window_count"])
+        self.stopped_step = None if int(state["stopped_step"]) < 0 else int(state["stopped_step"])
+
+
+def arch_configs(model_cfg):
+    """``model: {feat_dim, archs: {name: backbone config}}`` -> ``{name: backbone config}`` (feat_dim filled in)."""
+    check_keys(model_cfg, ("feat_dim", "archs"), "model (memo)")
+    archs = model_cfg.get("archs")
+    if not isinstance(archs, dict) or len(archs) < 2:
+        raise ConfigError("memo needs model.archs with at least 2 architectures, e.g. "
+                          "{ecapa: {name: ecapa, ...}, resnet: {name: resnet_thin, ...}}")
+    feat_dim = model_cfg.get("feat_dim", 80)
+    out = {}
+    for name, cfg in archs.items():
+        if not isinstance(name, str) or not ARCH_NAME.match(name):
+            raise ConfigError(f"model.archs: name {name!r} must be letters, digits and _ only")
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"model.archs.{name} must be a backbone config mapping")
+        if cfg.get("feat_dim", feat_dim) != feat_dim:
+            raise ConfigError(f"model.archs.{name}.feat_dim ({cfg['feat_dim']}) differs from model.feat_dim "
+                              f"({feat_dim})")
+        out[name] = {**cfg, "feat_dim": feat_dim}
+    return out
+
+
+class MeMoObjective(Objective):
+    """MeMo as an :class:`~pyspk.train.loop.Objective` for the generic trainer.
+
+    ``model: {feat_dim, archs: {name: backbone config}}``. Config section
+    ``memo``: DINO's ``head``, ``student_temp``, ``teacher_temp``,
+    ``momentum``, ``center_momentum``, ``freeze_last_layer_epochs``;
+    ``self_weight`` / ``cross_weight`` (mean self / cross pair losses are
+    weighted by them); ``contrastive: {weight, temperature, gather_negatives,
+    stop: {window_steps, patience, min_delta, max_epochs}}`` (weight 0: off).
+    Crops as DINO: ``global`` (teachers and students) and optional ``local``.
+    Backbones exported: ``teacher_<arch>`` (the first is the default) and
+    ``student_<arch>``.
+    """
+
+    section = "memo"
+    schedule_names = ("momentum", "teacher_temp")
+
+    def build(self, config, steps_per_epoch, total_steps, device):
+        cfg = config.get(self.section)
+        if not isinstance(cfg, dict):
+            raise ConfigError("config needs a 'memo' section")
+        check_keys(cfg, MEMO_KEYS, "memo")
+        crops = config["data"]["crops"]
+        if "global" not in crops or list(crops)[0] != "global" or set(crops) - {"global", "local"}:
+            raise ConfigError("memo needs data.crops 'global' (first) and optionally 'local'")
+        self.n_global = int(crops["global"]["count"])
+        self.n_views = sum(int(c["count"]) for c in crops.values())
+        if self.n_global < 1 or self.n_views < 2:
+            raise ConfigError("memo needs at least 1 global crop and 2 crops in all")
+        self.archs = list(arch_configs(config["model"]))
+        head_cfg = head_options(cfg.get("head"))
+        backbones = {name: build_model(c) for name, c in arch_configs(config["model"]).items()}
+        self.student = MultiArchNet(backbones, head_cfg).to(device)
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        center_momentum = float(cfg.get("center_momentum", 0.9))
+        self.losses = nn.ModuleDict({f"{mode}_{arch}": DINOLoss(head_cfg["out_dim"], self.n_global, center_momentum)
+                                     for mode in MODES for arch in self.archs}).to(device)
+        self.pairs = distillation_pairs(self.archs)
+        self.weights = {mode: float(cfg.get(f"{mode}_weight", 1.0)) for mode in MODES}
+        if min(self.weights.values()) < 0:
+            raise ConfigError("memo.self_weight and memo.cross_weight must not be negative")
+        self.student_temp = float(cfg.get("student_temp", 0.1))
+        self.teacher_temp = build_schedule(cfg.get("teacher_temp", 0.04), steps_per_epoch, total_steps,
+                                           "memo.teacher_temp")
+        self.momentum = build_schedule(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
+                                       steps_per_epoch, total_steps, "memo.momentum")
+        self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
+        self._build_contrastive(cfg.get("contrastive"), steps_per_epoch)
+        self.metric_names = (*(self.pair_name(*p) for p in self.pairs), "contrastive", "contrastive_on",
+                             *(f"emb_std_{a}" for a in self.archs))
+
+    def _build_contrastive(self, cfg, steps_per_epoch):
+        cfg = dict(cfg or {})
+        check_keys(cfg, CONTRASTIVE_KEYS, "memo.contrastive")
+        stop = dict(cfg.get("stop") or {})
+        check_keys(stop, STOP_DEFAULTS, "memo.contrastive.stop")
+        stop = {**STOP_DEFAULTS, **stop}
+        if int(stop["window_steps"]) < 1 or int(stop["patience"]) < 0:
+            raise ConfigError("memo.contrastive.stop: window_steps must be >= 1 and patience >= 0")
+        self.contrastive_weight = float(cfg.get("weight", 1.0))
+        self.contrastive_temp = float(cfg.get("temperature", 0.1))
+        self.gather = bool(cfg.get("gather_negatives", True))
+        max_steps = None if stop["max_epochs"] is None else round(float(stop["max_epochs"]) * steps_per_epoch)
+        self.stop = ContrastiveStop(stop["window_steps"], stop["patience"], stop["min_delta"], max_steps,
+                                    enabled=self.contrastive_weight > 0)
+        self._contrastive_value = None
+
+    @staticmethod
+    def pair_name(mode, teacher, student):
+        return f"self_{teacher}" if mode == "self" else f"cross_{teacher}_to_{student}"
+
+    def trainable(self):
+        return self.student
+
+    def backbones(self):
+        modules = {f"teacher_{a}": self.teacher.backbones[a] for a in self.archs}
+        modules.update({f"student_{a}": self.student.backbones[a] for a in self.archs})
+        return modules, f"teacher_{self.archs[0]}"
+
+    def schedule_values(self, step):
+        return {"momentum": self.momentum(step), "teacher_temp": self.teacher_temp(step)}
+
+    def pair_losses(self, student_out, teacher_out, step):
+        """``{pair name: DINO loss}``: each pair between the outputs of its own mode's heads only."""
+        index = {"self": 1, "cross": 2}
+        losses = {}
+        for mode, t, s in self.pairs:
+            loss, _ = self.losses[f"{mode}_{t}"](student_out[s][index[mode]], teacher_out[t][index[mode]],
+                                                 self.student_temp, self.teacher_temp(step))
+            losses[self.pair_name(mode, t, s)] = loss
+        return losses
+
+    def compute_loss(self, model, batch, step):
+        crops = batch["crops"]
+        batch_size = crops["global"].shape[0]
+        groups, _ = crop_major(crops)
+        with torch.no_grad():
+            self.teacher.train()
+            teacher_out = self.teacher(groups[:1])
+        student_out = model(groups)
+        pair_losses = self.pair_losses(student_out, teacher_out, step)
+        loss = sum(self.weights[mode] * pair_losses[self.pair_name(mode, t, s)] / sum(p[0] == mode for p in self.pairs)
+                   for mode, t, s in self.pairs)
+        for mode in MODES:
+            for arch in self.archs:
+                index = 1 if mode == "self" else 2
+                self.losses[f"{mode}_{arch}"].update_center(teacher_out[arch][index])
+        stats = {name: value.detach() for name, value in pair_losses.items()}
+        zero = torch.zeros((), device=loss.device)
+        if self.stop.active(step):
+            contrastive = sum(nt_xent(student_out[a][0], self.n_views, self.contrastive_temp, self.gather)[0]
+                              for a in self.archs) / len(self.archs)
+            loss = loss + self.contrastive_weight * contrastive
+            self._contrastive_value = contrastive.detach()
+            stats.update(contrastive=contrastive.detach(), contrastive_on=torch.ones((), device=loss.device))
+        else:
+            self._contrastive_value = None
+            stats.update(contrastive=zero, contrastive_on=zero)
+        with torch.no_grad():
+            for arch in self.archs:
+                unit = F.normalize(student_out[arch][0][:batch_size].float(), dim=-1)
+                stats[f"emb_std_{arch}"] = unit.std(0).mean() * math.sqrt(unit.shape[1])
+        return loss, stats
+
+    def after_backward(self, step):
+        if step < self.freeze_last_layer_steps:
+            for mode in MODES:
+                for head in self.student.heads[mode].values():
+                    for p in head.last_layer.parameters():
+                        p.grad = None
+
+    def after_step(self, step):
+        ema_update(self.teacher, self.student, self.momentum(step))
+        if self._contrastive_value is not None:
+            value = self._contrastive_value.float().clone()
+            if distributed():  # every process sees the same mean, so all stop at the same step
+                dist.all_reduce(value)
+                value /= dist.get_world_size()
+            reason = self.stop.update(step, value.item())
+            if reason:
+                log.info("memo: contrastive loss stopped at step %d: %s; distillation goes on",
+                         self.stop.stopped_step, reason)
+
+    def state_dict(self):
+        return {"student_heads": self.student.heads.state_dict(), "teacher_heads": self.teacher.heads.state_dict(),
+                "losses": self.losses.state_dict(), "contrastive_stop": self.stop.state_dict()}
+
+    def load_state_dict(self, state):
+        self.student.heads.load_state_dict(state["student_heads"])
+        self.teacher.heads.load_state_dict(state["teacher_heads"])
+        self.losses.load_state_dict(state["losses"])
+        self.stop.load_state_dict(state["contrastive_stop"])
+        if self.stop.stopped_step is not None and self.contrastive_weight > 0:
+            log.info("memo: contrastive loss was stopped at step %d", self.stop.stopped_step)
+
+    def synchronise(self):
+        """Average the teachers' BN statistics; take the stop state of process 0 (already equal by design)."""
+        if not distributed():
+            return
+        world = dist.get_world_size()
+        for buffer in self.teacher.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer.div_(world)
+        state = [self.stop.state_dict()]
+        dist.broadcast_object_list(state, src=0)
+        self.stop.load_state_dict(state[0])

@@ -1,0 +1,1 @@
+"""Supervised speaker classification on (pseudo-)labels: AAM-softmax and its trainer objective."""

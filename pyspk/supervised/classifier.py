@@ -1,0 +1,159 @@
+"""Speaker classification on a data dir's ``utt2spk`` (true speakers or cluster pseudo-labels).
+
+The backbone (any of pyspk.models) maps random crops to embeddings; an
+AAM-softmax head classifies them. Crops, augmented copies and feature
+augmentation are those of the DINO trainer (pyspk.train.data / augment);
+every crop of every ``data.crops`` group is one training example labelled
+with its utterance's speaker.
+
+Config section ``classifier``::
+
+    margin: 0.2            # additive angular margin (radians)
+    scale: 30.0            # logit scale
+    margin_warmup: {start_epoch: 1, end_epoch: 4}   # or null: full margin from the start
+    init_model: null       # backbone file to start from (e.g. exp/dino/final.pt)
+    init_backbone: null    # which backbone of it (default: the file's default)
+
+The trained backbone is exported as ``{"model": backbone}`` (default
+``model``), so the next round of pseudo-labelling can extract with it or
+start from it.
+"""
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyspk.config import ConfigError, check_keys
+from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
+from pyspk.models import build_model, load_backbone
+from pyspk.supervised.aam import AAMSoftmax, build_margin_schedule
+from pyspk.train.data import AUG_SUFFIXES, group_copies
+from pyspk.train.loop import Objective
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_KEYS = ("margin", "scale", "margin_warmup", "init_model", "init_backbone")
+BACKBONE_NAME = "model"
+
+
+def utterance_labels(data_dir, aug_suffixes=AUG_SUFFIXES):
+    """``(classes, labels)`` for the clean utterances in the order the crop dataset indexes them.
+
+    ``classes`` are the speaker ids of ``utt2spk`` (C-sorted), ``labels`` an
+    int64 array of class indices, one per clean utterance of ``feats.scp``.
+    """
+    data = DataDir(data_dir)
+    utts = list(group_copies(data, list(data.feats_scp()), tuple(aug_suffixes)))
+    utt2spk = data.utt2spk()
+    for utt in utts:
+        if utt not in utt2spk:
+            raise DataDirError(data.file("utt2spk"), 0, f"no speaker for utterance '{utt}' of feats.scp")
+    speakers = [utt2spk[u] for u in utts]
+    classes = sorted(set(speakers), key=c_sort_key)
+    if len(classes) < 2:
+        raise DataDirError(data.file("utt2spk"), 0, f"classification needs at least 2 speakers, found {classes}")
+    index = {spk: i for i, spk in enumerate(classes)}
+    return classes, np.array([index[s] for s in speakers], dtype=np.int64)
+
+
+def init_backbone(backbone, path, name=None):
+    """Copy the weights of backbone ``name`` of file ``path`` into ``backbone`` (same architecture)."""
+    source = load_backbone(path, name)
+    if source.config != backbone.config:
+        differ = sorted(k for k in set(source.config) | set(backbone.config)
+                        if source.config.get(k) != backbone.config.get(k))
+        details = ", ".join(f"{k}: {source.config.get(k)!r} in the file, {backbone.config.get(k)!r} in the config"
+                            for k in differ)
+        raise ConfigError(f"{path}: its backbone differs from the config's model section ({details}); "
+                          "make the model section match it")
+    backbone.load_state_dict(source.state_dict())
+
+
+class ClassifierNet(nn.Module):
+    """Backbone + AAM-softmax head in one module (one DDP call).
+
+    ``forward(groups, labels, margin)`` takes a list of ``(n_i, frames_i,
+    feat_dim)`` crop tensors and their concatenated labels and returns
+    ``(loss, cosines)``.
+    """
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, groups, labels, margin):
+        embeddings = torch.cat([self.backbone(g) for g in groups])
+        loss, _, cosines = self.head(embeddings, labels, margin)
+        return loss, cosines
+
+
+class ClassifierObjective(Objective):
+    """AAM-softmax speaker classification as an :class:`~pyspk.train.loop.Objective`.
+
+    Labels come from ``<data_dir>/utt2spk`` and are looked up by the crop's
+    dataset index (the Objective is built before it could see the dataset,
+    and the head needs the number of classes).
+    """
+
+    section = "classifier"
+    metric_names = ("accuracy",)
+    schedule_names = ("margin",)
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+
+    def build(self, config, steps_per_epoch, total_steps, device):
+        cfg = config.get(self.section)
+        if not isinstance(cfg, dict):
+            raise ConfigError("config needs a 'classifier' section")
+        check_keys(cfg, CLASSIFIER_KEYS, "classifier")
+        self.crop_names = list(config["data"]["crops"])
+        backbone = build_model(config["model"])
+        self.classes, labels = utterance_labels(self.data_dir,
+                                                config["data"].get("aug_suffixes", AUG_SUFFIXES))
+        self.labels = torch.from_numpy(labels).to(device)
+        counts = np.bincount(labels, minlength=len(self.classes))
+        log.info("%d classes from %s/utt2spk, %d to %d utterances each", len(self.classes), self.data_dir,
+                 counts.min(), counts.max())
+        if cfg.get("init_model"):
+            init_backbone(backbone, cfg["init_model"], cfg.get("init_backbone"))
+            log.info("backbone initialised from %s", cfg["init_model"])
+        scale = float(cfg.get("scale", 30.0))
+        if scale <= 0:
+            raise ConfigError(f"classifier.scale must be positive, got {scale}")
+        self.margin = build_margin_schedule(cfg.get("margin", 0.2), cfg.get("margin_warmup"), steps_per_epoch,
+                                            "classifier.margin_warmup")
+        head = AAMSoftmax(backbone.embed_dim, len(self.classes), self.margin.margin, scale)
+        self.net = ClassifierNet(backbone, head).to(device)
+
+    def trainable(self):
+        return self.net
+
+    def backbones(self):
+        return {BACKBONE_NAME: self.net.backbone}, BACKBONE_NAME
+
+    def schedule_values(self, step):
+        return {"margin": self.margin(step)}
+
+    def compute_loss(self, model, batch, step):
+        crops = batch["crops"]
+        # (B, n, T, D) -> crop-major (n * B, T, D); crop c of item b has the label of item b.
+        groups = [crops[name].transpose(0, 1).flatten(0, 1) for name in self.crop_names]
+        item_labels = self.labels[batch["index"]]
+        labels = torch.cat([item_labels.repeat(crops[name].shape[1]) for name in self.crop_names])
+        loss, cosines = model(groups, labels, self.margin(step))
+        with torch.no_grad():
+            accuracy = (cosines.argmax(1) == labels).float().mean()
+        return loss, {"accuracy": accuracy}
+
+    def state_dict(self):
+        return {"head": self.net.head.state_dict(), "classes": list(self.classes)}
+
+    def load_state_dict(self, state):
+        if list(state["classes"]) != self.classes:
+            raise ConfigError(f"{self.data_dir}/utt2spk: its {len(self.classes)} speakers differ from the "
+                              f"{len(state['classes'])} classes of the checkpoint; use a new experiment dir")
+        self.net.head.load_state_dict(state["head"])

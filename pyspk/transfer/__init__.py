@@ -1,0 +1,1 @@
+"""Transfer of self-supervised backbones to utterance-level tasks (pyspk.transfer.finetune)."""

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Fine-tune a self-supervised backbone into an utterance-level classifier on
+# <train-dir>/utt2label (emotion, language, age group ...) and evaluate it on
+# <test-dir>: staged training as the config's finetune.stages say (e.g. new
+# head + last affine layers first, then the whole network at a lower LR),
+# each stage in <exp-dir>/stage<i>_<name>/ (checkpoints, log/train.log,
+# metrics.tsv, loss.png); the classifier in <exp-dir>/final.pt (a backbone
+# file: steps/extract_embeddings.sh reads the fine-tuned backbone); accuracy,
+# unweighted average recall and per-class recall in <exp-dir>/results.txt,
+# predictions in <exp-dir>/utt2pred.
+#
+# Killing the job and re-running the same command resumes from the latest
+# checkpoint; once <exp-dir>/.done exists only the evaluation runs again.
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+cmd=run.pl
+nj_gpus=1
+device=auto
+overrides=
+backbone=
+label_file=utt2label
+random_init=false
+chunk_frames=
+augment=
+eval_chunk_size=
+master_port=29500
+# End configuration section.
+train_config=   # --config; taken out before parse_options.sh, which would source it as shell
+
+help_message="Usage: $0 [options] --config <finetune.yaml> <init-model> <train-dir> <test-dir> <exp-dir>
+e.g.: $0 --cmd \"\$cuda_cmd\" --config conf/finetune_staged.yaml exp/dino/final.pt data/train_family data/test_family exp/finetune_staged
+Options:
+  --config <yaml>               # fine-tuning config with finetune.stages, required
+  --overrides \"<a.b=v c=w>\"     # space-separated config overrides (default: none)
+  --cmd <run.pl|queue.pl ...>   # how to run the job; use \"\$cuda_cmd\" for GPUs (default: $cmd)
+  --nj-gpus <n>                 # DDP processes on this machine, one per GPU (default: $nj_gpus)
+  --device <auto|cpu|cuda>      # auto: cuda if available (default: $device)
+  --backbone <name>             # backbone in <init-model> (default: the file's default)
+  --label-file <name>           # label file in <train-dir> and <test-dir> (default: $label_file)
+  --random-init <true|false>    # train the same architecture from random weights (default: $random_init)
+  --chunk-frames <n>            # training crop length in frames (default: the config's data.crops)
+  --augment <true|false>        # false: no augmented copies, SpecAugment or channel augmentation
+                                # (default: as the config says)
+  --eval-chunk-size <n>         # test chunk length in frames (default: the config's finetune.eval)
+  --master-port <port>          # torchrun port with --nj-gpus > 1 (default: $master_port)"
+
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" == "--config" ]; then
+    [ $# -ge 2 ] || { echo "$0: option --config needs a value" >&2; exit 1; }
+    train_config=$2
+    shift 2
+  else
+    args+=("$1")
+    shift
+  fi
+done
+set -- ${args[@]+"${args[@]}"}
+
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -ne 4 ] || [ -z "$train_config" ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+init=$1
+train=$2
+test=$3
+dir=$4
+
+for f in "$train_config" "$init" "$train/feats.scp" "$train/$label_file" "$test/feats.scp" "$test/$label_file"; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+[[ "$nj_gpus" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj-gpus must be a positive integer, got '$nj_gpus'" >&2; exit 1; }
+for opt in chunk_frames eval_chunk_size; do
+  [ -z "${!opt}" ] || [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || \
+    { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
+done
+for opt in random_init augment; do
+  [ -z "${!opt}" ] || [[ "${!opt}" =~ ^(true|false)$ ]] || \
+    { echo "$0: --${opt//_/-} must be true or false, got '${!opt}'" >&2; exit 1; }
+done
+mkdir -p "$dir/log"
+
+train_opts=(--label-file "$label_file" --random-init "$random_init" --device "$device")
+[ -n "$backbone" ] && train_opts+=(--backbone "$backbone")
+[ -n "$chunk_frames" ] && train_opts+=(--chunk-frames "$chunk_frames")
+[ -n "$augment" ] && train_opts+=(--augment "$augment")
+read -r -a override_args <<< "$overrides"
+if [ "$nj_gpus" -gt 1 ]; then
+  launcher=(python -m torch.distributed.run --nproc-per-node "$nj_gpus" --master-port "$master_port")
+else
+  launcher=(python)
+fi
+
+if [ -f "$dir/.done" ]; then
+  echo "$0: $dir/.done exists: training already finished (remove it to train again); evaluating"
+elif ! $cmd "$dir/log/train.log" \
+    "${launcher[@]}" -m pyspk.bin.finetune train --config "$train_config" --init "$init" "${train_opts[@]}" \
+      "$train" "$dir" ${override_args[@]+"${override_args[@]}"}; then
+  echo "$0: fine-tuning failed; the end of $dir/log/train.log:" >&2
+  tail -n 20 "$dir/log/train.log" >&2
+  exit 1
+fi
+[ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt; see $dir/log/train.log" >&2; exit 1; }
+
+eval_opts=(--label-file "$label_file" --device "$device")
+[ -n "$eval_chunk_size" ] && eval_opts+=(--chunk-size "$eval_chunk_size")
+if ! $cmd "$dir/log/evaluate.log" \
+    python -m pyspk.bin.finetune evaluate "${eval_opts[@]}" "$dir/final.pt" "$test" "$dir"; then
+  echo "$0: evaluation failed; the end of $dir/log/evaluate.log:" >&2
+  tail -n 20 "$dir/log/evaluate.log" >&2
+  exit 1
+fi
+summary=$(grep -o "^Done .*" "$dir/log/evaluate.log" | tail -n 1)
+echo "$0: fine-tuned $dir/final.pt; on $test: $summary (details in $dir/results.txt)"
