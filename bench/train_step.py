@@ -143,7 +143,8 @@ def main(argv=None):
     full_mean, bare_mean = statistics.mean(full), statistics.mean(bare)
     print(f"trainer step (data path included): {full_mean * 1000:8.1f} ms  "
           f"(median {statistics.median(full) * 1000:.1f}, waiting for data {statistics.mean(data_wait) * 1000:.1f})")
-    print(f"bare forward+backward+update:      {bare_mean * 1000:8.1f} ms  (median {statistics.median(bare) * 1000:.1f})")
+    print(f"bare forward+backward+update:      {bare_mean * 1000:8.1f} ms  "
+          f"(median {statistics.median(bare) * 1000:.1f})")
     print(f"data-path overhead ratio:          {full_mean / bare_mean:8.3f}  "
           f"(medians {statistics.median(full) / statistics.median(bare):.3f}; aim <= 1.15)")
     speed = extraction_speed(objective.teacher.backbone, device, int(config["model"].get("feat_dim", 80)))

@@ -69,7 +69,8 @@ fi
 # The wavs on disk must come from the same options, or the data dirs would mix corpora.
 if [ -f "$corpus/corpus.opts" ]; then
   if [ "$(cat "$corpus/corpus.opts")" != "$opts" ]; then
-    echo "$0: $corpus was made with other options ($(cat "$corpus/corpus.opts")); remove it or choose another corpus dir" >&2
+    echo "$0: $corpus was made with other options ($(cat "$corpus/corpus.opts"));" \
+      "remove it or choose another corpus dir" >&2
     exit 1
   fi
 else
@@ -115,4 +116,5 @@ python "$root/local/synth_corpus.py" datadirs $opts "$corpus" "$data"
 python "$root/local/make_trials.py" --num-trials $num_trials --seed $seed "$data/test" "$data/test/trials"
 
 echo "$done_stamp" > "$corpus/.done.tmp" && mv "$corpus/.done.tmp" "$corpus/.done"
-echo "$0: done: $data/train ($(wc -l < "$data/train/utt2spk") utts), $data/test ($(wc -l < "$data/test/utt2spk") utts), $(wc -l < "$data/test/trials") trials; audio in $corpus"
+echo "$0: done: $data/train ($(wc -l < "$data/train/utt2spk") utts)," \
+  "$data/test ($(wc -l < "$data/test/utt2spk") utts), $(wc -l < "$data/test/trials") trials; audio in $corpus"

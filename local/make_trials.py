@@ -75,7 +75,8 @@ def sample_trials(utt2spk, num_trials=12000, target_fraction=0.5, seed=777):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-trials", type=int, default=12000, help="trials to draw (default: %(default)s)")
-    parser.add_argument("--target-fraction", type=float, default=0.5, help="share of target trials (default: %(default)s)")
+    parser.add_argument("--target-fraction", type=float, default=0.5,
+                        help="share of target trials (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=777, help="random seed (default: %(default)s)")
     parser.add_argument("data_dir", help="data dir with utt2spk")
     parser.add_argument("trials", help="output trials file")

@@ -310,9 +310,6 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with autocast:
             loss, stats = self.objective.compute_loss(self.model, batch, step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; stopping "
-                                     "(lower optim.lr or raise clipping)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.objective.after_backward(step)
@@ -321,6 +318,15 @@ class Trainer:
         self.optimizer.step()
         self.objective.after_step(step)
         return loss.detach(), stats, lr, wd
+
+    def _check_finite(self, loss_sum, step):
+        """Stop (every process alike) once a loss since the last check is NaN or infinite."""
+        total = loss_sum.detach().float().reshape(1).clone()
+        if self.dist.distributed:
+            dist.all_reduce(total)
+        if not torch.isfinite(total).all():
+            raise FloatingPointError(f"the loss became {total.item()} by step {step}; stopping without saving "
+                                     "(lower optim.lr or optim.clip_grad, or resume from the last checkpoint)")
 
     def _log_row(self, step, sums, count, lr, wd, elapsed, data_time):
         names = ["loss", *self.objective.metric_names]
@@ -392,15 +398,20 @@ class Trainer:
                 elapsed += now - tick
                 data_time += fetched - tick
                 progress.update(1)
-                if step % log_every == 0 or step == stop:
+                end_of_epoch = step % self.steps_per_epoch == 0
+                log_now = step % log_every == 0 or step == stop
+                save_now = step != last_saved and (end_of_epoch or step == stop
+                                                   or (ckpt_every > 0 and step % ckpt_every == 0))
+                if log_now or save_now:
+                    # Checked here, not every step, to spare a device sync per step; never saves a NaN model.
+                    self._check_finite(sums["loss"], step)
+                if log_now:
                     self._log_row(step, sums, count, lr, wd, elapsed, data_time)
                     progress.set_postfix(loss=f"{float(sums['loss']) / count:.3f}")
                     sums, count, elapsed, data_time = {}, 0, 0.0, 0.0
-                end_of_epoch = step % self.steps_per_epoch == 0
-                if end_of_epoch or (ckpt_every > 0 and step % ckpt_every == 0) or step == stop:
-                    if step != last_saved:
-                        self.save_checkpoint(step)
-                        last_saved = step
+                if save_now:
+                    self.save_checkpoint(step)
+                    last_saved = step
                 if step >= stop or end_of_epoch:
                     break
                 tick = time.perf_counter()
