@@ -47,7 +47,10 @@ def apply_overrides(config, overrides):
                 where = ".".join(keys[:depth]) or "<top>"
                 raise ConfigError(f"override '{item}': unknown key '{key}' under {where}; known: {known}")
             if depth == len(keys) - 1:
-                node[key] = yaml.safe_load(raw)
+                try:
+                    node[key] = yaml.safe_load(raw)
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from None
             else:
                 node = node[key]
     return config

@@ -139,7 +139,7 @@ def test_loss_falls(feats_dir):
 
 
 def test_trainer_resume_and_outputs(feats_dir, tmp_path):
-    config = tiny_config()
+    config = tiny_config("contrastive.channel_invariant.weight=1.0")  # its seeded channels must resume too
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     Trainer(ContrastiveObjective(), config, feats_dir, straight, device="cpu").run()
     assert Trainer(ContrastiveObjective(), config, feats_dir, resumed, device="cpu").run(max_steps=3) == 3

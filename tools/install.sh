@@ -39,8 +39,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 log "installing pyspk and its dependencies into $venv"
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e "$root[test]"
+# Machines with local wheel mirrors make pip warn about every missing mirror entry; drop those lines.
+pip_install() {
+  "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install --upgrade pip
+pip_install -e "$root[test]"
 "$venv/bin/python" -c "import torch, kaldiio, kaldi_native_fbank, soundfile, sklearn, yaml, tqdm, matplotlib, pyspk"
 echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 log "done"

@@ -45,7 +45,8 @@ def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-clusters", type=int, default=500, help="number of clusters k (default: 500)")
     parser.add_argument("--method", choices=METHODS, default="kmeans",
-                        help="full-batch k-means, mini-batch k-means (huge N) or agglomerative (default: kmeans)")
+                        help="full-batch k-means (embeddings held on the device), mini-batch k-means (embeddings stay in "
+                             "host memory, batches go to the device) or agglomerative (default: kmeans)")
     parser.add_argument("--keep-fraction", type=float, default=0.8,
                         help="fraction of each cluster kept, nearest to the centroid first (default: 0.8)")
     parser.add_argument("--min-cluster-size", type=int, default=5,
@@ -64,7 +65,8 @@ def get_parser():
     parser.add_argument("--max-iter", type=int, default=100,
                         help="k-means iterations (mini-batch: epochs) at most (default: 100)")
     parser.add_argument("--tol", type=float, default=1e-4,
-                        help="stop when the squared centre shift is below tol x mean variance (default: 1e-4)")
+                        help="k-means: stop when the squared centre shift is below tol x mean variance; mini-batch: "
+                             "when an epoch improves the inertia by less than tol, relative (default: 1e-4)")
     parser.add_argument("--batch-size", type=int, default=16384, help="mini-batch size (default: 16384)")
     parser.add_argument("--linkage", choices=LINKAGES, default="average",
                         help="agglomerative linkage; average/complete use cosine distance (default: average)")

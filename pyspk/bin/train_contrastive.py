@@ -1,4 +1,6 @@
-"""Train speaker-embedding backbones with contrastive SSL (NT-Xent: crops of one utterance are positives, other utterances negatives).
+"""Train a speaker-embedding backbone with contrastive SSL (NT-Xent over crops, no labels).
+
+Crops of one utterance are positives, crops of other utterances negatives.
 
 Usage: python -m pyspk.bin.train_contrastive --config conf/contrastive_demo.yaml [--device auto]
            [--max-steps N] <data-dir> <exp-dir> [section.key=value ...]
@@ -11,7 +13,8 @@ Re-running the same command resumes from the latest checkpoint; after a
 finished run (<exp-dir>/.done) it does nothing. Under torchrun each process
 trains on its shard of every epoch (DDP).
 
-e.g.: python -m pyspk.bin.train_contrastive --config conf/contrastive_demo.yaml data/train exp/contrastive optim.lr.base=0.1
+e.g.: python -m pyspk.bin.train_contrastive --config conf/contrastive_demo.yaml data/train exp/contrastive \
+          contrastive.temperature=0.2
 """
 
 import argparse

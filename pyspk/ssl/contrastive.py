@@ -181,7 +181,7 @@ class ContrastiveObjective(Objective):
 
     def compute_loss(self, model, batch, step):
         groups, n_views = crop_major(batch["crops"])
-        batch_size = groups[0].shape[0] // next(iter(batch["crops"].values())).shape[1]
+        batch_size = next(iter(batch["crops"].values())).shape[0]
         if self.inv_weight > 0:
             # One crop per utterance again through a different random channel: appended as an extra group.
             first = groups[0][:batch_size]

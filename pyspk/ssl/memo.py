@@ -44,6 +44,7 @@ MEMO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentu
 CONTRASTIVE_KEYS = ("weight", "temperature", "gather_negatives", "stop")
 STOP_DEFAULTS = {"window_steps": 50, "patience": 2, "min_delta": 0.0, "max_epochs": None}
 MODES = ("self", "cross")
+HEAD_OUTPUT = {"self": 1, "cross": 2}  # position of each mode's head output in MultiArchNet's tuples
 ARCH_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -195,6 +196,7 @@ class MeMoObjective(Objective):
         self.losses = nn.ModuleDict({f"{mode}_{arch}": DINOLoss(head_cfg["out_dim"], self.n_global, center_momentum)
                                      for mode in MODES for arch in self.archs}).to(device)
         self.pairs = distillation_pairs(self.archs)
+        self.pairs_per_mode = {mode: sum(p[0] == mode for p in self.pairs) for mode in MODES}
         self.weights = {mode: float(cfg.get(f"{mode}_weight", 1.0)) for mode in MODES}
         if min(self.weights.values()) < 0:
             raise ConfigError("memo.self_weight and memo.cross_weight must not be negative")
@@ -241,10 +243,10 @@ class MeMoObjective(Objective):
 
     def pair_losses(self, student_out, teacher_out, step):
         """``{pair name: DINO loss}``: each pair between the outputs of its own mode's heads only."""
-        index = {"self": 1, "cross": 2}
         losses = {}
         for mode, t, s in self.pairs:
-            loss, _ = self.losses[f"{mode}_{t}"](student_out[s][index[mode]], teacher_out[t][index[mode]],
+            out = HEAD_OUTPUT[mode]
+            loss, _ = self.losses[f"{mode}_{t}"](student_out[s][out], teacher_out[t][out],
                                                  self.student_temp, self.teacher_temp(step))
             losses[self.pair_name(mode, t, s)] = loss
         return losses
@@ -258,12 +260,12 @@ class MeMoObjective(Objective):
             teacher_out = self.teacher(groups[:1])
         student_out = model(groups)
         pair_losses = self.pair_losses(student_out, teacher_out, step)
-        loss = sum(self.weights[mode] * pair_losses[self.pair_name(mode, t, s)] / sum(p[0] == mode for p in self.pairs)
+        # Each mode's pair losses averaged, then weighted.
+        loss = sum(self.weights[mode] * pair_losses[self.pair_name(mode, t, s)] / self.pairs_per_mode[mode]
                    for mode, t, s in self.pairs)
         for mode in MODES:
             for arch in self.archs:
-                index = 1 if mode == "self" else 2
-                self.losses[f"{mode}_{arch}"].update_center(teacher_out[arch][index])
+                self.losses[f"{mode}_{arch}"].update_center(teacher_out[arch][HEAD_OUTPUT[mode]])
         stats = {name: value.detach() for name, value in pair_losses.items()}
         zero = torch.zeros((), device=loss.device)
         if self.stop.active(step):
