@@ -33,6 +33,7 @@ Options:
   --max-fail-fraction <f>          # fail if more than this fraction of utterances fail (default: $max_fail_fraction)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/parallel_jobs.sh"
 . parse_options.sh
 
 if [ $# -lt 1 ] || [ $# -gt 3 ]; then
@@ -54,15 +55,13 @@ done
 # True when vad.scp has exactly the utterances of feats.scp, is newer than
 # every input, and every ark it points to exists.
 vad_up_to_date() {
-  local f=$data/vad.scp input ark
+  local f=$data/vad.scp input
   [ -f "$f" ] || return 1
   for input in "$data/feats.scp" "$data/wav.scp" "$vad_config" "$fbank_config"; do
     [ "$f" -nt "$input" ] || return 1
   done
   cmp -s <(awk '{print $1}' "$f") <(awk '{print $1}' "$data/feats.scp") || return 1
-  while read -r ark; do
-    [ -f "$ark" ] || return 1
-  done < <(awk '{sub(/:[0-9]+$/, "", $2); print $2}' "$f" | sort -u)
+  scp_arks_exist "$f"
 }
 
 if vad_up_to_date; then
@@ -76,39 +75,13 @@ rm -f "$data/vad.scp"
 if ! $cmd JOB=1:"$nj" "$logdir/vad_$name.JOB.log" \
     python -m pyspk.bin.compute_vad --config "$vad_config" --fbank-config "$fbank_config" \
       --job JOB --num-jobs "$nj" "$data" "$vaddir/vad_$name.JOB.ark" "$vaddir/vad_$name.JOB.scp"; then
-  for n in $(seq "$nj"); do
-    log=$logdir/vad_$name.$n.log
-    if ! grep -q "^# Ended (code 0)" "$log"; then
-      echo "$0: VAD job $n failed; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      break
-    fi
-  done
+  show_failed_job "$nj" "$logdir/vad_$name." .log VAD
   exit 1
 fi
 
-# Sum the jobs' "Done N utterances, failed M" lines.
-num_done=0; num_failed=0; first_failed_log=
-for n in $(seq "$nj"); do
-  log=$logdir/vad_$name.$n.log
-  counts=$(grep -o "Done [0-9]* utterances, failed [0-9]*" "$log" | tail -n 1 | awk '{print $2, $5}')
-  [ -n "$counts" ] || { echo "$0: no 'Done ... failed ...' line in $log" >&2; exit 1; }
-  read -r done_n failed_n <<< "$counts"
-  num_done=$((num_done + done_n)); num_failed=$((num_failed + failed_n))
-  if [ "$failed_n" -gt 0 ] && [ -z "$first_failed_log" ]; then first_failed_log=$log; fi
-done
-total=$((num_done + num_failed))
-[ "$total" -gt 0 ] || { echo "$0: no utterances in $data/feats.scp" >&2; exit 1; }
-if awk -v f="$num_failed" -v t="$total" -v m="$max_fail_fraction" 'BEGIN { exit !(f > m * t) }'; then
-  echo "$0: $num_failed of $total utterances failed, more than --max-fail-fraction $max_fail_fraction;" \
-       "see $first_failed_log" >&2
-  exit 1
-fi
+sum_job_counts "$nj" "$logdir/vad_$name." .log "$max_fail_fraction" "$data/feats.scp"
 
-parts=()
-for n in $(seq "$nj"); do parts+=("$vaddir/vad_$name.$n.scp"); done
-sort "${parts[@]}" > "$data/vad.scp.tmp"
-mv "$data/vad.scp.tmp" "$data/vad.scp"
+merge_parts "$nj" "$data/vad.scp" "$vaddir/vad_$name." .scp
 
 if [ "$num_failed" -gt 0 ]; then
   echo "$0: $num_failed of $total utterances failed (listed by id in $logdir/vad_$name.*.log," \

@@ -29,6 +29,7 @@ master_port=29500
 # End configuration section.
 train_config=   # --config; taken out before parse_options.sh, which would source it as shell
 
+. "$(dirname "$0")/libs/train_launch.sh"
 help_message="Usage: $0 [options] --config <finetune.yaml> <init-model> <train-dir> <test-dir> <exp-dir>
 e.g.: $0 --cmd \"\$cuda_cmd\" --config conf/finetune_staged.yaml exp/dino/final.pt data/train_family data/test_family exp/finetune_staged
 Options:
@@ -46,19 +47,8 @@ Options:
   --eval-chunk-size <n>         # test chunk length in frames (default: the config's finetune.eval)
   --master-port <port>          # torchrun port with --nj-gpus > 1 (default: $master_port)"
 
-args=()
-while [ $# -gt 0 ]; do
-  if [ "$1" == "--config" ]; then
-    [ $# -ge 2 ] || { echo "$0: option --config needs a value" >&2; exit 1; }
-    train_config=$2
-    shift 2
-  else
-    args+=("$1")
-    shift
-  fi
-done
-set -- ${args[@]+"${args[@]}"}
-
+take_config_option "$@"
+set -- ${remaining_args[@]+"${remaining_args[@]}"}
 . "$(dirname "$0")/../path.sh"
 . parse_options.sh
 
@@ -74,7 +64,7 @@ dir=$4
 for f in "$train_config" "$init" "$train/feats.scp" "$train/$label_file" "$test/feats.scp" "$test/$label_file"; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
-[[ "$nj_gpus" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj-gpus must be a positive integer, got '$nj_gpus'" >&2; exit 1; }
+check_positive_ints nj_gpus
 for opt in chunk_frames eval_chunk_size; do
   [ -z "${!opt}" ] || [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || \
     { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
@@ -90,30 +80,20 @@ train_opts=(--label-file "$label_file" --random-init "$random_init" --device "$d
 [ -n "$chunk_frames" ] && train_opts+=(--chunk-frames "$chunk_frames")
 [ -n "$augment" ] && train_opts+=(--augment "$augment")
 read -r -a override_args <<< "$overrides"
-if [ "$nj_gpus" -gt 1 ]; then
-  launcher=(python -m torch.distributed.run --nproc-per-node "$nj_gpus" --master-port "$master_port")
-else
-  launcher=(python)
-fi
+# one node: torchrun's defaults for the node options
+set_launcher "$nj_gpus" 1 0 127.0.0.1 "$master_port"
 
 if [ -f "$dir/.done" ]; then
   echo "$0: $dir/.done exists: training already finished (remove it to train again); evaluating"
-elif ! $cmd "$dir/log/train.log" \
-    "${launcher[@]}" -m pyspk.bin.finetune train --config "$train_config" --init "$init" "${train_opts[@]}" \
-      "$train" "$dir" ${override_args[@]+"${override_args[@]}"}; then
-  echo "$0: fine-tuning failed; the end of $dir/log/train.log:" >&2
-  tail -n 20 "$dir/log/train.log" >&2
-  exit 1
+else
+  run_or_die "$cmd" "$dir/log/train.log" fine-tuning "${launcher[@]}" -m pyspk.bin.finetune train \
+    --config "$train_config" --init "$init" "${train_opts[@]}" "$train" "$dir" ${override_args[@]+"${override_args[@]}"}
 fi
-[ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt; see $dir/log/train.log" >&2; exit 1; }
+check_trained_model "$dir" "$dir/log/train.log"
 
 eval_opts=(--label-file "$label_file" --device "$device")
 [ -n "$eval_chunk_size" ] && eval_opts+=(--chunk-size "$eval_chunk_size")
-if ! $cmd "$dir/log/evaluate.log" \
-    python -m pyspk.bin.finetune evaluate "${eval_opts[@]}" "$dir/final.pt" "$test" "$dir"; then
-  echo "$0: evaluation failed; the end of $dir/log/evaluate.log:" >&2
-  tail -n 20 "$dir/log/evaluate.log" >&2
-  exit 1
-fi
+run_or_die "$cmd" "$dir/log/evaluate.log" evaluation \
+  python -m pyspk.bin.finetune evaluate "${eval_opts[@]}" "$dir/final.pt" "$test" "$dir"
 summary=$(grep -o "^Done .*" "$dir/log/evaluate.log" | tail -n 1)
 echo "$0: fine-tuned $dir/final.pt; on $test: $summary (details in $dir/results.txt)"

@@ -34,6 +34,7 @@ Options:
   --write-utt2dur <true|false>     # also write <data-dir>/utt2dur (default: $write_utt2dur)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/parallel_jobs.sh"
 . parse_options.sh
 
 if [ $# -lt 1 ] || [ $# -gt 3 ]; then
@@ -58,16 +59,14 @@ utt_list=$data/wav.scp
 # True when feats.scp has exactly the utterances, is newer than every input,
 # and every ark it points to exists.
 feats_up_to_date() {
-  local f=$data/feats.scp input ark
+  local f=$data/feats.scp input
   [ -f "$f" ] && [ -f "$data/utt2num_frames" ] || return 1
   if $write_utt2dur; then [ -f "$data/utt2dur" ] || return 1; fi
   for input in "$data/wav.scp" "$utt_list" "$fbank_config"; do
     [ "$f" -nt "$input" ] || return 1
   done
   cmp -s <(awk '{print $1}' "$f") <(awk '{print $1}' "$utt_list" | sort) || return 1
-  while read -r ark; do
-    [ -f "$ark" ] || return 1
-  done < <(awk '{sub(/:[0-9]+$/, "", $2); print $2}' "$f" | sort -u)
+  scp_arks_exist "$f"
 }
 
 if feats_up_to_date; then
@@ -89,46 +88,17 @@ if ! $cmd JOB=1:"$nj" "$logdir/make_fbank_$name.JOB.log" \
     python -m pyspk.bin.compute_fbank --config "$fbank_config" --job JOB --num-jobs "$nj" \
       --compress "$compress" --utt2num-frames-out "$logdir/utt2num_frames.JOB" "${utt2dur_opt[@]}" \
       "$data" "$fbankdir/raw_fbank_$name.JOB.ark" "$fbankdir/raw_fbank_$name.JOB.scp"; then
-  for n in $(seq "$nj"); do
-    log=$logdir/make_fbank_$name.$n.log
-    if ! grep -q "^# Ended (code 0)" "$log"; then
-      echo "$0: fbank job $n failed; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      break
-    fi
-  done
+  show_failed_job "$nj" "$logdir/make_fbank_$name." .log fbank
   exit 1
 fi
 
-# Sum the jobs' "Done N utterances, failed M" lines.
-num_done=0; num_failed=0; first_failed_log=
-for n in $(seq "$nj"); do
-  log=$logdir/make_fbank_$name.$n.log
-  counts=$(grep -o "Done [0-9]* utterances, failed [0-9]*" "$log" | tail -n 1 | awk '{print $2, $5}')
-  [ -n "$counts" ] || { echo "$0: no 'Done ... failed ...' line in $log" >&2; exit 1; }
-  read -r done_n failed_n <<< "$counts"
-  num_done=$((num_done + done_n)); num_failed=$((num_failed + failed_n))
-  if [ "$failed_n" -gt 0 ] && [ -z "$first_failed_log" ]; then first_failed_log=$log; fi
-done
-total=$((num_done + num_failed))
-[ "$total" -gt 0 ] || { echo "$0: no utterances in $utt_list" >&2; exit 1; }
-if awk -v f="$num_failed" -v t="$total" -v m="$max_fail_fraction" 'BEGIN { exit !(f > m * t) }'; then
-  echo "$0: $num_failed of $total utterances failed, more than --max-fail-fraction $max_fail_fraction;" \
-       "see $first_failed_log" >&2
-  exit 1
-fi
+sum_job_counts "$nj" "$logdir/make_fbank_$name." .log "$max_fail_fraction" "$utt_list"
 
 # Merge the parts: C-sorted, each replacing its file in one rename; feats.scp
 # last, since its presence marks a finished run.
-merge_parts() {  # <out> <part-prefix> <part-suffix>: parts are <prefix><job><suffix>
-  local out=$1 files=() n
-  for n in $(seq "$nj"); do files+=("$2$n$3"); done
-  sort "${files[@]}" > "$out.tmp"
-  mv "$out.tmp" "$out"
-}
-merge_parts "$data/utt2num_frames" "$logdir/utt2num_frames." ""
-if $write_utt2dur; then merge_parts "$data/utt2dur" "$logdir/utt2dur." ""; fi
-merge_parts "$data/feats.scp" "$fbankdir/raw_fbank_$name." ".scp"
+merge_parts "$nj" "$data/utt2num_frames" "$logdir/utt2num_frames." ""
+if $write_utt2dur; then merge_parts "$nj" "$data/utt2dur" "$logdir/utt2dur." ""; fi
+merge_parts "$nj" "$data/feats.scp" "$fbankdir/raw_fbank_$name." ".scp"
 
 if [ "$num_failed" -gt 0 ]; then
   echo "$0: $num_failed of $total utterances failed (listed by id in $logdir/make_fbank_$name.*.log," \

@@ -29,6 +29,7 @@ master_port=29500
 # End configuration section.
 train_config=   # --config; taken out before parse_options.sh, which would source it as shell
 
+. "$(dirname "$0")/libs/train_launch.sh"
 help_message="Usage: $0 [options] --config <train.yaml> <data-dir> <exp-dir>
 e.g.: $0 --cmd \"\$cuda_cmd\" --nj-gpus 4 --config conf/classifier_ecapa.yaml --init-model exp/dino_ecapa/final.pt data/voxceleb2_dev_pl_r1 exp/classifier_r1
 Options:
@@ -36,27 +37,10 @@ Options:
   --init-model <file>           # backbone file to start from, e.g. exp/dino/final.pt (default: random init)
   --init-backbone <name>        # backbone of --init-model (default: the file's default backbone)
   --overrides \"<a.b=v c=w>\"     # space-separated config overrides (default: none)
-  --cmd <run.pl|queue.pl ...>   # how to run the job; use \"\$cuda_cmd\" for GPUs (default: $cmd)
-  --nj-gpus <n>                 # DDP processes on this machine, one per GPU (default: $nj_gpus)
-  --device <auto|cpu|cuda>      # auto: cuda if available (default: $device)
-  --num-nodes <n>               # machines taking part (default: $num_nodes)
-  --node-rank <i>               # this machine's index, 0..num-nodes-1 (default: $node_rank)
-  --master-addr <host>          # address of node 0 (default: $master_addr)
-  --master-port <port>          # port on node 0 (default: $master_port)"
+$(launch_options_help)"
 
-args=()
-while [ $# -gt 0 ]; do
-  if [ "$1" == "--config" ]; then
-    [ $# -ge 2 ] || { echo "$0: option --config needs a value" >&2; exit 1; }
-    train_config=$2
-    shift 2
-  else
-    args+=("$1")
-    shift
-  fi
-done
-set -- ${args[@]+"${args[@]}"}
-
+take_config_option "$@"
+set -- ${remaining_args[@]+"${remaining_args[@]}"}
 . "$(dirname "$0")/../path.sh"
 . parse_options.sh
 
@@ -74,33 +58,17 @@ if [ -n "$init_backbone" ] && [ -z "$init_model" ]; then
   echo "$0: --init-backbone needs --init-model" >&2
   exit 1
 fi
-for opt in nj_gpus num_nodes; do
-  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
-done
-
-if [ -f "$dir/.done" ]; then
-  echo "$0: $dir/.done exists: training already finished (remove it to train again)"
-  exit 0
-fi
+check_positive_ints nj_gpus num_nodes
+exit_if_trained "$dir"
 mkdir -p "$dir/log"
 
 init_args=()
 [ -n "$init_model" ] && init_args+=(--init-model "$init_model")
 [ -n "$init_backbone" ] && init_args+=(--init-backbone "$init_backbone")
 read -r -a override_args <<< "$overrides"
-if [ "$nj_gpus" -gt 1 ] || [ "$num_nodes" -gt 1 ]; then
-  launcher=(python -m torch.distributed.run --nnodes "$num_nodes" --node-rank "$node_rank"
-            --nproc-per-node "$nj_gpus" --master-addr "$master_addr" --master-port "$master_port")
-else
-  launcher=(python)
-fi
-
-if ! $cmd "$dir/log/train_classifier.log" \
-    "${launcher[@]}" -m pyspk.bin.train_classifier --config "$train_config" --device "$device" \
-    ${init_args[@]+"${init_args[@]}"} "$data" "$dir" ${override_args[@]+"${override_args[@]}"}; then
-  echo "$0: training failed; the end of $dir/log/train_classifier.log:" >&2
-  tail -n 20 "$dir/log/train_classifier.log" >&2
-  exit 1
-fi
-[ -f "$dir/final.pt" ] || { echo "$0: training ended without $dir/final.pt; see $dir/log/train_classifier.log" >&2; exit 1; }
+set_launcher "$nj_gpus" "$num_nodes" "$node_rank" "$master_addr" "$master_port"
+log=$dir/log/train_classifier.log
+run_or_die "$cmd" "$log" training "${launcher[@]}" -m pyspk.bin.train_classifier --config "$train_config" \
+  --device "$device" ${init_args[@]+"${init_args[@]}"} "$data" "$dir" ${override_args[@]+"${override_args[@]}"}
+check_trained_model "$dir" "$log"
 echo "$0: trained $dir/final.pt (backbone \"model\"; losses and accuracy in $dir/metrics.tsv, $dir/loss.png)"

@@ -1,6 +1,12 @@
 """Small helpers shared by the back-end entry points in pyspk/bin."""
 
 import argparse
+import logging
+import sys
+
+from pyspk.backend.trials import score_trials_file
+from pyspk.data.datadir import DataDirError
+from pyspk.logutil import setup_logging
 
 
 def bool_arg(text):
@@ -33,3 +39,31 @@ def add_scoring_options(parser):
     parser.add_argument("--skip-missing", type=bool_arg, default=False,
                         help="skip (and count) trials whose keys have no embedding instead of failing "
                              "(default: false)")
+
+
+def add_trials_arguments(parser):
+    """Positional arguments common to cosine and PLDA scoring (after the back-end's own)."""
+    parser.add_argument("trials")
+    parser.add_argument("enroll_dir")
+    parser.add_argument("test_dir")
+    parser.add_argument("scores_out")
+
+
+def run_trials_scoring(prog, args, make_scorer):
+    """Score args.trials into args.scores_out with the options of add_scoring_options.
+
+    make_scorer() returns (scorer, expected_dim, expected_from): the embedding
+    dimension the back-end needs (None: any) and what to name as its source in
+    a mismatch message. User errors exit with "<prog>: message".
+    """
+    setup_logging()
+    log = logging.getLogger(prog)
+    try:
+        scorer, expected_dim, expected_from = make_scorer()
+        num_scored, num_skipped = score_trials_file(
+            scorer, args.trials, args.enroll_dir, args.test_dir, args.scores_out, args.enroll_level,
+            args.asnorm_cohort or None, args.cohort_level, args.top_n, args.skip_missing,
+            expected_dim=expected_dim, expected_from=expected_from, cohort_data=args.cohort_data or None)
+    except (DataDirError, ValueError, OSError) as e:
+        sys.exit(f"{prog}: {e}")
+    log.info("Done %d trials, skipped %d; wrote %s", num_scored, num_skipped, args.scores_out)

@@ -11,15 +11,10 @@ ivector-compute-dot-products; writes "enroll test score" lines in trials order.
 """
 
 import argparse
-import logging
-import sys
 
-from pyspk.backend.cli import add_scoring_options, bool_arg
+from pyspk.backend.cli import add_scoring_options, add_trials_arguments, bool_arg, run_trials_scoring
 from pyspk.backend.cosine import CosineScorer
 from pyspk.backend.embeddings import EmbeddingDir
-from pyspk.backend.trials import score_trials_file
-from pyspk.data.datadir import DataDirError
-from pyspk.logutil import setup_logging
 
 
 def get_parser():
@@ -30,28 +25,20 @@ def get_parser():
     parser.add_argument("--lnorm", type=bool_arg, default=True,
                         help="length-normalise (cosine); false: plain dot product (default: true)")
     add_scoring_options(parser)
-    parser.add_argument("trials")
-    parser.add_argument("enroll_dir")
-    parser.add_argument("test_dir")
-    parser.add_argument("scores_out")
+    add_trials_arguments(parser)
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    setup_logging()
-    log = logging.getLogger("score_cosine")
-    try:
-        mean = EmbeddingDir(args.mean_dir).mean() if args.mean_dir else None
-        num_scored, num_skipped = score_trials_file(
-            CosineScorer(mean, args.lnorm), args.trials, args.enroll_dir, args.test_dir, args.scores_out,
-            args.enroll_level, args.asnorm_cohort or None, args.cohort_level, args.top_n, args.skip_missing,
-            expected_dim=None if mean is None else mean.size,
-            expected_from=f"the mean of {args.mean_dir}" if args.mean_dir else None,
-            cohort_data=args.cohort_data or None)
-    except (DataDirError, ValueError, OSError) as e:
-        sys.exit(f"score_cosine: {e}")
-    log.info("Done %d trials, skipped %d; wrote %s", num_scored, num_skipped, args.scores_out)
+
+    def make_scorer():
+        if not args.mean_dir:
+            return CosineScorer(None, args.lnorm), None, None
+        mean = EmbeddingDir(args.mean_dir).mean()
+        return CosineScorer(mean, args.lnorm), mean.size, f"the mean of {args.mean_dir}"
+
+    run_trials_scoring("score_cosine", args, make_scorer)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,9 @@ text). With --enroll-level spk the enrolment number of utterances
 """
 
 import argparse
-import logging
-import sys
 
-from pyspk.backend.cli import add_scoring_options, bool_arg
+from pyspk.backend.cli import add_scoring_options, add_trials_arguments, bool_arg, run_trials_scoring
 from pyspk.backend.pipeline import PldaBackend
-from pyspk.backend.trials import score_trials_file
-from pyspk.data.datadir import DataDirError
-from pyspk.logutil import setup_logging
 
 
 def get_parser():
@@ -34,28 +29,19 @@ def get_parser():
                         help="within-class covariance smoothing, as ivector-copy-plda (default: %(default)s)")
     add_scoring_options(parser)
     parser.add_argument("plda_dir")
-    parser.add_argument("trials")
-    parser.add_argument("enroll_dir")
-    parser.add_argument("test_dir")
-    parser.add_argument("scores_out")
+    add_trials_arguments(parser)
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    setup_logging()
-    log = logging.getLogger("score_plda")
-    try:
+
+    def make_scorer():
         backend = PldaBackend.load(args.plda_dir)
         scorer = backend.scorer(args.normalize_length, args.simple_length_norm, args.smoothing)
-        num_scored, num_skipped = score_trials_file(
-            scorer, args.trials, args.enroll_dir, args.test_dir, args.scores_out, args.enroll_level,
-            args.asnorm_cohort or None, args.cohort_level, args.top_n, args.skip_missing,
-            expected_dim=backend.input_dim, expected_from=f"the back-end in {args.plda_dir}",
-            cohort_data=args.cohort_data or None)
-    except (DataDirError, ValueError, OSError) as e:
-        sys.exit(f"score_plda: {e}")
-    log.info("Done %d trials, skipped %d; wrote %s", num_scored, num_skipped, args.scores_out)
+        return scorer, backend.input_dim, f"the back-end in {args.plda_dir}"
+
+    run_trials_scoring("score_plda", args, make_scorer)
 
 
 if __name__ == "__main__":

@@ -19,31 +19,20 @@ e.g.: python -m pyspk.bin.train_classifier --config conf/classifier_demo.yaml --
           data/train_pl_r1 exp/classifier_r1 train.epochs=10
 """
 
-import argparse
-import logging
-import sys
-
 from pyspk.config import ConfigError, load_config
-from pyspk.data.datadir import DataDirError
-from pyspk.models import BackboneFileError
 from pyspk.supervised.classifier import ClassifierObjective
-from pyspk.train.loop import Trainer
+from pyspk.train.cli import run_training_cli, training_parser
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML training config (e.g. conf/classifier_demo.yaml)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+def add_init_options(parser):
     parser.add_argument("--init-model", default=None,
                         help="backbone file to initialise the backbone from (default: random initialisation)")
     parser.add_argument("--init-backbone", default=None,
                         help="backbone of --init-model to use (default: the file's default backbone)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many steps in total, with a checkpoint (re-run to continue)")
-    parser.add_argument("data_dir")
-    parser.add_argument("exp_dir")
-    parser.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
-    return parser
+
+
+def get_parser():
+    return training_parser(__doc__, "conf/classifier_demo.yaml", add_init_options)
 
 
 def build_config(args):
@@ -60,15 +49,8 @@ def build_config(args):
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    try:
-        config = build_config(args)
-        Trainer(ClassifierObjective(args.data_dir), config, args.data_dir, args.exp_dir,
-                device=args.device).run(args.max_steps)
-    except (ConfigError, DataDirError, BackboneFileError, FloatingPointError) as e:
-        logging.getLogger("train_classifier").error("%s", e)
-        print(f"train_classifier: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_training_cli("train_classifier", get_parser(), lambda args: ClassifierObjective(args.data_dir), argv,
+                     build_config=build_config)
 
 
 if __name__ == "__main__":

@@ -14,38 +14,16 @@ trains on its shard of every epoch (DDP).
 e.g.: python -m pyspk.bin.train_dino --config conf/dino_demo.yaml data/train exp/dino optim.lr.base=0.1
 """
 
-import argparse
-import logging
-import sys
-
-from pyspk.config import ConfigError, load_config
-from pyspk.data.datadir import DataDirError
-from pyspk.models import BackboneFileError
 from pyspk.ssl.dino import DINOObjective
-from pyspk.train.loop import Trainer
+from pyspk.train.cli import run_training_cli, training_parser
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML training config (e.g. conf/dino_demo.yaml)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many steps in total, with a checkpoint (re-run to continue)")
-    parser.add_argument("data_dir")
-    parser.add_argument("exp_dir")
-    parser.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
-    return parser
+    return training_parser(__doc__, "conf/dino_demo.yaml")
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        Trainer(DINOObjective(), config, args.data_dir, args.exp_dir, device=args.device).run(args.max_steps)
-    except (ConfigError, DataDirError, BackboneFileError, FloatingPointError) as e:
-        logging.getLogger("train_dino").error("%s", e)
-        print(f"train_dino: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_training_cli("train_dino", get_parser(), lambda args: DINOObjective(), argv)
 
 
 if __name__ == "__main__":

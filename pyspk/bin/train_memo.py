@@ -15,38 +15,16 @@ trains on its shard of every epoch (DDP).
 e.g.: python -m pyspk.bin.train_memo --config conf/memo_demo.yaml data/train exp/memo optim.lr.base=0.1
 """
 
-import argparse
-import logging
-import sys
-
-from pyspk.config import ConfigError, load_config
-from pyspk.data.datadir import DataDirError
-from pyspk.models import BackboneFileError
 from pyspk.ssl.memo import MeMoObjective
-from pyspk.train.loop import Trainer
+from pyspk.train.cli import run_training_cli, training_parser
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML training config (e.g. conf/memo_demo.yaml)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many steps in total, with a checkpoint (re-run to continue)")
-    parser.add_argument("data_dir")
-    parser.add_argument("exp_dir")
-    parser.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
-    return parser
+    return training_parser(__doc__, "conf/memo_demo.yaml")
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        Trainer(MeMoObjective(), config, args.data_dir, args.exp_dir, device=args.device).run(args.max_steps)
-    except (ConfigError, DataDirError, BackboneFileError, FloatingPointError) as e:
-        logging.getLogger("train_memo").error("%s", e)
-        print(f"train_memo: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_training_cli("train_memo", get_parser(), lambda args: MeMoObjective(), argv)
 
 
 if __name__ == "__main__":

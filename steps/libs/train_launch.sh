@@ -1,0 +1,92 @@
+# Shared launching logic of the training steps (steps/train_{dino,contrastive,
+# memo,classifier}.sh, steps/finetune.sh). Source it, don't run it:
+#   . "$(dirname "$0")/libs/train_launch.sh"
+# The functions print messages prefixed with the calling step's $0 and exit
+# the step on errors, as the steps themselves would.
+
+# take_config_option <args...>
+# Takes "--config <yaml>" out of the arguments before parse_options.sh sees it
+# (it would source a non-.yaml value as shell). Sets train_config (left as it
+# was when absent) and remaining_args, the other arguments in order; use
+#   set -- ${remaining_args[@]+"${remaining_args[@]}"}
+take_config_option() {
+  remaining_args=()
+  while [ $# -gt 0 ]; do
+    if [ "$1" == "--config" ]; then
+      [ $# -ge 2 ] || { echo "$0: option --config needs a value" >&2; exit 1; }
+      train_config=$2
+      shift 2
+    else
+      remaining_args+=("$1")
+      shift
+    fi
+  done
+}
+
+# launch_options_help
+# The usage lines of the options every trainer step declares with the same
+# names: cmd nj_gpus device num_nodes node_rank master_addr master_port
+# (showing their current values as defaults).
+launch_options_help() {
+  cat <<HELP
+  --cmd <run.pl|queue.pl ...>   # how to run the job; use "\$cuda_cmd" for GPUs (default: $cmd)
+  --nj-gpus <n>                 # DDP processes on this machine, one per GPU (default: $nj_gpus)
+  --device <auto|cpu|cuda>      # auto: cuda if available (default: $device)
+  --num-nodes <n>               # machines taking part (default: $num_nodes)
+  --node-rank <i>               # this machine's index, 0..num-nodes-1 (default: $node_rank)
+  --master-addr <host>          # address of node 0 (default: $master_addr)
+  --master-port <port>          # port on node 0 (default: $master_port)
+HELP
+}
+
+# check_positive_ints <var-name>...
+# Exits unless each named variable holds a positive integer (the message names
+# the option, --var-name).
+check_positive_ints() {
+  local opt
+  for opt in "$@"; do
+    [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
+  done
+}
+
+# exit_if_trained <exp-dir>
+# A finished training (<exp-dir>/.done) is not run again: the step exits 0.
+exit_if_trained() {
+  if [ -f "$1/.done" ]; then
+    echo "$0: $1/.done exists: training already finished (remove it to train again)"
+    exit 0
+  fi
+}
+
+# set_launcher <nj-gpus> <num-nodes> <node-rank> <master-addr> <master-port>
+# Sets the array launcher to the Python launcher of a trainer: torchrun with
+# <nj-gpus> processes per node when more than one process takes part, plain
+# python otherwise.
+set_launcher() {
+  if [ "$1" -gt 1 ] || [ "$2" -gt 1 ]; then
+    launcher=(python -m torch.distributed.run --nnodes "$2" --node-rank "$3"
+              --nproc-per-node "$1" --master-addr "$4" --master-port "$5")
+  else
+    launcher=(python)
+  fi
+}
+
+# run_or_die <cmd> <log> <what> <command...>
+# Runs <command> as "$cmd <log> <command...>" (<cmd> is split into words, e.g.
+# "queue.pl --gpu 1"); on failure prints "<what> failed" and the end of <log>
+# and exits 1.
+run_or_die() {
+  local run_cmd=$1 log=$2 what=$3
+  shift 3
+  if ! $run_cmd "$log" "$@"; then
+    echo "$0: $what failed; the end of $log:" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+}
+
+# check_trained_model <exp-dir> <log>
+# Exits 1 unless the trainer wrote <exp-dir>/final.pt.
+check_trained_model() {
+  [ -f "$1/final.pt" ] || { echo "$0: training ended without $1/final.pt; see $2" >&2; exit 1; }
+}
