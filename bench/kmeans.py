@@ -3,12 +3,19 @@
 Data (made here, deterministic under --seed): --n-points points in --dim
 dimensions drawn from --n-clusters isotropic Gaussians of unequal sizes and
 spreads, length-normalised like speaker embeddings. Every method gets the same
-data, number of clusters, seed and thread count; prints wall time, inertia
+data, number of clusters and seed, in the same process (torch and
+scikit-learn's OpenMP both use all cores); prints wall time, inertia
 (recomputed identically in float64 for all), the ratio to scikit-learn's
 KMeans inertia, and NMI against the generating labels.
 
     python bench/kmeans.py                       # 200,000 x 192, k = 2,000
     python bench/kmeans.py --n-points 20000 --n-clusters 200   # quick look
+
+Measured with the defaults on 2 CPU cores (AMD EPYC, AVX2), quiet machine:
+pyspk 41 s (inertia x0.991 of scikit-learn's, NMI 0.992), pyspk mini-batch
+46 s (x0.996, NMI 0.993), scikit-learn KMeans 289 s (NMI 0.989),
+MiniBatchKMeans 41 s (x1.071, NMI 0.969). About half of pyspk's time is the
+k-means++ seeding, half the Lloyd iterations.
 """
 
 import argparse
