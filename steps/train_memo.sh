@@ -6,58 +6,8 @@
 # "student_<arch>" for steps/extract_embeddings.sh --backbone, plus
 # config.yaml, checkpoints/, log/train.log (with the step at which the
 # contrastive loss stopped), metrics.tsv and loss.png.
-#
-# Killing the job at any time and re-running the same command resumes from the
-# latest checkpoint exactly; once <exp-dir>/.done exists re-running does
-# nothing. With --nj-gpus N > 1 the trainer runs as N DDP processes under
-# torchrun (per-process batch = data.batch_size); for several machines run the
-# same command on each with --num-nodes, --node-rank and --master-addr.
-set -euo pipefail
-echo "$0 $*"
-
-# Begin configuration section.
-cmd=run.pl
-nj_gpus=1
-device=auto
-overrides=
-num_nodes=1
-node_rank=0
-master_addr=127.0.0.1
-master_port=29500
-# End configuration section.
-train_config=   # --config; taken out before parse_options.sh, which would source it as shell
-
-. "$(dirname "$0")/libs/train_launch.sh"
-help_message="Usage: $0 [options] --config <train.yaml> <data-dir> <exp-dir>
-e.g.: $0 --cmd \"\$cuda_cmd\" --nj-gpus 4 --config conf/memo_ecapa_resnet.yaml --overrides \"optim.lr.base=0.1\" data/voxceleb2_dev exp/memo
-Options:
-  --config <yaml>               # training config, required (e.g. conf/memo_demo.yaml)
-  --overrides \"<a.b=v c=w>\"     # space-separated config overrides (default: none)
-$(launch_options_help)"
-
-take_config_option "$@"
-set -- ${remaining_args[@]+"${remaining_args[@]}"}
-. "$(dirname "$0")/../path.sh"
-. parse_options.sh
-
-if [ $# -ne 2 ] || [ -z "$train_config" ]; then
-  printf "%s\n" "$help_message" >&2
-  exit 1
-fi
-data=$1
-dir=$2
-
-for f in "$train_config" "$data/feats.scp"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
-check_positive_ints nj_gpus num_nodes
-exit_if_trained "$dir"
-mkdir -p "$dir/log"
-
-read -r -a override_args <<< "$overrides"
-set_launcher "$nj_gpus" "$num_nodes" "$node_rank" "$master_addr" "$master_port"
-log=$dir/log/train_memo.log
-run_or_die "$cmd" "$log" training "${launcher[@]}" -m pyspk.bin.train_memo --config "$train_config" \
-  --device "$device" "$data" "$dir" ${override_args[@]+"${override_args[@]}"}
-check_trained_model "$dir" "$log"
-echo "$0: trained $dir/final.pt (backbones teacher_<arch> (default: the first of model.archs) and student_<arch>; losses in $dir/metrics.tsv, $dir/loss.png)"
+# Options and resume behaviour: steps/libs/train_ssl.sh (or --help).
+ssl_method=memo
+example_config=conf/memo_ecapa_resnet.yaml
+trained_what="backbones teacher_<arch> (default: the first of model.archs) and student_<arch>"
+. "$(dirname "$0")/libs/train_ssl.sh"
