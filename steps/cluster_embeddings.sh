@@ -7,8 +7,13 @@
 # utt2uniq maps back to the source ids, utt2dist holds the distance to the
 # centroid. The report dir gets cluster_assignments.txt (all utterances) and
 # cluster_report.txt (with --ref-utt2spk: NMI, purity, clusters per true
-# speaker; diagnostics only). Re-running recomputes and replaces the outputs
-# (the destination dir is built aside and swapped in once valid).
+# speaker; diagnostics only). With --copies-from <combined-data-dir> (clean +
+# augmented copies <utt>-reverb/-noise/-music/-babble, with feats.scp, as made
+# by steps/augment_data_dir.sh and steps/make_fbank.sh), <dest-data-dir>_combined
+# also holds each kept utterance's copies under the same cluster, ids
+# "<cluster>-<utt>-<suffix>", features from the combined dir: the dir a trainer
+# that picks a copy per crop consumes. Re-running recomputes and replaces the
+# outputs (each destination dir is built aside and swapped in once valid).
 set -euo pipefail
 echo "$0 $*"
 
@@ -29,10 +34,11 @@ max_iter=100
 batch_size=16384
 linkage=average
 spk_prefix=pl
+copies_from=
 # End configuration section.
 
 help_message="Usage: $0 [options] <xvector-dir> <src-data-dir> <dest-data-dir> <report-dir>
-e.g.: $0 --num-clusters 500 --ref-utt2spk data/train/utt2spk \\
+e.g.: $0 --num-clusters 500 --ref-utt2spk data/train/utt2spk --copies-from data/train_combined \\
         exp/pl/round1/xvectors_train data/train data/train_pl_r1 exp/pl/round1/cluster
 Options:
   --cmd <run.pl|queue.pl ...>         # how to run the job (default: $cmd)
@@ -51,7 +57,10 @@ Options:
   --max-iter <n>                      # k-means iterations / mini-batch epochs at most (default: $max_iter)
   --batch-size <n>                    # mini-batch size (default: $batch_size)
   --linkage <average|complete|ward>   # agglomerative linkage (default: $linkage)
-  --spk-prefix <str>                  # prefix of the cluster ids (default: $spk_prefix)"
+  --spk-prefix <str>                  # prefix of the cluster ids (default: $spk_prefix)
+  --copies-from <combined-data-dir>   # clean + augmented data dir (e.g. data/train_combined): also write
+                                      # <dest-data-dir>_combined, the kept utterances with their augmented
+                                      # copies (default: '$copies_from', off)"
 
 . "$(dirname "$0")/../path.sh"
 . parse_options.sh
@@ -65,7 +74,8 @@ src_data=$2
 dest_data=$3
 report_dir=$4
 
-for f in "$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"}; do
+for f in "$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"} \
+    ${copies_from:+"$copies_from/utt2spk"}; do
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
 
@@ -75,10 +85,14 @@ if ! $cmd "$log" python -m pyspk.bin.cluster --num-clusters "$num_clusters" --me
     --keep-fraction "$keep_fraction" --min-cluster-size "$min_cluster_size" --seed "$seed" --device "$device" \
     --ref-utt2spk "$ref_utt2spk" --subtract-mean "$subtract_mean" --spherical "$spherical" --init "$init" \
     --n-init "$n_init" --max-iter "$max_iter" --batch-size "$batch_size" --linkage "$linkage" \
-    --spk-prefix "$spk_prefix" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"; then
+    --spk-prefix "$spk_prefix" --copies-from "$copies_from" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"; then
   echo "$0: clustering failed; last lines of $log:" >&2
   tail -n 20 "$log" >&2
   exit 1
 fi
 grep -E '^(selection|truth_all|truth_kept)\.' "$report_dir/cluster_report.txt" || true
-echo "$0: wrote $dest_data ($(wc -l < "$dest_data/utt2spk") utterances, $(wc -l < "$dest_data/spk2utt") pseudo-speakers); report in $report_dir/cluster_report.txt"
+combined_msg=
+if [ -n "$copies_from" ]; then
+  combined_msg=" and ${dest_data%/}_combined ($(wc -l < "${dest_data%/}_combined/utt2spk") utterances with copies)"
+fi
+echo "$0: wrote $dest_data ($(wc -l < "$dest_data/utt2spk") utterances, $(wc -l < "$dest_data/spk2utt") pseudo-speakers)$combined_msg; report in $report_dir/cluster_report.txt"

@@ -15,8 +15,9 @@ from pyspk.cluster import kmeans as km
 from pyspk.cluster.agglomerative import agglomerative
 from pyspk.cluster.report import clusters_per_class, nmi, purity, summarize
 from pyspk.cluster.select import build_tables, cluster_names, select_confident
-from pyspk.data.datadir import read_kv, read_scp, read_table
+from pyspk.data.datadir import DataDir, read_kv, read_scp, read_table, write_table
 from pyspk.data.validate import validate_data_dir
+from pyspk.train.data import AUG_SUFFIXES, group_copies
 
 
 def blobs(n_clusters=20, per_cluster=50, dim=32, spread=0.15, seed=0):
@@ -217,6 +218,109 @@ def test_cluster_embeddings_script_writes_valid_pseudo_label_dir(tmp_path):
     before = {name: (dest / name).read_text() for name in os.listdir(dest)}
     cluster_bin.main(args[1:])  # same options, in-process (saves a start-up)
     assert {name: (dest / name).read_text() for name in os.listdir(dest)} == before
+
+
+def make_combined_dir(data, copies_of):
+    """``<data>_combined``: the utterances of ``data`` and ``<utt>-<suffix>`` copies for the suffixes
+    ``copies_of(i)`` of its i-th utterance, with feats.scp / utt2num_frames / utt2uniq (as combine_data)."""
+    combined = data.parent / (data.name + "_combined")
+    combined.mkdir()
+    utt2spk, feats = read_kv(str(data / "utt2spk")), read_scp(str(data / "feats.scp"))
+    tables = {"utt2spk": {}, "feats.scp": {}, "utt2num_frames": {}, "utt2uniq": {}}
+    for i, utt in enumerate(sorted(utt2spk)):
+        for new, value in [(utt, feats[utt])] + [(f"{utt}-{s}", f"/feats/aug_fbank.1.ark:{i}{s}")
+                                                 for s in copies_of(i)]:
+            tables["utt2spk"][new] = utt2spk[utt]
+            tables["feats.scp"][new] = value
+            tables["utt2num_frames"][new] = str(300 + i)
+            tables["utt2uniq"][new] = utt
+    spk2utt = {}
+    for utt in sorted(tables["utt2spk"]):
+        spk2utt.setdefault(tables["utt2spk"][utt], []).append(utt)
+    tables["spk2utt"] = spk2utt
+    for name, table in tables.items():
+        write_table(str(combined / name), table)
+    validate_data_dir(str(combined), need_feats=True)
+    return combined
+
+
+def test_copies_from_writes_combined_dir_with_grouped_copies(tmp_path):
+    data, xvec = make_embedded_corpus(tmp_path)
+    combined = make_combined_dir(data, lambda i: AUG_SUFFIXES[:i % 5])  # 0 to 4 copies
+    dest, report_dir = tmp_path / "data" / "train_pl_r1", tmp_path / "exp" / "pl_r1"
+    dest_combined = tmp_path / "data" / "train_pl_r1_combined"
+    args = ["steps/cluster_embeddings.sh", "--num-clusters", "12", "--keep-fraction", "0.75",
+            "--min-cluster-size", "3", "--device", "cpu", "--copies-from", str(combined),
+            str(xvec), str(data), str(dest), str(report_dir)]
+    proc = run_script(args)
+    assert f"{dest_combined} (" in proc.stdout
+
+    validate_data_dir(str(dest_combined), need_feats=True)
+    run_script(["utils/validate_data_dir.sh", "--no-text", "--no-wav", str(dest_combined)])
+    clean_spk, clean_dist = read_kv(str(dest / "utt2spk")), read_kv(str(dest / "utt2dist"))
+    clean_uniq = read_kv(str(dest / "utt2uniq"))
+    kept = {clean_uniq[new]: new for new in clean_spk}  # source utterance -> its id in dest
+    src_groups = group_copies(DataDir(combined), list(read_scp(str(combined / "feats.scp"))))
+    assert len(kept) == 12 * 15
+    num_copies = sum(len(src_groups[utt]) for utt in kept)
+    assert 0 < num_copies < len(kept) * 4
+
+    utt2spk, uniq = read_kv(str(dest_combined / "utt2spk")), read_kv(str(dest_combined / "utt2uniq"))
+    dist, feats = read_kv(str(dest_combined / "utt2dist")), read_scp(str(dest_combined / "feats.scp"))
+    src_feats = read_scp(str(combined / "feats.scp"))
+    assert len(utt2spk) == len(kept) + num_copies
+    for new, spk in utt2spk.items():
+        clean = kept[uniq[new]]  # the copy's clean utterance, as named in dest
+        assert spk == clean_spk[clean] and dist[new] == clean_dist[clean]
+        assert new.startswith(f"{spk}-{uniq[new]}") and feats[new] == src_feats[new[len(spk) + 1:]]
+    assert group_copies(DataDir(dest_combined), list(feats)) == {
+        new: [f"{clean_spk[new]}-{copy}" for copy in src_groups[utt]] for utt, new in kept.items()}
+    report = (report_dir / "cluster_report.txt").read_text()
+    assert f"selection.kept_copies {num_copies}\n" in report
+
+    # Re-running gives the same directories.
+    before = {path: path.read_text() for d in (dest, dest_combined) for path in d.iterdir()}
+    cluster_bin.main(args[1:])
+    assert {path: path.read_text() for d in (dest, dest_combined) for path in d.iterdir()} == before
+
+
+def test_copies_from_errors_and_left_out_copies(tmp_path, capsys):
+    data, xvec = make_embedded_corpus(tmp_path, n_spk=2, n_utt=4)
+    combined = make_combined_dir(data, lambda i: ("reverb", "noise"))
+    dest = tmp_path / "pl"
+    args = ["--num-clusters", "2", "--keep-fraction", "1", "--min-cluster-size", "1", "--device", "cpu",
+            "--copies-from", str(combined), str(xvec), str(data), str(dest), str(tmp_path / "report")]
+
+    # A copy without features is left out, with a warning.
+    lines = (combined / "utt2num_frames").read_text().splitlines(keepends=True)
+    dropped = lines.pop(2).split()[0]
+    assert dropped.endswith("-reverb")
+    (combined / "utt2num_frames").write_text("".join(lines))
+    cluster_bin.main(args)
+    written = set(read_kv(str(tmp_path / "pl_combined" / "utt2uniq")))
+    assert len(written) == 8 * 3 - 1 and not any(new.endswith(dropped) for new in written)
+    assert "1 utterances have no entry in" in capsys.readouterr().err
+
+    # A kept (here: every) utterance missing from the combined dir is an error naming the file; nothing written.
+    lines = (combined / "feats.scp").read_text().splitlines(keepends=True)
+    missing = lines.pop(0).split()[0]
+    (combined / "feats.scp").write_text("".join(lines))
+    dest, args[-2] = tmp_path / "pl2", str(tmp_path / "pl2")
+    with pytest.raises(SystemExit) as exit_info:
+        cluster_bin.main(args)
+    message = str(exit_info.value)
+    assert message.startswith(f"cluster: {combined / 'feats.scp'}: ") and f"'{missing}'" in message
+    assert not dest.exists() and not (tmp_path / "pl2_combined").exists()
+
+    # Copies the trainers could not group again once renamed (utt2copies names) are refused; corpus b has
+    # the same utterance ids as the clustered one.
+    other = make_combined_dir(make_embedded_corpus(tmp_path / "b", n_spk=2, n_utt=4)[0], lambda i: ("rev",))
+    utts = sorted(read_kv(str(tmp_path / "b" / "data" / "train" / "utt2spk")))
+    (other / "utt2copies").write_text("".join(f"{utt} {utt}-rev\n" for utt in utts))
+    args[-2], args[-5] = str(tmp_path / "pl3"), str(other)
+    with pytest.raises(SystemExit) as exit_info:
+        cluster_bin.main(args)
+    assert "could not be grouped" in str(exit_info.value) and not (tmp_path / "pl3_combined").exists()
 
 
 def test_cluster_cli_errors_name_the_file(tmp_path, capsys):

@@ -199,6 +199,9 @@ def test_either_teacher_extracts(feats_dir, straight, tmp_path):
     final = os.path.join(straight, "final.pt")
     assert list_backbones(final) == ["teacher_resnet", "teacher_ecapa", "student_resnet", "student_ecapa"]
     assert load_backbone(final).config["name"] == "resnet_thin"  # default: the first architecture's teacher
+    listed = subprocess.run([sys.executable, "-m", "pyspk.bin.extract_embeddings", "list", final], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == ["teacher_resnet", "teacher_ecapa", "student_resnet", "student_ecapa"]
     # The extraction script with the other (non-default) teacher.
     out = str(tmp_path / "ecapa")
     run_script(["steps/extract_embeddings.sh", "--nj", "1", "--device", "cpu", "--backbone", "teacher_ecapa",

@@ -4,7 +4,8 @@ Usage:
   python -m pyspk.bin.cluster [options] <xvector-dir> <src-data-dir> <dest-data-dir> <report-dir>
 e.g.:
   python -m pyspk.bin.cluster --num-clusters 500 --keep-fraction 0.8 --ref-utt2spk data/train/utt2spk \\
-      exp/pl/round1/xvectors_train data/train data/train_pl_r1 exp/pl/round1/cluster
+      --copies-from data/train_combined exp/pl/round1/xvectors_train data/train data/train_pl_r1 \\
+      exp/pl/round1/cluster
 
 Reads <xvector-dir>/xvector.scp, keeps the utterances that also appear in
 <src-data-dir> (and in each of its per-utterance files), optionally subtracts
@@ -15,6 +16,16 @@ cluster ids, spk2utt, utt2dist, utt2uniq and the source's per-utterance files
 cluster, distance, kept 0/1) and cluster_report.txt (settings, sizes, kept
 counts and, with --ref-utt2spk, NMI / purity / clusters per true speaker of
 all and of the kept utterances; diagnostics only, never used for training).
+
+With --copies-from <combined-data-dir> (the clean plus augmented data dir of
+steps/augment_data_dir.sh, e.g. data/train_combined, with its own feats.scp),
+<dest-data-dir>_combined is written too: every kept utterance and its
+augmented copies <utt>-reverb, <utt>-noise, <utt>-music, <utt>-babble (or as
+listed in its utt2copies), ids "<cluster>-<utt>" and "<cluster>-<utt>-<suffix>"
+so the trainers group them again, all with the clean utterance's cluster,
+utt2dist and utt2uniq, and the per-utterance files (feats.scp ...) of the
+combined dir. Clustering still uses the embeddings of the clean utterances
+only; a kept utterance missing from the combined dir is an error.
 """
 
 import argparse
@@ -30,8 +41,8 @@ from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.cluster import report
 from pyspk.cluster.agglomerative import LINKAGES, agglomerative
 from pyspk.cluster.kmeans import kmeans, length_normalize, minibatch_kmeans
-from pyspk.cluster.select import (cluster_names, select_confident, usable_utterances, write_assignments,
-                                  write_pseudo_label_dir)
+from pyspk.cluster.select import (CopySource, cluster_names, select_confident, usable_utterances,
+                                  write_assignments, write_combined_dir, write_pseudo_label_dir)
 from pyspk.data.datadir import DataDirError, read_kv
 from pyspk.device import pick_device
 from pyspk.logutil import setup_logging
@@ -74,6 +85,10 @@ def get_parser():
                         help="agglomerative: above this many utterances, merge k-means micro-clusters "
                              "(default: 10000)")
     parser.add_argument("--spk-prefix", default="pl", help="prefix of the cluster (speaker) ids (default: pl)")
+    parser.add_argument("--copies-from", default="",
+                        help="combined (clean + augmented) data dir, e.g. data/train_combined: also write "
+                             "<dest-data-dir>_combined with the kept utterances and their augmented copies "
+                             "(default: empty, off)")
     parser.add_argument("xvector_dir")
     parser.add_argument("src_data_dir")
     parser.add_argument("dest_data_dir")
@@ -152,6 +167,15 @@ def main(argv=None):
         except RuntimeError as e:
             raise ValueError(str(e)) from None
         utts, x = load_embeddings(args)
+        combined_dest = os.path.normpath(args.dest_data_dir) + "_combined"
+        copies = None
+        if args.copies_from:
+            copies = CopySource(args.copies_from)
+            for note in copies.notes:
+                log.warning("%s; left out of %s", note, combined_dest)
+        elif os.path.isfile(os.path.join(combined_dest, "utt2spk")):
+            log.warning("%s is left from an earlier run without --copies-from; it does not match the new "
+                        "%s", combined_dest, args.dest_data_dir)
         log.info("clustering %d embeddings of dimension %d into %d clusters (%s on %s)", x.shape[0], x.shape[1],
                  args.num_clusters, args.method, device)
         result = run_clustering(args, x, device)
@@ -166,8 +190,18 @@ def main(argv=None):
         log.info("kept %d of %d utterances (%.1f%%) in %d of %d clusters", keep.sum(), len(keep),
                  100.0 * keep.mean(), kept_clusters, args.num_clusters)
         kept_utts = [utt for utt, k in zip(utts, keep) if k]
-        write_pseudo_label_dir(args.src_data_dir, args.dest_data_dir, kept_utts, clusters[keep],
-                               result.distances[keep])
+        if copies is not None:
+            copies.check_clean(kept_utts)  # before writing anything
+        tables = write_pseudo_label_dir(args.src_data_dir, args.dest_data_dir, kept_utts, clusters[keep],
+                                        result.distances[keep])
+        selection = {"kept_utts": int(keep.sum()), "kept_fraction": float(keep.mean()),
+                     "kept_clusters": kept_clusters, "dropped_clusters": args.num_clusters - kept_clusters}
+        if copies is not None:
+            uniq = [tables["utt2uniq"][f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep])]
+            selection["kept_copies"] = write_combined_dir(copies, combined_dest, kept_utts, clusters[keep],
+                                                          result.distances[keep], uniq)
+            log.info("wrote %s: %d kept utterances and %d augmented copies from %s", combined_dest,
+                     len(kept_utts), selection["kept_copies"], args.copies_from)
         os.makedirs(args.report_dir, exist_ok=True)
         write_assignments(os.path.join(args.report_dir, "cluster_assignments.txt"), utts, clusters,
                           result.distances, keep)
@@ -180,9 +214,7 @@ def main(argv=None):
                            "seconds": result.seconds, "empty_clusters": int((sizes == 0).sum()),
                            "cluster_size_min": int(sizes.min()), "cluster_size_median": float(np.median(sizes)),
                            "cluster_size_max": int(sizes.max())},
-            "selection": {"kept_utts": int(keep.sum()), "kept_fraction": float(keep.mean()),
-                          "kept_clusters": kept_clusters,
-                          "dropped_clusters": args.num_clusters - kept_clusters},
+            "selection": selection,
         }
         if args.ref_utt2spk:
             sections.update(truth_sections(args.ref_utt2spk, utts, clusters, keep))

@@ -8,6 +8,9 @@ Usage:
   python -m pyspk.bin.extract_embeddings merge [options] <data-dir> <out-dir>
       Merges xvector.1..N.scp into xvector.scp (sorted) and writes the speaker
       means spk_xvector.ark/.scp and num_utts.ark (as Kaldi's ivector-mean).
+  python -m pyspk.bin.extract_embeddings list <model-file>
+      Prints the names of the backbones in <model-file>, one per line, the
+      default one first (for --backbone).
 e.g.:
   python -m pyspk.bin.extract_embeddings extract --job 1 --num-jobs 4 exp/dino/final.pt data/test exp/xv_test
   python -m pyspk.bin.extract_embeddings merge --num-jobs 4 data/test exp/xv_test
@@ -29,7 +32,7 @@ from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, utt2
 from pyspk.device import pick_device
 from pyspk.fileutil import atomic_open
 from pyspk.logutil import setup_logging
-from pyspk.models import BackboneFileError, load_backbone
+from pyspk.models import BackboneFileError, load_backbone, read_backbone_file
 from pyspk.models.extract import extract_embeddings, iter_features, job_share, write_vectors
 
 log = logging.getLogger("extract_embeddings")
@@ -68,7 +71,17 @@ def build_parser():
                      help="fail when more than this fraction of utterances failed (default 0.05)")
     mrg.add_argument("data_dir")
     mrg.add_argument("out_dir")
+    lst = sub.add_parser("list", help="print the backbone names in a model file, the default first")
+    lst.add_argument("model_file")
     return parser
+
+
+def run_list(args):
+    content = read_backbone_file(args.model_file)
+    default = content["default_backbone"]
+    for name in [default] + [name for name in content["backbones"] if name != default]:
+        print(name)
+    return 0
 
 
 def run_extract(args):
@@ -159,8 +172,10 @@ def main(argv=None):
     try:
         if args.command == "extract":
             return_code = run_extract(args)
-        else:
+        elif args.command == "merge":
             return_code = run_merge(args)
+        else:
+            return_code = run_list(args)
     except (DataDirError, BackboneFileError, ConfigError, ValueError, RuntimeError) as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         return_code = 1

@@ -16,6 +16,15 @@ are carried over under the new ids with their values unchanged, so
 new id back to the source utterance (Kaldi's meaning: the underlying
 original), ``utt2dist`` holds the distance to the centroid. Per-speaker files
 are not carried (the speakers are new).
+
+With augmented copies (a ``<src>_combined`` dir from steps/augment_data_dir.sh
+holding ``<utt>`` and ``<utt>-reverb``, ``<utt>-noise`` ...), a second dir
+holds every kept utterance together with its copies, grouped as the trainers
+group them (pyspk.train.data.group_copies): a copy gets its clean
+utterance's cluster as speaker, the id ``<cluster>-<utt>-<suffix>`` (so the
+same rule groups it again), its clean utterance's distance, and as utt2uniq
+the clean utterance's utt2uniq value; feats.scp and the other per-utterance
+files come from the combined dir.
 """
 
 import logging
@@ -28,11 +37,14 @@ import numpy as np
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, write_table
 from pyspk.data.validate import file_spec, table_files, validate_data_dir
 from pyspk.fileutil import atomic_open
+from pyspk.train.data import AUG_SUFFIXES, group_copies
 
 logger = logging.getLogger(__name__)
 
 # Copied as they are (not keyed tables).
 VERBATIM_FILES = ("frame_shift",)
+# Per-utterance files whose values are utterance ids: meaningless once the utterances are renamed.
+NOT_CARRIED = ("utt2copies",)
 
 
 def select_confident(labels, distances, keep_fraction, min_cluster_size):
@@ -96,6 +108,8 @@ def _per_utt_tables(src):
     tables = {}
     for name in table_files(src.path):
         kind = file_spec(name).kind
+        if name in NOT_CARRIED:
+            continue
         if kind == "utt" or (kind == "reco" and not has_segments):
             tables[name] = read_scp(src.file(name))
     return tables
@@ -108,16 +122,19 @@ def _recording_tables(src):
     return {name: read_scp(src.file(name)) for name in table_files(src.path) if file_spec(name).kind == "reco"}
 
 
-def build_tables(src_dir, utts, speakers, distances):
+def build_tables(src_dir, utts, speakers, distances, uniq=None):
     """The tables of the pseudo-label data dir, ``{file name: {key: value}}``.
 
     ``utts``: source utterance ids to write; ``speakers``: their cluster ids;
-    ``distances``: their distances to the centroid.
+    ``distances``: their distances to the centroid; ``uniq``: their utt2uniq
+    values (default: the source's utt2uniq, else the source ids).
     """
     src = DataDir(src_dir)
     new_ids = [f"{spk}-{utt}" for utt, spk in zip(utts, speakers)]
     tables = {name: {new: table[utt] for new, utt in zip(new_ids, utts)}
               for name, table in _per_utt_tables(src).items()}
+    if uniq is not None:
+        tables["utt2uniq"] = dict(zip(new_ids, uniq))
     tables.setdefault("utt2uniq", dict(zip(new_ids, utts)))
     tables["utt2spk"] = dict(zip(new_ids, speakers))
     tables["utt2dist"] = {new: f"{dist:.6f}" for new, dist in zip(new_ids, distances)}
@@ -132,19 +149,21 @@ def build_tables(src_dir, utts, speakers, distances):
     return tables
 
 
-def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances):
+def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances, uniq=None, check=None):
     """Write the pseudo-label data dir ``dest_dir`` whole, then validate it, then put it in place.
 
-    The directory is built under a temporary name next to ``dest_dir`` and
-    replaces it only once complete and valid, so a failed or killed run
-    leaves the previous ``dest_dir`` (if any) untouched.
+    Arguments as for :func:`build_tables`; ``check(path)``, when given, runs
+    on the finished, valid directory before it is put in place. The directory
+    is built under a temporary name next to ``dest_dir`` and replaces it only
+    once complete and valid, so a failed or killed run leaves the previous
+    ``dest_dir`` (if any) untouched. Returns the tables written.
     """
     src_dir, dest_dir = os.path.normpath(src_dir), os.path.normpath(dest_dir)
     if os.path.exists(dest_dir) and os.path.samefile(src_dir, dest_dir):
         raise DataDirError(dest_dir, 0, "the destination is the source data directory")
     if os.path.isdir(dest_dir) and os.listdir(dest_dir) and not os.path.isfile(os.path.join(dest_dir, "utt2spk")):
         raise DataDirError(dest_dir, 0, "exists and is not a data directory; refusing to replace it")
-    tables = build_tables(src_dir, utts, speakers, distances)
+    tables = build_tables(src_dir, utts, speakers, distances, uniq)
     parent = os.path.dirname(os.path.abspath(dest_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest_dir)}.", dir=parent)
@@ -155,6 +174,8 @@ def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances):
             if os.path.isfile(os.path.join(src_dir, name)):
                 shutil.copyfile(os.path.join(src_dir, name), os.path.join(tmp, name))
         validate_data_dir(tmp)
+        if check is not None:
+            check(tmp)
         if os.path.isdir(dest_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(dest_dir)}.old.", dir=parent)
             os.replace(dest_dir, old)
@@ -166,6 +187,85 @@ def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tables
+
+
+class CopySource:
+    """The clean utterances of a combined data dir and their augmented copies.
+
+    Only utterances with an entry in every per-utterance file of the dir
+    count (a copy whose features failed is left out, see ``notes``); they are
+    grouped by :func:`pyspk.train.data.group_copies`, as the trainers do.
+    """
+
+    def __init__(self, path, suffixes=AUG_SUFFIXES):
+        data = DataDir(path)
+        self.path = data.path
+        self.suffixes = tuple(suffixes)
+        present = set(data.utt2spk())
+        self.absent_from = {}  # utterance -> the file that lacks it
+        self.notes = []
+        for name, table in _per_utt_tables(data).items():
+            absent = present.difference(table)
+            if absent:
+                self.notes.append(f"{len(absent)} utterances have no entry in {data.file(name)}")
+                self.absent_from.update(dict.fromkeys(absent, data.file(name)))
+                present -= absent
+        self.groups = group_copies(data, sorted(present, key=c_sort_key), self.suffixes)
+        self.copy_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
+
+    def check_clean(self, utts):
+        """Raise a DataDirError naming the file when the dir lacks an utterance of ``utts`` or holds
+        it only as a copy of another."""
+        missing = [utt for utt in utts if utt not in self.groups]
+        if missing:
+            utt = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            if utt in self.copy_of:
+                raise DataDirError(self.path, 0, f"kept utterance '{utt}'{more} is an augmented copy of "
+                                                 f"'{self.copy_of[utt]}' there, not a clean utterance")
+            where = self.absent_from.get(utt, os.path.join(self.path, "utt2spk"))
+            raise DataDirError(where, 0, f"no entry for kept utterance '{utt}'{more}; --copies-from must be the "
+                                         "combined (clean + augmented) version of the clustered data dir")
+
+    def expand(self, utts):
+        """``(members, owner)``: ``utts`` each followed by its copies; ``owner[i]``: index in ``utts``
+        of the clean utterance of ``members[i]``."""
+        self.check_clean(utts)
+        members, owner = [], []
+        for i, utt in enumerate(utts):
+            group = [utt] + self.groups[utt]
+            members.extend(group)
+            owner.extend([i] * len(group))
+        return members, np.array(owner, dtype=np.int64)
+
+
+def write_combined_dir(copies, dest_dir, utts, speakers, distances, uniq):
+    """Write ``dest_dir``: the kept ``utts`` and their copies from ``copies`` (a :class:`CopySource`).
+
+    ``speakers``, ``distances`` and ``uniq`` (utt2uniq values) are those of
+    the clean utterances; their copies share them. Checks before putting the
+    directory in place that group_copies on it finds the same groups.
+    Returns the number of copies written.
+    """
+    members, owner = copies.expand(utts)
+    speakers, distances, uniq = np.asarray(speakers), np.asarray(distances), np.asarray(uniq)
+    clean_of = {f"{speakers[i]}-{utt}": utt for i, utt in enumerate(utts)}
+    expected = {new: sorted(f"{speakers[i]}-{c}" for c in copies.groups[utt])
+                for i, (new, utt) in enumerate(zip(clean_of, utts))}
+
+    def check_groups(path):
+        data = DataDir(path)
+        found = group_copies(data, list(data.utt2spk()), copies.suffixes)
+        if {k: sorted(v) for k, v in found.items()} != expected:
+            # A copy taken for a clean utterance also leaves its own clean utterance's group short.
+            wrong = next(new for new in expected if sorted(found.get(new, [])) != expected[new])
+            raise DataDirError(copies.path, 0, f"the copies of '{clean_of[wrong]}' are not named "
+                                               f"'<utt>-<{'|'.join(copies.suffixes)}>', so the copies in "
+                                               f"{dest_dir} could not be grouped with their utterance again")
+
+    write_pseudo_label_dir(copies.path, dest_dir, members, speakers[owner], distances[owner], uniq[owner],
+                           check=check_groups)
+    return len(members) - len(utts)
 
 
 def write_assignments(path, utts, speakers, distances, keep):

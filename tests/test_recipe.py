@@ -1,0 +1,80 @@
+"""The default recipe, ./run.sh, end to end on a tiny corpus with the tiny configs."""
+
+import os
+
+import pytest
+
+from conftest import ROOT, run_script
+from pyspk.data.datadir import DataDir
+from pyspk.train.data import group_copies
+
+SHARED = ("path.sh", "cmd.sh", "utils", "steps", "tools", "local", "conf")
+SYSTEMS = ["fbank_mean_std_cosine", "untrained_cosine", "dino_cosine", "dino_pl_r1_cosine", "dino_pl_r1_plda",
+           "dino_pl_r2_cosine", "dino_pl_r2_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"]
+TINY = ["--nj", "1", "--device", "cpu", "--num-speakers", "8", "--test-speakers", "3", "--utts-per-speaker", "8",
+        "--ssl-config", "conf/dino_tiny.yaml", "--classifier-config", "conf/classifier_tiny.yaml",
+        "--rounds", "2", "--num-clusters", "4"]
+
+
+def make_recipe_root(tmp_path):
+    """run.sh in a scratch root (its data/, exp/ go there), the rest shared with the repository."""
+    root = tmp_path / "recipe"
+    root.mkdir()
+    for name in SHARED:
+        os.symlink(os.path.join(ROOT, name), root / name)
+    os.symlink(os.path.join(ROOT, "run.sh"), root / "run.sh")
+    return str(root)
+
+
+def results(root):
+    with open(os.path.join(root, "exp", "results.txt")) as f:
+        return {line.split()[0].split("=", 1)[1]: line for line in f}
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = make_recipe_root(tmp_path_factory.mktemp("run"))
+    proc = run_script(["./run.sh", "--stage", "1"] + TINY, cwd=root)
+    return root, proc
+
+
+def test_every_stage_runs_and_reports_each_system(recipe):
+    root, proc = recipe
+    assert "Done (stages 1..100)" in proc.stdout
+    assert sorted(results(root)) == sorted(SYSTEMS)
+    for r in (1, 2):
+        report = os.path.join(root, "exp", f"pl_dino_r{r}", "cluster", "cluster_report.txt")
+        assert "truth_all.nmi" in open(report).read()
+
+
+def test_training_draws_on_the_augmented_copies(recipe):
+    root, _ = recipe
+    combined = DataDir(os.path.join(root, "data", "train_combined"))
+    groups = group_copies(combined, list(combined.feats_scp()))
+    assert len(groups) == 5 * 8 and all(len(copies) == 4 for copies in groups.values())
+    pl = DataDir(os.path.join(root, "data", "train_pl_dino_r1_combined"))
+    kept = DataDir(os.path.join(root, "data", "train_pl_dino_r1")).utt2spk()
+    utt2spk = pl.utt2spk()
+    assert len(utt2spk) == 5 * len(kept)
+    for utt, copies in group_copies(pl, list(pl.feats_scp())).items():
+        assert utt in kept and len(copies) == 4 and {utt2spk[c] for c in copies} == {kept[utt]}
+    with open(os.path.join(root, "exp", "dino_dino_tiny", "log", "train_dino.log")) as f:
+        assert "data/train_combined" in f.readline()
+
+
+def test_rerunning_finished_stages_changes_nothing(recipe):
+    root, _ = recipe
+    before = results(root)
+    final = os.path.join(root, "exp", "pl_dino_r2", "final.pt")
+    mtime = os.path.getmtime(final)
+    run_script(["./run.sh", "--stage", "2"] + TINY, cwd=root)
+    assert results(root) == before
+    assert os.path.getmtime(final) == mtime
+
+
+def test_bad_option_values_stop_before_any_work(tmp_path):
+    root = make_recipe_root(tmp_path)
+    for option, value in (("--ssl", "simclr"), ("--pl-init", "scratch"), ("--augment", "maybe")):
+        proc = run_script(["./run.sh", "--stage", "1", option, value], cwd=root, check=False)
+        assert proc.returncode == 1 and option.lstrip("-") in proc.stderr
+        assert not os.path.exists(os.path.join(root, "data"))
