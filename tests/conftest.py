@@ -79,6 +79,21 @@ def run_script(args, cwd=ROOT, check=True, env=None):
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine run far faster without intra-op threads.
+
+    Test modules that train or run models opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def wav_data_dir(tmp_path):
     return make_wav_data_dir(str(tmp_path), n_spk=4, n_utt=3)

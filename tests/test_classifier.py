@@ -28,13 +28,7 @@ DEMO = os.path.join(ROOT, "conf", "classifier_demo.yaml")
 TINY_MODEL = {"name": "resnet_thin", "feat_dim": 40, "embed_dim": 32, "blocks": [1, 1], "base_width": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**sections):

@@ -23,12 +23,7 @@ TINY = ["model={name: resnet_thin, feat_dim: 40, embed_dim: 16, blocks: [1, 1], 
         "train.epochs=2", "train.log_every=1", "train.ckpt_every_steps=3", "train.keep_checkpoints=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

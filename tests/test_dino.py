@@ -24,13 +24,7 @@ TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
 CROPS = {"global": {"count": 2, "frames": 50}, "local": {"count": 3, "frames": 20}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(*overrides):

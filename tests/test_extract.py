@@ -17,12 +17,7 @@ MODEL_CFG = {"name": "ecapa", "feat_dim": FEAT_DIM, "embed_dim": 16, "channels":
              "se_channels": 8, "attention_channels": 8, "mfa_channels": 48}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed=0):

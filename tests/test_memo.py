@@ -32,12 +32,7 @@ TINY = ["model={feat_dim: 40, archs: {resnet: {name: resnet_thin, embed_dim: 16,
         "memo.contrastive.stop={window_steps: 1, patience: 1, min_delta: 10.0, max_epochs: null}"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,7 @@ OVERRIDES = ["model.feat_dim=40", "train.epochs=3", "train.ckpt_every_steps=1", 
              "train.keep_checkpoints=2", "data.aug_prob=0.7", "data.specaug.prob=0.5", "data.channel.prob=0.7"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
