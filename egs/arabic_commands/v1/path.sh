@@ -1,0 +1,3 @@
+# Environment of the real-speech recipe: the project's own path.sh (virtual env,
+# utils/ and steps/ on PATH, LC_ALL=C). Safe under "set -u".
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/../../../path.sh"
