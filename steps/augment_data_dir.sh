@@ -10,7 +10,8 @@
 # consumes. Without --musan-dir / --rir-dir (offline), generated noise,
 # synthetic music, babble summed from other speakers of <src> and simulated
 # rooms take their place. Output is deterministic under --seed for any --nj;
-# re-running keeps audio already made with the same options.
+# re-running keeps audio already made with the same options, and a finished run
+# with the same options and source does nothing.
 set -euo pipefail
 echo "$0 $*"
 
@@ -76,6 +77,14 @@ opts=(--types "$types" --seed $seed --audio-format $audio_format --rir-sets "$ri
       --babble-snrs "$babble_snrs" --num-babble-speakers "$num_babble_speakers")
 [ -z "$rir_dir" ] || opts+=(--rir-dir "$rir_dir")
 [ -z "$musan_dir" ] || opts+=(--musan-dir "$musan_dir")
+# A finished run with the same options and source is not redone (nothing rewritten).
+stamp=$audio_dir/.done
+signature="$(cat $src/wav.scp $src/utt2spk | cksum) ${opts[*]} combine=$combine"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$signature" ]; then
+  echo "$0: the augmented copies of $src are complete for these options ($stamp); nothing to do"
+  exit 0
+fi
+rm -f "$stamp"
 mkdir -p $audio_dir/log
 python -m pyspk.bin.augment_data_dir prepare "${opts[@]}" $src $audio_dir
 
@@ -105,4 +114,5 @@ if $combine; then
   utils/validate_data_dir.sh --no-text --no-feats ${src}_combined
   outputs="$outputs ${src}_combined"
 fi
+echo "$signature" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 echo "$0: made augmented data dirs:$outputs"

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from conftest import ROOT, run_script
+from pyspk.bin import score_fbank_baseline
 from pyspk.data.datadir import DataDir, c_sort_key, read_trials
 
 SPEAKERS, TEST_SPEAKERS, UTTS = 6, 2, 3
@@ -144,7 +145,6 @@ def test_make_trials_sampling_large_set():
 
 
 def test_baseline_eer_on_separable_features(tmp_path, capsys):
-    baseline_eer = load_local("baseline_eer")
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     data.mkdir()
@@ -159,11 +159,11 @@ def test_baseline_eer_on_separable_features(tmp_path, capsys):
     trials = tmp_path / "trials"
     trials.write_text("".join(f"{a} {b} {'target' if a[:4] == b[:4] else 'nontarget'}\n"
                               for i, a in enumerate(utts) for b in utts[i + 1:]))
-    baseline_eer.main([str(data), str(trials)])
+    score_fbank_baseline.main([str(data), str(trials)])
     out = capsys.readouterr().out
     assert "EER 0.00%" in out and "[66 trials, 12 target]" in out
     # A VAD decision whose length does not match the features is a user error naming vad.scp.
     kaldiio.save_ark(str(data / "vad.ark"), {u: np.ones(10, np.float32) for u in utts}, scp=str(data / "vad.scp"))
     with pytest.raises(SystemExit):
-        baseline_eer.main([str(data), str(trials)])
+        score_fbank_baseline.main([str(data), str(trials)])
     assert "vad.scp" in capsys.readouterr().err

@@ -1,3 +1,3 @@
 # Environment of the real-speech recipe: the project's own path.sh (virtual env,
-# utils/ and steps/ on PATH, LC_ALL=C). Safe under "set -u".
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/../../../path.sh"
+# utils/ and steps/ on PATH, LC_ALL=C), found through links. Safe under "set -u".
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../../../path.sh"

@@ -11,19 +11,24 @@
 #   2-9 the generic pipeline, steps/sv_pipeline.sh (see its header): fbank
 #      and VAD, augmented copies, fbank baseline, SSL training, embeddings,
 #      cosine scoring, pseudo-label rounds, supervised upper bound, summary
-# Results: exp/results.txt; the table in RESULTS.md came from plain ./run.sh
-# and ./run.sh --stage 4 --stop-stage 6 --ssl contrastive|memo.
+# Results: exp/results.txt; the table in README.md came from plain ./run.sh
+# and ./run.sh --stage 4 --stop-stage 6 --ssl dino|memo.
 set -euo pipefail
 
 # Begin configuration section.
 stage=0
 stop_stage=100
 nj=2
-corpus=../../../../shared/data/arabic_speech_commands   # relative to the directory ./run.sh is called from
+corpus=                   # Arabic Speech Commands root; default: shared/data/arabic_speech_commands beside the repository
 test_speakers=8
 keywords_per_utt=4
-ssl=dino                  # dino|contrastive|memo
+speakers=0                # use only the first N speakers (0: all), e.g. for a quick test
+rounds_used=0             # use only the first N recording rounds (0: all)
+ssl=contrastive           # dino|contrastive|memo; contrastive learns best here today (README.md)
+ssl_config=               # default: conf/<ssl>.yaml
 ssl_overrides=            # e.g. "optim.lr.base=0.05 train.epochs=20"
+classifier_config=conf/classifier.yaml
+classifier_overrides=
 rounds=2
 num_clusters=24           # k-means k: twice the 12 training speakers (splitting a speaker hurts less than merging two)
 keep_fraction=0.7
@@ -34,11 +39,18 @@ help_message="Usage: $0 [options]
   --stage N                first stage to run ($stage)
   --stop-stage N           last stage to run ($stop_stage)
   --nj N                   parallel jobs ($nj)
-  --corpus DIR             Arabic Speech Commands root, with dataset/ ($corpus)
+  --corpus DIR             Arabic Speech Commands root, with dataset/; a relative path is taken
+                           from the directory you call from (default: ../shared/data/arabic_speech_commands
+                           beside the repository)
   --test-speakers N        held-out speakers ($test_speakers)
   --keywords-per-utt N     keywords joined per utterance ($keywords_per_utt)
+  --speakers N             use only the first N speakers, 0 for all ($speakers)
+  --rounds-used N          use only the first N recording rounds, 0 for all ($rounds_used)
   --ssl NAME               dino|contrastive|memo ($ssl)
-  --ssl-overrides 'K=V ..' overrides of conf/<ssl>.yaml
+  --ssl-config FILE        SSL config (default: conf/<ssl>.yaml)
+  --ssl-overrides 'K=V ..' overrides of the SSL config
+  --classifier-config FILE pseudo-label classifier config ($classifier_config)
+  --classifier-overrides 'K=V ..'
   --rounds N               pseudo-labelling rounds ($rounds)
   --num-clusters K         k-means clusters ($num_clusters)
   --keep-fraction F        confident share kept per cluster ($keep_fraction)
@@ -48,28 +60,39 @@ e.g.: $0 --stage 4 --stop-stage 6 --ssl contrastive"
 caller_dir=$PWD
 cd "$(dirname "$0")"
 . utils/parse_options.sh
-# The corpus root is resolved against the directory the caller was in.
-case $corpus in /*) ;; *) corpus=$caller_dir/$corpus ;; esac
+# A corpus root given is taken from the caller's directory; the default lies beside the repository.
+case $corpus in
+  "") corpus=$(dirname "$(readlink -f "$0")")/../../../../shared/data/arabic_speech_commands ;;
+  /*) ;;
+  *) corpus=$caller_dir/$corpus ;;
+esac
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
+# The pipeline's options, checked before any stage runs.
+pipeline_opts=(--nj $nj --device $device --train-set train --test-sets test --ssl "$ssl"
+  --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
+  --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
+  --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction")
+steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
+
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: install what is missing"
-  ../../../tools/install.sh
+  "$(dirname "$(readlink -f "$0")")/../../../tools/install.sh"
 fi
 
 . ./path.sh
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: data dirs from $corpus"
-  local/data.sh --test-speakers $test_speakers --keywords-per-utt $keywords_per_utt "$corpus" data
+  local/data.sh --test-speakers $test_speakers --keywords-per-utt $keywords_per_utt --speakers $speakers \
+    --rounds $rounds_used "$corpus" data
 fi
 
-steps/sv_pipeline.sh --stage $((stage > 2 ? stage : 2)) --stop-stage $stop_stage --nj $nj --device $device \
-  --train-set train --test-sets test \
-  --ssl $ssl --ssl-config conf/$ssl.yaml --ssl-overrides "$ssl_overrides" \
-  --classifier-config conf/classifier.yaml \
-  --rounds $rounds --num-clusters $num_clusters --keep-fraction $keep_fraction
+if [ $stop_stage -ge 2 ]; then
+  steps/sv_pipeline.sh --stage $(( stage > 2 ? stage : 2 )) --stop-stage $stop_stage "${pipeline_opts[@]}"
+fi
+log "Done (stages $stage..$stop_stage)"

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """No-training baseline: cosine scoring of per-utterance fbank statistics.
 
-usage: python local/baseline_eer.py [--stats mean+std|std|mean] [--vad auto|yes|no] [--center]
+usage: python -m pyspk.bin.score_fbank_baseline [--stats mean+std|std|mean] [--vad auto|yes|no] [--center]
                                     [--scores FILE] <data-dir> <trials>
-e.g.:  python local/baseline_eer.py data/test data/test/trials
+e.g.:  python -m pyspk.bin.score_fbank_baseline data/test data/test/trials
 
 Each utterance of the trials becomes the mean and/or standard deviation over
 frames of its features (feats.scp, read with kaldiio; only the frames that

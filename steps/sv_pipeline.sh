@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# The generic self-supervised speaker-verification pipeline, written once and
+# called by every corpus recipe's run.sh after its own data preparation (as
+# ESPnet's egs2 TEMPLATE). Run it from the recipe directory, which holds
+# path.sh, cmd.sh, steps/, utils/, conf/ and the Kaldi data dirs:
+#   data/<train-set>   wav.scp, utt2spk (true labels, if any, are read only by
+#                      the supervised upper bound and the cluster diagnostics)
+#   data/<test-set>    wav.scp, utt2spk and one or more trial lists, each file
+#                      named trials or trials_<name> (e.g. trials_o, trials_e)
+#
+# Stages (0 and 1, install and data preparation, belong to the recipe):
+#   2  fbank and energy VAD of the train and test sets; with --augment true,
+#      augmented copies of the train set (reverb, noise, music, babble) and
+#      their fbank in data/<train-set>_combined, from which training draws
+#   3  no-training baseline: cosine on per-utterance fbank mean+std
+#   4  self-supervised training (--ssl dino|contrastive|memo) -> exp/<config name>
+#   5  embeddings of the untrained network and of the SSL model (MeMo: of each
+#      architecture's teacher) for the train and test sets
+#   6  cosine scoring, EER/minDCF and DET plots (MeMo: each teacher and fused)
+#   7  pseudo-labelling rounds 1..R: k-means of the previous round's train
+#      embeddings, confident members kept, AAM-softmax classifier on them (and
+#      their augmented copies), re-extraction, cosine and PLDA scoring
+#   8  supervised upper bound: the same classifier budget on the true labels
+#      (--supervised false skips it, for a train set without labels)
+#   9  summary of the results file and the clustering reports
+#
+# Every trial list is scored. A system's result line is named
+# <system>[_<test-set>][_<list>]: the test set only when it is not the first of
+# --test-sets, the list name <list> of trials_<list> (none for plain "trials").
+# Every stage is idempotent: finished work is kept and not rewritten; to redo
+# a piece of it, delete its output (a round: exp/pl_<ssl>_r<r>).
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+stage=2
+stop_stage=100
+nj=2                      # parallel jobs for features and embeddings
+cmd=                      # job launcher of features and embeddings (default: $train_cmd of cmd.sh)
+gpu_cmd=                  # job launcher of training (default: $cuda_cmd of cmd.sh)
+device=auto               # auto (cuda if available), cpu, cuda, cuda:1 ...
+num_gpus=1                # training processes (DDP); capped to the GPUs found unless --device cpu
+train_set=train
+test_sets=test
+ssl=dino                  # dino|contrastive|memo
+ssl_config=               # default: conf/<ssl>.yaml
+ssl_overrides=            # e.g. "optim.lr.base=0.05 train.epochs=10"
+classifier_config=conf/classifier.yaml
+classifier_overrides=
+rounds=2                  # pseudo-labelling rounds
+num_clusters=200          # k for k-means (capped to a tenth of the train utterances)
+keep_fraction=0.7         # share of each cluster kept, nearest to its centroid first
+min_cluster_size=5        # smaller clusters are dropped
+pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
+plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
+augment=true              # augmented copies of the train set for training
+aug_types="reverb noise music babble"
+rir_dir=                  # RIRS_NOISES; empty: simulated rooms
+musan_dir=                # MUSAN; empty: generated noise, music and babble
+supervised=true           # stage 8: the upper bound on the true labels of the train set
+results=exp/results.txt
+check_only=false          # only check the options (a recipe does so before its own stages)
+# End configuration section.
+
+help_message="Usage: $0 [options]   (run from a recipe directory; see the header of $0)
+e.g.: $0 --stage 4 --stop-stage 6 --train-set voxceleb2_dev --test-sets voxceleb1 --ssl dino --ssl-config conf/dino_ecapa.yaml
+Options:
+  --stage N / --stop-stage N   stages to run, 2..9 ($stage..$stop_stage)
+  --nj N                       parallel jobs for features and embeddings ($nj)
+  --cmd CMD / --gpu-cmd CMD    job launchers (default: \$train_cmd / \$cuda_cmd of cmd.sh)
+  --device DEV                 auto|cpu|cuda[:i] ($device)
+  --num-gpus N                 training processes ($num_gpus); more than the GPUs found only with --device cpu
+  --train-set NAME             data/NAME, trained on without its labels ($train_set)
+  --test-sets 'NAME ...'       data/NAME with trials or trials_<list> files ($test_sets)
+  --ssl NAME                   dino|contrastive|memo ($ssl)
+  --ssl-config FILE            SSL training config (default: conf/<ssl>.yaml)
+  --ssl-overrides 'K=V ...'    overrides of the SSL config ($ssl_overrides)
+  --classifier-config FILE     pseudo-label classifier config ($classifier_config)
+  --classifier-overrides 'K=V ...' ($classifier_overrides)
+  --rounds N                   pseudo-labelling rounds ($rounds)
+  --num-clusters K             k-means clusters ($num_clusters)
+  --keep-fraction F            confident share kept per cluster ($keep_fraction)
+  --min-cluster-size N         smaller clusters are dropped ($min_cluster_size)
+  --pl-init ssl|previous       each round's classifier init ($pl_init)
+  --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
+  --augment true|false         augmented copies for training ($augment)
+  --aug-types 'T ...'          augmentation types ($aug_types)
+  --rir-dir DIR                RIRS_NOISES directory (default: simulated rooms)
+  --musan-dir DIR              MUSAN directory (default: generated sources)
+  --supervised true|false      stage 8, the upper bound on true labels ($supervised)
+  --results FILE               results file ($results)
+  --check-only true|false      check the option values and configs, then exit ($check_only)"
+
+. ./path.sh
+. ./cmd.sh
+. parse_options.sh
+[ $# -eq 0 ] || { printf "%s\n" "$help_message" >&2; exit 1; }
+: "${cmd:=$train_cmd}" "${gpu_cmd:=$cuda_cmd}"
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+die() { log "ERROR: $*" >&2; exit 1; }
+warn() { log "WARNING: $*" >&2; }
+
+case $ssl in dino|contrastive|memo) ;; *) die "--ssl must be dino, contrastive or memo, got '$ssl'" ;; esac
+case $pl_init in ssl|previous) ;; *) die "--pl-init must be ssl or previous, got '$pl_init'" ;; esac
+for opt in augment supervised check_only; do
+  case ${!opt} in true|false) ;; *) die "--$opt must be true or false, got '${!opt}'" ;; esac
+done
+for opt in nj num_gpus rounds num_clusters min_cluster_size; do
+  [[ "${!opt}" =~ ^[0-9]+$ ]] || die "--${opt//_/-} must be a non-negative integer, got '${!opt}'"
+done
+[[ "$plda_lda_dim" =~ ^[0-9]+$ ]] || die "--plda-lda-dim must be a non-negative integer, got '$plda_lda_dim'"
+[ -n "$ssl_config" ] || ssl_config=conf/$ssl.yaml
+for f in "$ssl_config" "$classifier_config"; do
+  [ -f "$f" ] || die "no such config $f (relative paths are taken from the recipe directory $PWD)"
+done
+[ -n "$test_sets" ] || die "--test-sets is empty"
+[ $check_only = false ] || exit 0
+for d in $train_set $test_sets; do
+  [ -d data/$d ] || die "no data dir data/$d: run the recipe's data preparation (stage 1) first"
+done
+first_test=${test_sets%% *}
+
+# Experiment dirs are named after the config file: conf/dino_demo.yaml -> exp/dino_demo.
+ssl_exp=exp/$(basename "$ssl_config" .yaml)
+train_data=$train_set
+[ $augment = false ] || train_data=${train_set}_combined
+num_train_utts=$(wc -l < data/$train_set/utt2spk)
+
+# Never more training processes than devices, unless CPU processes are asked for by name.
+if [ "$num_gpus" -gt 1 ] && [ "$device" != cpu ]; then
+  found=$(python -c "import torch; print(torch.cuda.device_count())")
+  if [ "$found" -lt "$num_gpus" ]; then
+    warn "--num-gpus $num_gpus but $found GPU(s) found: training with $(( found > 0 ? found : 1 )) process(es)" \
+         "(--device cpu --num-gpus N runs N CPU processes on purpose)"
+    num_gpus=$(( found > 0 ? found : 1 ))
+  fi
+fi
+# A size option larger than the data allows is capped, and said so.
+max_clusters=$(( num_train_utts / 10 > 2 ? num_train_utts / 10 : 2 ))
+if [ "$num_clusters" -gt "$max_clusters" ]; then
+  warn "--num-clusters $num_clusters is more than a tenth of the $num_train_utts utterances of data/$train_set:" \
+       "using $max_clusters"
+  num_clusters=$max_clusters
+fi
+
+# trial_lists: "<test-set> <trials-file> <suffix>" per trial list of every test set.
+trial_lists() {
+  local t f name suffix
+  for t in $test_sets; do
+    for f in data/$t/trials data/$t/trials_*; do
+      [ -f "$f" ] || continue
+      name=$(basename "$f")
+      suffix=
+      [ "$t" = "$first_test" ] || suffix=_$t
+      [ "$name" = trials ] || suffix=${suffix}_${name#trials_}
+      echo "$t $f $suffix"
+    done
+  done
+}
+[ -n "$(trial_lists)" ] || die "no trial list (data/<test-set>/trials or trials_<name>) in any of: $test_sets"
+
+# metrics <name> <trials> <scores> [<det-plot>]: one results line; skipped when it is there already.
+metrics() {
+  local name=$1 trials=$2 scores=$3 det=${4:-}
+  if [ -f "$results" ] && grep -q "^system=$name " "$results" && [ "$results" -nt "$scores" ]; then
+    return 0
+  fi
+  steps/compute_metrics.sh --name "$name" --results "$results" ${det:+--det-plot "$det"} "$trials" "$scores"
+}
+
+# extract <model-dir> <backbone|""> <part>...: embeddings of <model-dir>/final.pt for data/<part>
+# into <model-dir>/xvectors_[<backbone>_]<part> (the step itself skips finished work).
+extract() {
+  local model=$1 backbone=$2 part; shift 2
+  for part in "$@"; do
+    steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device ${backbone:+--backbone $backbone} \
+      $model/final.pt data/$part $model/xvectors_${backbone:+${backbone}_}$part
+  done
+}
+
+# score_cosine <model-dir> <system> [<backbone>]: every trial list, the train-set mean removed.
+score_cosine() {
+  local dir=$1 system=$2 tag=${3:+${3}_} t trials suffix scores
+  while read -r t trials suffix; do
+    scores=$dir/scores/cosine_${tag}$(basename $trials)_$t
+    [ -f "$scores" ] || steps/score_cosine.sh --mean-dir $dir/xvectors_${tag}$train_set $trials \
+      $dir/xvectors_${tag}$t $dir/xvectors_${tag}$t $scores
+    metrics ${system}_cosine$suffix $trials $scores ${scores}_det.png
+  done < <(trial_lists)
+}
+
+# score_plda <model-dir> <system> <labels-dir>: PLDA trained on <model-dir>'s embeddings of the
+# utterances of <labels-dir> with its labels (true or pseudo), every trial list scored.
+score_plda() {
+  local dir=$1 system=$2 labels=$3 t trials suffix scores lda_dim=$plda_lda_dim num_spk
+  num_spk=$(cut -d' ' -f2 data/$labels/utt2spk | sort -u | wc -l)
+  if [ "$lda_dim" -ge "$num_spk" ]; then
+    warn "--plda-lda-dim $lda_dim needs more than $num_spk speakers in data/$labels: using $((num_spk - 1))"
+    lda_dim=$((num_spk - 1))
+  fi
+  [ -f $dir/plda/plda ] || steps/train_plda.sh --lda-dim $lda_dim $dir/xvectors_$labels data/$labels $dir/plda
+  while read -r t trials suffix; do
+    scores=$dir/scores/plda_$(basename $trials)_$t
+    [ -f "$scores" ] || steps/score_plda.sh $dir/plda $trials $dir/xvectors_$t $dir/xvectors_$t $scores
+    metrics ${system}_plda$suffix $trials $scores
+  done < <(trial_lists)
+}
+
+# MeMo keeps one teacher per architecture; the file's default one comes first.
+memo_teachers() {
+  python -m pyspk.bin.extract_embeddings list $ssl_exp/final.pt | grep '^teacher_'
+}
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: fbank features and energy VAD"
+  for part in $train_set $test_sets; do
+    steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$part exp/make_fbank/$part fbank
+    steps/compute_vad_decision.sh --nj $nj --cmd "$cmd" data/$part exp/make_vad/$part fbank
+  done
+  if [ $augment = true ]; then
+    log "Stage 2: augmented copies of data/$train_set ($aug_types) -> data/$train_data, and their fbank"
+    steps/augment_data_dir.sh --nj $nj --cmd "$cmd" --types "$aug_types" \
+      ${rir_dir:+--rir-dir "$rir_dir"} ${musan_dir:+--musan-dir "$musan_dir"} data/$train_set exp/augment/$train_set
+    steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$train_data exp/make_fbank/$train_data fbank
+  fi
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: no-training baseline (cosine on fbank mean+std)"
+  mkdir -p exp/baseline
+  while read -r t trials suffix; do
+    scores=exp/baseline/scores_$(basename $trials)_$t
+    [ -f "$scores" ] || python -m pyspk.bin.score_fbank_baseline --scores $scores data/$t $trials
+    metrics fbank_mean_std_cosine$suffix $trials $scores
+  done < <(trial_lists)
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: $ssl training ($ssl_config${ssl_overrides:+, overrides: $ssl_overrides}) on data/$train_data -> $ssl_exp"
+  steps/train_$ssl.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $ssl_config \
+    --overrides "$ssl_overrides" data/$train_data $ssl_exp
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: embeddings of the untrained network and of $ssl_exp"
+  [ -f exp/untrained/final.pt ] || \
+    python -m pyspk.bin.init_model --config $ssl_config --seed 0 exp/untrained/final.pt
+  extract exp/untrained "" $train_set $test_sets
+  extract $ssl_exp "" $train_set $test_sets
+  if [ $ssl = memo ]; then
+    for teacher in $(memo_teachers | tail -n +2); do
+      extract $ssl_exp $teacher $train_set $test_sets
+    done
+  fi
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: cosine scoring and metrics"
+  score_cosine exp/untrained untrained
+  if [ $ssl = memo ]; then
+    teachers=($(memo_teachers))
+    score_cosine $ssl_exp ${ssl}_${teachers[0]}
+    for teacher in "${teachers[@]:1}"; do
+      score_cosine $ssl_exp ${ssl}_$teacher $teacher
+    done
+    while read -r t trials suffix; do
+      fused=($ssl_exp/scores/cosine_$(basename $trials)_$t)
+      for teacher in "${teachers[@]:1}"; do
+        fused+=($ssl_exp/scores/cosine_${teacher}_$(basename $trials)_$t)
+      done
+      scores=$ssl_exp/scores/cosine_fused_$(basename $trials)_$t
+      [ -f "$scores" ] || steps/fuse_scores.sh $trials "${fused[@]}" $scores
+      metrics ${ssl}_fused_cosine$suffix $trials $scores ${scores}_det.png
+    done < <(trial_lists)
+  else
+    score_cosine $ssl_exp $ssl
+  fi
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  prev=$ssl_exp
+  ref_opt=()
+  [ $supervised = false ] || ref_opt=(--ref-utt2spk data/$train_set/utt2spk)
+  for r in $(seq 1 $rounds); do
+    dir=exp/pl_${ssl}_r$r
+    pl_data=${train_set}_pl_${ssl}_r$r
+    init=$ssl_exp
+    [ $pl_init = ssl ] || init=$prev
+    if [ -f $dir/.done ]; then
+      log "Stage 7: round $r/$rounds is finished ($dir/.done); nothing to do"
+      prev=$dir
+      continue
+    fi
+    log "Stage 7: pseudo-labelling round $r/$rounds (labels from $prev, init from $init) -> $dir"
+    copies_opt=()
+    pl_train=$pl_data
+    if [ $augment = true ]; then
+      copies_opt=(--copies-from data/$train_data)
+      pl_train=${pl_data}_combined
+    fi
+    [ -f data/$pl_data/utt2spk ] && [ -f $dir/cluster/cluster_report.txt ] || \
+      steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction \
+        --min-cluster-size $min_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
+        $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
+    steps/train_classifier.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
+      --overrides "$classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
+    extract $dir "" $train_set $test_sets $pl_data
+    score_cosine $dir ${ssl}_pl_r$r
+    score_plda $dir ${ssl}_pl_r$r $pl_data
+    touch $dir/.done
+    prev=$dir
+  done
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  dir=exp/supervised_upper_bound
+  if [ $supervised = false ]; then
+    log "Stage 8: skipped (--supervised false: data/$train_set has no true labels to bound with)"
+  elif [ -f $dir/.done ]; then
+    log "Stage 8: the supervised upper bound is finished ($dir/.done); nothing to do"
+  else
+    log "Stage 8: supervised upper bound (TRUE speaker labels, same budget) -> $dir"
+    steps/train_classifier.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
+      --overrides "$classifier_overrides" --init-model $ssl_exp/final.pt data/$train_data $dir
+    extract $dir "" $train_set $test_sets
+    score_cosine $dir supervised_upper_bound
+    score_plda $dir supervised_upper_bound $train_set
+    touch $dir/.done
+  fi
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  log "Stage 9: summary"
+  cat $results
+  for report in exp/pl_${ssl}_r*/cluster/cluster_report.txt; do
+    [ -f "$report" ] && { echo "== $report"; cat "$report"; }
+  done
+fi
+
+log "Done (stages $stage..$stop_stage)"
