@@ -55,6 +55,7 @@ pl_init=ssl               # each round's classifier starts from: ssl (the SSL mo
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
 aug_types="reverb noise music babble"
+aug_audio_format=wav      # audio of the augmented copies: wav|flac (flac: about half the disk)
 rir_dir=                  # RIRS_NOISES; empty: simulated rooms
 musan_dir=                # MUSAN; empty: generated noise, music and babble
 supervised=true           # stage 8: the upper bound on the true labels of the train set
@@ -85,6 +86,7 @@ Options:
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
   --aug-types 'T ...'          augmentation types ($aug_types)
+  --aug-audio-format wav|flac  audio of the augmented copies ($aug_audio_format)
   --rir-dir DIR                RIRS_NOISES directory (default: simulated rooms)
   --musan-dir DIR              MUSAN directory (default: generated sources)
   --supervised true|false      stage 8, the upper bound on true labels ($supervised)
@@ -223,7 +225,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   done
   if [ $augment = true ]; then
     log "Stage 2: augmented copies of data/$train_set ($aug_types) -> data/$train_data, and their fbank"
-    steps/augment_data_dir.sh --nj $nj --cmd "$cmd" --types "$aug_types" \
+    steps/augment_data_dir.sh --nj $nj --cmd "$cmd" --types "$aug_types" --audio-format $aug_audio_format \
       ${rir_dir:+--rir-dir "$rir_dir"} ${musan_dir:+--musan-dir "$musan_dir"} data/$train_set exp/augment/$train_set
     steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$train_data exp/make_fbank/$train_data fbank
   fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pyspk needs, idempotently:
-#   - Debian packages espeak-ng (the offline demo corpus) and sox (wav.scp pipes),
+#   - Debian packages espeak-ng (the offline demo corpus), sox (wav.scp pipes) and
+#     ffmpeg (VoxCeleb2 m4a),
 #     when missing and we are root (otherwise says what to install);
 #   - a virtual env in tools/venv with pyspk and its Python dependencies
 #     (torch pinned to 2.13.0, the CPU wheel on machines that ship it).
@@ -14,7 +15,7 @@ stamp=$venv/.pyspk-installed
 log() { echo "$(date '+%F %T') [tools/install.sh] $*"; }
 
 missing=()
-for prog in espeak-ng sox; do
+for prog in espeak-ng sox ffmpeg; do
   command -v "$prog" >/dev/null 2>&1 || missing+=("$prog")
 done
 if [ ${#missing[@]} -gt 0 ]; then

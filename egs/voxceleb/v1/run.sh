@@ -5,13 +5,12 @@
 # Stages (./run.sh runs all; pick with --stage N --stop-stage M):
 #   0  download VoxCeleb, MUSAN, RIRS_NOISES (only with --download true)
 #   1  data dirs: data/voxceleb2_dev (m4a through ffmpeg), data/voxceleb1 (+ _dev, _test),
-#      Kaldi trials data/voxceleb1_test/trials (O), data/voxceleb1/trials_{o,e,h}
-#   2  augmented copies of voxceleb2_dev (reverb, noise, music, babble) -> data/voxceleb2_dev_combined
-#   3  fbank features and energy VAD
-#   4  DINO training on data/voxceleb2_dev_combined (no labels; one copy drawn per crop)
-#   5  embeddings of VoxCeleb1 (all trials) and VoxCeleb2 dev (back-end statistics, clustering)
-#   6  cosine scoring on VoxCeleb1-O/E/H -> exp/results.txt
-#   7  pseudo-labels: k-means of the VoxCeleb2 dev embeddings, PLDA on the clusters, PLDA scoring
+#      Kaldi trials data/voxceleb1/trials_{o,e,h} (and data/voxceleb1_test/trials, = O)
+#   2-9 the generic pipeline, steps/sv_pipeline.sh (its header lists the stages):
+#      fbank and VAD, augmented copies of voxceleb2_dev, fbank baseline, SSL
+#      training, embeddings, cosine scoring on O/E/H, pseudo-label rounds
+#      (k-means, AAM classifier, PLDA), supervised upper bound, summary
+#   Result lines are named <system>_o, <system>_e, <system>_h.
 #
 # Disk: VoxCeleb2 dev is 1,092,009 utterances (about 2,360 h); each augmented
 # copy takes about 270 GB as wav, roughly half as flac (used here), and its
@@ -21,7 +20,8 @@ set -euo pipefail
 # Begin configuration section.
 stage=0
 stop_stage=100
-# Corpus locations: the one place to edit. Stage 1 fails if they are missing or empty.
+# Corpus locations: the one place to edit. Stage 1 fails if they are missing or empty;
+# relative paths are taken from the directory ./run.sh is called from.
 vox1_root=/export/corpora/VoxCeleb1     # wav/<spk>/<video>/<seg>.wav, vox1_meta.csv, trial lists
 vox2_root=/export/corpora/VoxCeleb2     # dev/aac/<spk>/<video>/<seg>.m4a
 musan_root=/export/corpora/musan        # empty: generated noise, music and babble
@@ -31,12 +31,18 @@ download_dir=downloads                  # archives are kept here
 vox_user=                               # credentials from the VoxCeleb request form
 vox_password=
 nj=40                                   # parallel CPU jobs
-num_gpus=8                              # GPUs for training (torchrun)
+num_gpus=8                              # training processes, one per GPU (capped to the GPUs found)
 device=auto
-dino_config=conf/dino_ecapa.yaml        # or conf/dino_resnet34.yaml
+ssl=dino                                # dino|contrastive|memo
+ssl_config=conf/dino_ecapa.yaml         # or conf/dino_resnet34.yaml
+ssl_overrides=                          # e.g. "optim.lr.base=0.2 train.epochs=100"
+classifier_config=conf/classifier_ecapa.yaml
+classifier_overrides=
 aug_types="reverb noise music babble"
+rounds=2                                # pseudo-labelling rounds
 num_clusters=6000                       # about the number of VoxCeleb2 dev speakers (5,994)
 keep_fraction=0.8                       # pseudo-labels: most central fraction of each cluster kept
+min_cluster_size=5
 plda_lda_dim=128
 # End configuration section.
 
@@ -52,19 +58,29 @@ help_message="Usage: $0 [options]
   --vox-user NAME        VoxCeleb download credentials ($vox_user)
   --vox-password PASS    ($vox_password)
   --nj N                 parallel CPU jobs ($nj)
-  --num-gpus N           GPUs for training ($num_gpus)
+  --num-gpus N           training processes, one per GPU ($num_gpus)
   --device DEV           auto|cpu|cuda ($device)
-  --dino-config FILE     DINO config ($dino_config)
+  --ssl NAME             dino|contrastive|memo ($ssl)
+  --ssl-config FILE      SSL config ($ssl_config)
+  --ssl-overrides 'K=V ..'  overrides of the SSL config
+  --classifier-config F  pseudo-label classifier config ($classifier_config)
+  --classifier-overrides 'K=V ..'
   --aug-types \"T ...\"    augmentation types ($aug_types)
+  --rounds N             pseudo-labelling rounds ($rounds)
   --num-clusters N       k-means clusters for pseudo-labels ($num_clusters)
   --keep-fraction F      fraction kept per cluster ($keep_fraction)
+  --min-cluster-size N   smaller clusters are dropped ($min_cluster_size)
   --plda-lda-dim N       LDA dimension before PLDA ($plda_lda_dim)
 e.g.: $0 --vox1-root /data/VoxCeleb1 --vox2-root /data/VoxCeleb2 --stage 1 --stop-stage 3"
 
+caller_dir=$PWD
 cd "$(dirname "$0")"
 . ./path.sh
-. ./cmd.sh
 . utils/parse_options.sh
+# Corpus roots given as relative paths are taken from the caller's directory.
+for root_var in vox1_root vox2_root musan_root rirs_root download_dir; do
+  case ${!root_var} in ""|/*) ;; *) printf -v $root_var '%s' "$caller_dir/${!root_var}" ;; esac
+done
 
 log() {
   local fname=${BASH_SOURCE[1]##*/}
@@ -83,7 +99,14 @@ require_ffmpeg() {  # VoxCeleb2's wav.scp decodes m4a through ffmpeg
 }
 
 train=voxceleb2_dev
-dino_exp=exp/dino_$(basename "$dino_config" .yaml)
+# The pipeline's options, checked before any stage runs.
+pipeline_opts=(--nj $nj --device $device --num-gpus "$num_gpus" --train-set $train --test-sets voxceleb1
+  --ssl "$ssl" --ssl-config "$ssl_config" --ssl-overrides "$ssl_overrides"
+  --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
+  --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction"
+  --min-cluster-size "$min_cluster_size" --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
+  --rir-dir "$rirs_root" --musan-dir "$musan_root")
+steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   if $download; then
@@ -101,6 +124,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: data dirs and trials"
   require_dir $vox1_root/wav "VoxCeleb1 audio"
   require_dir $vox2_root/dev "VoxCeleb2 dev"
+  require_ffmpeg
   python local/make_voxceleb2.py $vox2_root dev data/$train
   python local/make_voxceleb1.py $vox1_root data
   for d in $train voxceleb1 voxceleb1_dev voxceleb1_test; do
@@ -108,67 +132,11 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   done
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: augmented copies of $train ($aug_types)"
-  require_ffmpeg
+if [ $stop_stage -ge 2 ]; then
   [ -z "$musan_root" ] || require_dir $musan_root "MUSAN"
   [ -z "$rirs_root" ] || require_dir $rirs_root "RIRS_NOISES"
-  steps/augment_data_dir.sh --nj $nj --cmd "$train_cmd" --types "$aug_types" --audio-format flac \
-    --rir-dir "$rirs_root" --musan-dir "$musan_root" data/$train exp/augment/$train
-fi
-
-if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  log "Stage 3: fbank features and energy VAD"
   require_ffmpeg
-  for d in ${train}_combined voxceleb1; do
-    steps/make_fbank.sh --nj $nj --cmd "$train_cmd" data/$d exp/make_fbank/$d fbank
-    steps/compute_vad_decision.sh --nj $nj --cmd "$train_cmd" data/$d exp/make_vad/$d fbank
-  done
-  # The clean training utterances again on their own, sharing the features.
-  utils/subset_data_dir.sh --utt-list data/$train/utt2spk data/${train}_combined data/${train}_clean
-fi
-
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "Stage 4: DINO training ($dino_config) on data/${train}_combined -> $dino_exp"
-  steps/train_dino.sh --cmd "$cuda_cmd" --nj-gpus $num_gpus --device $device --config $dino_config \
-    data/${train}_combined $dino_exp
-fi
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: embeddings of VoxCeleb1 and of the clean VoxCeleb2 dev"
-  for d in voxceleb1 ${train}_clean; do
-    steps/extract_embeddings.sh --nj $num_gpus --cmd "$cuda_cmd" --device $device \
-      $dino_exp/final.pt data/$d $dino_exp/xvectors_$d
-  done
-fi
-
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  log "Stage 6: cosine scoring on VoxCeleb1-O/E/H"
-  xv=$dino_exp/xvectors_voxceleb1
-  for t in o e h; do
-    steps/score_cosine.sh --mean-dir $dino_exp/xvectors_${train}_clean data/voxceleb1/trials_$t \
-      $xv $xv $dino_exp/scores/cosine_vox1_$t
-    steps/compute_metrics.sh --system "$(basename $dino_exp)_cosine_vox1_$t" --results exp/results.txt \
-      --det-plot $dino_exp/scores/cosine_vox1_${t}_det.png data/voxceleb1/trials_$t $dino_exp/scores/cosine_vox1_$t
-  done
-  cat exp/results.txt
-fi
-
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  log "Stage 7: pseudo-labels ($num_clusters clusters) and PLDA on them"
-  # True VoxCeleb2 speakers serve only as the reference of the cluster report (NMI, purity).
-  steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction --device $device \
-    --ref-utt2spk data/$train/utt2spk $dino_exp/xvectors_${train}_clean data/${train}_clean \
-    data/${train}_pl_r1 $dino_exp/cluster_r1
-  steps/train_plda.sh --lda-dim $plda_lda_dim $dino_exp/xvectors_${train}_clean data/${train}_pl_r1 \
-    $dino_exp/plda_pl_r1
-  xv=$dino_exp/xvectors_voxceleb1
-  for t in o e h; do
-    steps/score_plda.sh $dino_exp/plda_pl_r1 data/voxceleb1/trials_$t $xv $xv $dino_exp/scores/plda_pl_r1_vox1_$t
-    steps/compute_metrics.sh --system "$(basename $dino_exp)_plda_pl_r1_vox1_$t" --results exp/results.txt \
-      data/voxceleb1/trials_$t $dino_exp/scores/plda_pl_r1_vox1_$t
-  done
-  cat exp/results.txt
+  steps/sv_pipeline.sh --stage $(( stage > 2 ? stage : 2 )) --stop-stage $stop_stage "${pipeline_opts[@]}"
 fi
 
 log "Done (stages $stage..$stop_stage)"
