@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from pyspk.augment.noise import coloured_noise
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -97,3 +99,34 @@ def one_thread():
 @pytest.fixture
 def wav_data_dir(tmp_path):
     return make_wav_data_dir(str(tmp_path), n_spk=4, n_utt=3)
+
+
+def make_fake_rirs(root):
+    """A RIRS_NOISES tree with two small-room RIRs listed as the corpus lists them."""
+    rir_dir = os.path.join(root, "RIRS_NOISES")
+    room = os.path.join(rir_dir, "simulated_rirs", "smallroom", "Room001")
+    os.makedirs(room)
+    lines = []
+    for i in (1, 2):
+        rir = np.zeros(4000)
+        rir[50] = 0.8
+        rir[600 * i] = 0.3
+        sf.write(os.path.join(room, f"Room001-0000{i}.wav"), rir, 16000, subtype="PCM_16")
+        lines.append(f"--rir-id smallroom-Room001-0000{i} --room-id smallroom-Room001 "
+                     f"RIRS_NOISES/simulated_rirs/smallroom/Room001/Room001-0000{i}.wav\n")
+    with open(os.path.join(rir_dir, "simulated_rirs", "smallroom", "rir_list"), "w") as f:
+        f.writelines(lines)
+    return rir_dir
+
+
+def make_fake_musan(root):
+    musan = os.path.join(root, "musan")
+    rng = np.random.default_rng(9)
+    for kind, sub, seconds in (("noise", "free-sound", 0.7), ("music", "fma", 3.0), ("speech", "librivox", 2.5)):
+        os.makedirs(os.path.join(musan, kind, sub))
+        for i in range(2):
+            sf.write(os.path.join(musan, kind, sub, f"{kind}-{sub}-000{i}.wav"),
+                     0.1 * coloured_noise(rng, int(seconds * 16000), 16000), 16000, subtype="PCM_16")
+        with open(os.path.join(musan, kind, sub, "ANNOTATIONS"), "w") as f:
+            f.write("not audio\n")
+    return musan

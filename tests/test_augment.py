@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import make_wav_data_dir, run_script
+from conftest import make_fake_musan, make_fake_rirs, make_wav_data_dir, run_script
 
 from pyspk.augment.augment_dir import AugmentError, make_options, merge, prepare, run_job
 from pyspk.augment.noise import add_background, add_foreground, coloured_noise, musan_files, synth_music
@@ -86,37 +86,6 @@ def test_generated_sources_are_normalised_and_deterministic():
 
 
 # ---------------------------------------------------------------- corpus lists
-
-def make_fake_rirs(root):
-    """A RIRS_NOISES tree with two small-room RIRs listed as the corpus lists them."""
-    rir_dir = os.path.join(root, "RIRS_NOISES")
-    room = os.path.join(rir_dir, "simulated_rirs", "smallroom", "Room001")
-    os.makedirs(room)
-    lines = []
-    for i in (1, 2):
-        rir = np.zeros(4000)
-        rir[50] = 0.8
-        rir[600 * i] = 0.3
-        sf.write(os.path.join(room, f"Room001-0000{i}.wav"), rir, SR, subtype="PCM_16")
-        lines.append(f"--rir-id smallroom-Room001-0000{i} --room-id smallroom-Room001 "
-                     f"RIRS_NOISES/simulated_rirs/smallroom/Room001/Room001-0000{i}.wav\n")
-    with open(os.path.join(rir_dir, "simulated_rirs", "smallroom", "rir_list"), "w") as f:
-        f.writelines(lines)
-    return rir_dir
-
-
-def make_fake_musan(root):
-    musan = os.path.join(root, "musan")
-    rng = np.random.default_rng(9)
-    for kind, sub, seconds in (("noise", "free-sound", 0.7), ("music", "fma", 3.0), ("speech", "librivox", 2.5)):
-        os.makedirs(os.path.join(musan, kind, sub))
-        for i in range(2):
-            sf.write(os.path.join(musan, kind, sub, f"{kind}-{sub}-000{i}.wav"),
-                     0.1 * coloured_noise(rng, int(seconds * SR), SR), SR, subtype="PCM_16")
-        with open(os.path.join(musan, kind, sub, "ANNOTATIONS"), "w") as f:
-            f.write("not audio\n")
-    return musan
-
 
 def test_rir_list_paths_resolve_inside_the_given_directory(tmp_path):
     rir_dir = make_fake_rirs(str(tmp_path))

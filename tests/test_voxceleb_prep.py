@@ -175,7 +175,7 @@ def make_recipe_copy(tmp_path):
     """The recipe under a scratch root, so that run.sh writes its data/ there, not into the repository."""
     root = tmp_path / "pyspk"
     (root / "egs" / "voxceleb").mkdir(parents=True)
-    for name in ("path.sh", "utils", "steps", "tools"):
+    for name in ("path.sh", "utils", "steps", "tools", "conf"):
         os.symlink(os.path.join(ROOT, name), root / name)
     recipe = root / "egs" / "voxceleb" / "v1"
     shutil.copytree(RECIPE, recipe, symlinks=True, ignore=shutil.ignore_patterns("data", "exp"))
