@@ -49,7 +49,7 @@ fi
 rm -f "$stamp"
 python "$recipe/local/prepare_data.py" $opts "$corpus" "$data"
 for part in train test; do
-  utils/validate_data_dir.sh --no-feats --no-text "$data/$part"
+  "$recipe/utils/validate_data_dir.sh" --no-feats --no-text "$data/$part"
 done
 echo "$(cd "$corpus" && pwd -P) $opts" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 echo "$0: prepared $data/train, $data/test and $data/test/trials"
