@@ -24,7 +24,7 @@ stop_stage=100
 nj=2
 task=family                 # family | lang | gender (local/make_labels.py)
 data_root=../../data        # the top-level corpus data dirs (train, test with feats.scp)
-ssl_model=../../exp/dino_dino_demo/final.pt
+ssl_model=../../exp/dino_demo/final.pt
 staged_config=conf/finetune_staged.yaml
 all_config=conf/finetune_all.yaml
 chunk_frames=               # training chunk length (default: the configs' data.crops)
@@ -44,7 +44,7 @@ help_message="Usage: $0 [options]
   --chunk-frames N       training chunk length in frames (default: the configs')
   --augment true|false   augmentation during fine-tuning (default: the configs')
   --device DEV           auto|cpu|cuda[:i] ($device)
-e.g.: $0 --task gender --ssl-model ../../exp/dino_dino_demo/final.pt"
+e.g.: $0 --task gender --ssl-model ../../exp/dino_demo/final.pt"
 
 cd "$(dirname "$0")"
 . ./path.sh
