@@ -23,6 +23,8 @@ def load_yaml(path):
             config = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(describe_yaml_error(path, e)) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if config is None:
@@ -30,6 +32,15 @@ def load_yaml(path):
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return config
+
+
+def describe_yaml_error(path, error):
+    """"unsafe YAML tag at <file>:<line>" for a tag safe_load refuses (e.g. !!python/object), else the parser's text."""
+    mark = getattr(error, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    if isinstance(error, yaml.constructor.ConstructorError) and "tag" in str(error.problem):
+        return f"unsafe YAML tag at {path}{line}: {error.problem}"
+    return f"{path}{line}: invalid YAML: {error.problem or error}"
 
 
 def apply_overrides(config, overrides):
@@ -70,3 +81,31 @@ def check_keys(section, allowed, name):
     unknown = set(section) - set(allowed)
     if unknown:
         raise ConfigError(f"unknown key(s) in '{name}': {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+class Value:
+    """The type and range one config key must have: kind int, float or bool; bounds inclusive unless open."""
+
+    def __init__(self, kind, low=None, high=None, low_open=False):
+        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+
+    def problem(self, value):
+        """Why ``value`` does not fit, or None."""
+        if self.kind is bool:
+            return None if isinstance(value, bool) else "must be true or false"
+        if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
+            return f"must be {'a number' if self.kind is float else 'an integer'}"
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"must be {'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high}"
+        return None
+
+
+def check_values(section, schema, name):
+    """Fail, naming the key, on a value of ``section`` that does not fit ``schema`` ({key: Value}); absent keys pass."""
+    for key, spec in schema.items():
+        if key in section:
+            problem = spec.problem(section[key])
+            if problem is not None:
+                raise ConfigError(f"{name}.{key} {problem}, got {section[key]!r}")

@@ -56,6 +56,9 @@ done
 utt_list=$data/wav.scp
 [ -f "$data/segments" ] && utt_list=$data/segments
 
+# Temporaries of a killed run (complete outputs only ever appear by rename).
+rm -f "$fbankdir/.raw_fbank_$name."*.tmp "$logdir/.utt2num_frames."*.tmp "$logdir/.utt2dur."*.tmp
+
 # True when feats.scp has exactly the utterances, is newer than every input,
 # and every ark it points to exists.
 feats_up_to_date() {
@@ -73,6 +76,10 @@ if feats_up_to_date; then
   echo "$0: $data/feats.scp is complete and newer than its inputs; nothing to do"
   exit 0
 fi
+
+# Validate before computing: a dir that fails only at the end would leave a
+# feats.scp that a re-run takes as finished.
+validate_data_dir.sh --no-text --no-feats "$data" || { echo "$0: $data does not validate; fix it first" >&2; exit 1; }
 
 mkdir -p "$logdir" "$fbankdir"
 if [ -f "$data/feats.scp" ]; then
@@ -105,6 +112,11 @@ if [ "$num_failed" -gt 0 ]; then
        "e.g. $first_failed_log); they are not in $data/feats.scp."
   echo "$0: run utils/fix_data_dir.sh $data to drop them from the other files."
 else
-  validate_data_dir.sh --no-text "$data" || { echo "$0: $data does not validate" >&2; exit 1; }
+  if ! validate_data_dir.sh --no-text "$data"; then
+    mkdir -p "$data/.backup"
+    mv "$data/feats.scp" "$data/.backup/"  # so that a re-run does not take the invalid result as finished
+    echo "$0: $data does not validate; its feats.scp was moved to $data/.backup" >&2
+    exit 1
+  fi
 fi
 echo "$0: succeeded making fbank features for $name ($num_done utterances)"

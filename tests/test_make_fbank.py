@@ -24,8 +24,9 @@ def reference_fbank(wave):
 
 
 def add_utterance(data_dir, utt, entry):
-    """Append an utterance (its own speaker) to wav.scp and utt2spk, keeping them sorted."""
-    for name, line in (("wav.scp", f"{utt} {entry}\n"), ("utt2spk", f"{utt} {utt}\n")):
+    """Add an utterance (its own speaker) to wav.scp, utt2spk and spk2utt, keeping the dir valid."""
+    for name, line in (("wav.scp", f"{utt} {entry}\n"), ("utt2spk", f"{utt} {utt}\n"),
+                       ("spk2utt", f"{utt} {utt}\n")):
         path = os.path.join(data_dir, name)
         with open(path) as f:
             lines = f.readlines() + [line]
@@ -114,6 +115,7 @@ def test_segments_and_vad_decision(tmp_path):
                 "rec2-0050-0200": ("rec2", 0.5, 2.0), "rec2-0150-0500": ("rec2", 1.5, 5.0)}
     (data / "segments").write_text("".join(f"{u} {r} {s} {e}\n" for u, (r, s, e) in segments.items()))
     (data / "utt2spk").write_text("".join(f"{u} {u[:4]}\n" for u in segments))
+    (data / "spk2utt").write_text("rec1 rec1-0000-0150 rec1-0120-0300\nrec2 rec2-0050-0200 rec2-0150-0500\n")
     proc = run_script(["steps/make_fbank.sh", "--nj", "2", "--compress", "false", "--max-fail-fraction", "0.3",
                        str(data)])
     assert "1 of 4 utterances failed" in proc.stdout

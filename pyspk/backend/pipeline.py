@@ -21,7 +21,7 @@ import yaml
 from pyspk.backend.embeddings import read_kaldi_object, write_kaldi_object
 from pyspk.backend.plda import Plda, PldaScorer, estimate_plda
 from pyspk.backend.transforms import apply_transform, compute_lda, length_normalize
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import check_keys, load_yaml
 from pyspk.data.datadir import DataDirError
 from pyspk.fileutil import atomic_open
 
@@ -91,10 +91,7 @@ class PldaBackend:
 
         info = {}
         if os.path.isfile(path("backend.yaml")):
-            with open(path("backend.yaml"), encoding="utf-8") as f:
-                info = yaml.safe_load(f) or {}
-            if not isinstance(info, dict):
-                raise ConfigError(f"{path('backend.yaml')}: top level must be a mapping")
+            info = load_yaml(path("backend.yaml"))
             check_keys(info, BACKEND_KEYS, path("backend.yaml"))
         plda = Plda.read(path("plda"))
         mean = read_kaldi_object(path("mean.vec")).ravel() if os.path.isfile(path("mean.vec")) else None

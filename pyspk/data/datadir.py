@@ -100,6 +100,19 @@ def iter_lines(path):
         yield lineno, fields
 
 
+def check_utf8_keys(path):
+    """Fail (file:line) on a first field that is not valid UTF-8.
+
+    Data-dir files keep such bytes, but Kaldi archives written by pyspk need
+    UTF-8 keys, so steps writing an archive check their key file first.
+    """
+    for lineno, line, _ in iter_raw_lines(path):
+        key = line.split(maxsplit=1)[0] if line.strip() else ""
+        if _has_raw_bytes(key):
+            shown = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise DataDirError(path, lineno, f"id '{shown}' is not valid UTF-8; rename it")
+
+
 def read_table(path, min_fields=2, max_fields=None):
     """Read ``key value...`` lines into a dict of key -> list of values."""
     table = {}

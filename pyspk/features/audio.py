@@ -19,7 +19,7 @@ import subprocess
 import numpy as np
 import soundfile as sf
 
-from pyspk.data.datadir import DataDir, c_sort_key
+from pyspk.data.datadir import DataDir, c_sort_key, check_utf8_keys
 
 # Kaldi reads 16-bit PCM as integer-valued floats; soundfile returns x / 32768.
 KALDI_SAMPLE_SCALE = 32768.0
@@ -144,10 +144,12 @@ class UtteranceSource:
 def utterance_sources(data_dir):
     """List the utterances of a data dir sorted by id, from segments when present else wav.scp.
 
-    Raises DataDirError (file:line) for malformed files. A segment whose
+    Raises DataDirError (file:line) for malformed files and ids that are not
+    UTF-8 (they cannot be archive keys). A segment whose
     recording is missing from wav.scp keeps ``entry=None`` and fails on read.
     """
     data = DataDir(data_dir)
+    check_utf8_keys(data.file("segments") if data.has("segments") else data.file("wav.scp"))
     wav_scp = data.wav_scp()
     segments = data.segments()
     if segments is None:

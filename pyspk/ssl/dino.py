@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, Value, check_keys, check_values
 from pyspk.models import build_model
 from pyspk.train.loop import Objective
 from pyspk.train.schedules import build_schedule
@@ -23,6 +23,8 @@ from pyspk.train.schedules import build_schedule
 HEAD_DEFAULTS = {"out_dim": 65536, "hidden_dim": 2048, "bottleneck_dim": 256, "nlayers": 3,
                  "use_bn": False, "norm_last_layer": True}
 DINO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs")
+DINO_VALUES = {"student_temp": Value(float, 0, low_open=True), "center_momentum": Value(float, 0, 1),
+               "freeze_last_layer_epochs": Value(float, 0)}
 
 
 class WeightNormLinear(nn.Module):
@@ -160,6 +162,7 @@ class DINOObjective(Objective):
         if not isinstance(cfg, dict):
             raise ConfigError("config needs a 'dino' section")
         check_keys(cfg, DINO_KEYS, "dino")
+        check_values(cfg, DINO_VALUES, "dino")
         crops = config["data"]["crops"]
         if "global" not in crops or list(crops)[0] != "global" or set(crops) - {"global", "local"}:
             raise ConfigError("dino needs data.crops 'global' (first) and optionally 'local'")

@@ -8,12 +8,15 @@ ignored and cleaned on the next start.
 """
 
 import glob
+import logging
 import os
 import random
 import re
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 
@@ -55,6 +58,39 @@ def remove_stale_temporaries(ckpt_dir):
 
 def load_checkpoint(path, map_location="cpu"):
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_latest_good(ckpt_dir, required_keys, map_location="cpu"):
+    """``(path, state)`` of the newest checkpoint that loads and has ``required_keys``, or ``(None, None)``.
+
+    A newer one that is truncated, corrupted or not a training checkpoint is
+    renamed to ``<name>.bad`` (kept for inspection, never picked again) with a
+    warning naming it; CheckpointError when checkpoints exist but none loads.
+    """
+    found = list_checkpoints(ckpt_dir)
+    bad = []
+    for _, path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+            missing = [k for k in required_keys if not isinstance(state, dict) or k not in state]
+            if missing:
+                raise ValueError(f"not a training checkpoint (no {', '.join(missing)})")
+        except Exception as e:  # torch.load raises many types on a damaged file; all mean "unusable"
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            os.replace(path, path + ".bad")
+            log.warning("%s: unreadable checkpoint (%s); moved to %s.bad, falling back to the previous one",
+                        path, reason, path)
+            bad.append(path)
+            continue
+        return path, state
+    if bad:
+        raise CheckpointError(f"no usable checkpoint in {ckpt_dir}: {', '.join(bad)} could not be read "
+                              "(moved to *.bad); delete them to start over")
+    return None, None
 
 
 def capture_rng_state():

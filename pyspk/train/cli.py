@@ -11,11 +11,15 @@ import sys
 
 from pyspk.config import ConfigError, load_config
 from pyspk.data.datadir import DataDirError
+from pyspk.fileutil import DirLockedError
 from pyspk.models import BackboneFileError
+from pyspk.train.checkpoint import CheckpointError
 from pyspk.train.loop import Trainer
 
-# Errors a user can fix (bad config, data dir, backbone file, diverged loss).
-USER_ERRORS = (ConfigError, DataDirError, BackboneFileError, FloatingPointError)
+# Errors a user can fix (bad config, data dir, backbone file, diverged loss, unreadable
+# checkpoints, an experiment dir in use).
+USER_ERRORS = (ConfigError, DataDirError, BackboneFileError, FloatingPointError, CheckpointError,
+               DirLockedError)
 
 
 def training_parser(doc, example_config, add_options=None):

@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from pyspk.config import ConfigError, check_keys, load_yaml, save_config
+from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
 from pyspk.device import cleanup_distributed, init_distributed
-from pyspk.fileutil import atomic_open, atomic_path
+from pyspk.fileutil import atomic_open, atomic_path, dir_lock
 from pyspk.logutil import setup_logging
 from pyspk.models import save_backbones
 from pyspk.train import checkpoint as ckpt
@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 TOP_KEYS = ("seed", "data", "model", "optim", "train")
 OPTIM_KEYS = ("name", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad")
 TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads")
+# What resume() reads from a checkpoint.
+RESUME_KEYS = ("steps_per_epoch", "backbones", "objective", "optimizer", "rng", "step")
+# Types and ranges of the scalar keys (schedules such as optim.lr are checked by build_schedule).
+VALUE_SCHEMAS = {
+    "train": {"epochs": Value(int, 1), "log_every": Value(int, 1), "ckpt_every_steps": Value(int, 0),
+              "keep_checkpoints": Value(int, 0), "amp": Value(bool), "threads": Value(int, 0)},
+    "optim": {"momentum": Value(float, 0, 1), "nesterov": Value(bool), "eps": Value(float, 0, low_open=True),
+              "clip_grad": Value(float, 0)},
+    "data": {"batch_size": Value(int, 1), "num_workers": Value(int, 0), "use_vad": Value(bool),
+             "aug_prob": Value(float, 0, 1)},
+}
 
 
 class Objective:
@@ -113,8 +124,12 @@ def check_config(config, objective):
     check_keys(config["train"], TRAIN_KEYS, "train")
     if config["optim"].get("name", "sgd") not in ("sgd", "adamw"):
         raise ConfigError(f"optim.name must be sgd or adamw, got {config['optim'].get('name')!r}")
-    if int(config["train"].get("epochs", 0)) < 1:
-        raise ConfigError("train.epochs must be a positive integer")
+    if "seed" in config:
+        check_values(config, {"seed": Value(int, 0)}, "config")
+    for name, schema in VALUE_SCHEMAS.items():
+        check_values(config[name], schema, name)
+    if "epochs" not in config["train"]:
+        raise ConfigError("config needs train.epochs")
 
 
 def build_optimizer(groups, cfg):
@@ -273,10 +288,9 @@ class Trainer:
 
     def resume(self):
         """Load the latest checkpoint if any; return the step to continue from."""
-        path = ckpt.find_latest(self.ckpt_dir)
+        path, state = ckpt.load_latest_good(self.ckpt_dir, RESUME_KEYS, map_location=self.device)
         if path is None:
             return 0
-        state = ckpt.load_checkpoint(path, map_location=self.device)
         if state["steps_per_epoch"] != self.steps_per_epoch:
             raise ConfigError(f"{path}: saved with {state['steps_per_epoch']} steps per epoch, now "
                               f"{self.steps_per_epoch} (different data, batch size or number of processes)")
@@ -346,32 +360,43 @@ class Trainer:
         """Train to the end (or stop after ``max_steps`` steps in total); returns the step reached."""
         self.dist, self.device = init_distributed(self.requested_device)
         try:
-            if os.path.isfile(self.done_path):
-                log.info("%s exists: training already finished, nothing to do", self.done_path)
-                return None
-            self._prepare_exp_dir()
-            setup_logging(os.path.join(self.exp_dir, "log", "train.log") if self.dist.is_main else None,
-                          rank=self.dist.rank)
-            self._build()
-            step = self.resume()
-            if self.dist.is_main:
-                self.metrics.trim(step)
-            log.info("%d training utterances (%d augmented copies), %d process(es), %d steps/epoch, %d epochs, "
-                     "device %s", len(self.dataset), self.dataset.num_copies, self.dist.world_size,
-                     self.steps_per_epoch, self.epochs, self.device)
-            step = self._loop(step, max_steps)
-            if step < self.total_steps:
-                return step
-            if self.dist.is_main:
-                self.export()
-                plot_metrics(self.metrics.path, os.path.join(self.exp_dir, "loss.png"),
-                             ["loss", *self.objective.metric_names, "lr"])
-                with open(self.done_path, "w") as f:
-                    f.write(f"step {step}\n")
-                log.info("training finished: %s", self.final_path)
-            return step
+            with contextlib.ExitStack() as held:
+                if self.dist.is_main:
+                    held.enter_context(dir_lock(self.exp_dir, "another training"))
+                return self._run_locked(max_steps)
         finally:
             cleanup_distributed()
+
+    def _run_locked(self, max_steps):
+        if os.path.isfile(self.done_path):
+            log.info("%s exists: training already finished, nothing to do", self.done_path)
+            config_path = os.path.join(self.exp_dir, "config.yaml")
+            if os.path.isfile(config_path) and load_yaml(config_path) != self.config:
+                log.warning("this run's config differs from %s (changed --config or overrides); they were not "
+                            "applied: the training is finished (use a new experiment dir to train with them)",
+                            config_path)
+            return None
+        self._prepare_exp_dir()
+        setup_logging(os.path.join(self.exp_dir, "log", "train.log") if self.dist.is_main else None,
+                      rank=self.dist.rank)
+        self._build()
+        step = self.resume()
+        if self.dist.is_main:
+            self.metrics.trim(step)
+        log.info("%d training utterances (%d augmented copies), %d process(es), %d steps/epoch, %d epochs, "
+                 "device %s", len(self.dataset), self.dataset.num_copies, self.dist.world_size,
+                 self.steps_per_epoch, self.epochs, self.device)
+        step = self._loop(step, max_steps)
+        if step < self.total_steps:
+            return step
+        if self.dist.is_main:
+            self.export()
+            plot_metrics(self.metrics.path, os.path.join(self.exp_dir, "loss.png"),
+                         ["loss", *self.objective.metric_names, "lr"])
+            with open(self.done_path, "w") as f:
+                f.write(f"step {step}\n")
+            log.info("training finished: %s", self.final_path)
+        return step
 
     def _loop(self, step, max_steps):
         cfg = self.config["train"]
