@@ -1,0 +1,221 @@
+"""Faults a demanding user meets (broken audio and files, kills, full disks, bad configs, concurrent runs)
+end in a clear message naming the file, key or utterance, never a traceback, and leave nothing half-written.
+
+One test per numbered item of issue 14, each through the real entry point.
+"""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ROOT, make_wav_data_dir, run_script
+from pyspk.fileutil import dir_lock
+from pyspk.train.synthetic import make_feats_data_dir
+
+DINO_TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
+TINY_OVERRIDES = ["model.feat_dim=40", "train.epochs=2", "train.ckpt_every_steps=1", "train.log_every=1",
+                  "train.keep_checkpoints=3", "train.threads=1"]
+
+
+def no_traceback(proc):
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+
+
+def train_dino(data, exp, *overrides, max_steps=None, config=DINO_TINY):
+    args = [sys.executable, "-m", "pyspk.bin.train_dino", "--config", config, "--device", "cpu"]
+    if max_steps is not None:
+        args += ["--max-steps", str(max_steps)]
+    return run_script(args + [data, exp, *TINY_OVERRIDES, *overrides], check=False)
+
+
+@pytest.fixture(scope="module")
+def feats40(tmp_path_factory):
+    return make_feats_data_dir(str(tmp_path_factory.mktemp("feats")), n_spk=4, n_utt=3, min_frames=60,
+                               max_frames=100, feat_dim=40)
+
+
+def make_fbank(data, *options):
+    return run_script(["steps/make_fbank.sh", "--nj", "1", "--compress", "false", *options, data], check=False)
+
+
+# 1 ----------------------------------------------------------------------------
+def test_nan_samples_fail_one_named_utterance(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
+    first_utt, wav = open(os.path.join(data, "wav.scp")).readline().split()
+    samples, rate = sf.read(wav, dtype="float32")
+    samples[100] = np.nan
+    samples[200] = np.inf
+    sf.write(wav, samples, rate, subtype="FLOAT")
+
+    proc = make_fbank(data, "--max-fail-fraction", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert "1 of 4 utterances failed" in proc.stdout
+    log_text = open(os.path.join(data, "log", "make_fbank_data.1.log")).read()
+    assert f"{first_utt}: 2 of {len(samples)} samples are NaN or infinite" in log_text
+    assert "Done 3 utterances, failed 1" in log_text
+    feats_utts = [line.split()[0] for line in open(os.path.join(data, "feats.scp"))]
+    assert len(feats_utts) == 3 and first_utt not in feats_utts
+
+
+# 2 ----------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign"])
+def test_damaged_latest_checkpoint_falls_back_to_previous(feats40, tmp_path, damage):
+    exp = str(tmp_path / "exp")
+    assert train_dino(feats40, exp, max_steps=3).returncode == 0
+    ckpt_dir = os.path.join(exp, "checkpoints")
+    latest = os.path.join(ckpt_dir, "ckpt-e1-s3.pt")
+    assert os.path.isfile(latest)
+    if damage == "truncated":
+        data = open(latest, "rb").read()
+        open(latest, "wb").write(data[: len(data) // 2])
+    elif damage == "garbage":
+        open(latest, "wb").write(b"\x00not a checkpoint" * 100)
+    else:
+        import torch
+        torch.save({"weights": torch.zeros(3)}, latest)
+
+    proc = train_dino(feats40, exp, max_steps=4)
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert f"{latest}: unreadable checkpoint" in proc.stderr
+    assert "falling back to the previous one" in proc.stderr
+    assert f"resumed from {os.path.join(ckpt_dir, 'ckpt-e0-s2.pt')} (step 2)" in proc.stderr
+    assert os.path.isfile(latest + ".bad")
+    assert os.path.isfile(os.path.join(ckpt_dir, "ckpt-e1-s4.pt"))
+
+
+def test_no_readable_checkpoint_is_a_clear_error(feats40, tmp_path):
+    exp = str(tmp_path / "exp")
+    assert train_dino(feats40, exp, max_steps=1).returncode == 0
+    only = os.path.join(exp, "checkpoints", "ckpt-e0-s1.pt")
+    open(only, "wb").write(b"junk")
+    proc = train_dino(feats40, exp, max_steps=2)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"no usable checkpoint in {os.path.join(exp, 'checkpoints')}: {only} could not be read" in proc.stderr
+    assert not os.path.exists(os.path.join(exp, "final.pt"))
+
+
+# 3 ----------------------------------------------------------------------------
+def test_non_utf8_utterance_id_is_rejected_with_file_and_line(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
+    for name in ("wav.scp", "utt2spk", "spk2utt"):
+        path = os.path.join(data, name)
+        raw = open(path, "rb").read()
+        open(path, "wb").write(raw.replace(b"spk000-utt001", b"spk000-utt\xff1"))
+    proc = make_fbank(data)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"{data}/wav.scp:2: id '" in proc.stderr and "is not valid UTF-8" in proc.stderr
+    assert not os.path.exists(os.path.join(data, "feats.scp"))
+    assert not glob.glob(os.path.join(data, "data", "*"))
+
+
+# 4 ----------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["unsorted", "missing", "crlf"])
+def test_make_fbank_on_invalid_dir_fails_and_fails_again(tmp_path, fault):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
+    wav_scp = os.path.join(data, "wav.scp")
+    lines = open(wav_scp).readlines()
+    if fault == "unsorted":
+        lines = lines[::-1]
+    elif fault == "missing":
+        lines = lines[1:]
+    else:
+        lines = [line.replace("\n", "\r\n") for line in lines]
+    open(wav_scp, "w", newline="").writelines(lines)
+
+    for _ in range(2):  # the re-run must not take the failed run as finished
+        proc = make_fbank(data)
+        assert proc.returncode == 1, proc.stdout
+        no_traceback(proc)
+        assert f"{data} does not validate" in proc.stderr
+        assert data in proc.stderr and ("wav.scp" in proc.stderr or "utt2spk" in proc.stderr)
+        assert not os.path.exists(os.path.join(data, "feats.scp"))
+
+
+# 6 ----------------------------------------------------------------------------
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=two", "train.epochs must be an integer, got 'two'"),
+    ("data.batch_size=four", "data.batch_size must be an integer, got 'four'"),
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("data.batch_size=-2", "data.batch_size must be >= 1, got -2"),
+    ("dino.student_temp=[1]", "dino.student_temp must be a number, got [1]"),
+    ("dino.student_temp=0", "dino.student_temp must be > 0, got 0"),
+    ("train.amp=maybe", "train.amp must be true or false, got 'maybe'"),
+])
+def test_config_values_are_type_and_range_checked(feats40, tmp_path, override, message):
+    exp = str(tmp_path / "exp")
+    proc = train_dino(feats40, exp, override)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"train_dino: error: {message}" in proc.stderr
+    assert not os.path.exists(os.path.join(exp, "final.pt"))
+    assert not os.path.exists(os.path.join(exp, "metrics.tsv"))
+
+
+# 9 ----------------------------------------------------------------------------
+def test_second_training_in_the_same_exp_dir_refuses(feats40, tmp_path):
+    exp = str(tmp_path / "exp")
+    with dir_lock(exp, "a test"):
+        proc = train_dino(feats40, exp, max_steps=1)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"{exp} is in use by another training (pid {os.getpid()} on " in proc.stderr
+    assert not os.path.exists(os.path.join(exp, "checkpoints"))
+    assert not os.path.exists(os.path.join(exp, "metrics.tsv"))
+    # Once the holder is gone the same command runs.
+    assert train_dino(feats40, exp, max_steps=1).returncode == 0
+
+
+# 11 ---------------------------------------------------------------------------
+def test_make_fbank_killed_then_rerun_leaves_no_temporaries(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
+    wav_scp = os.path.join(data, "wav.scp")
+    lines = open(wav_scp).readlines()
+    last_utt, last_wav = lines[-1].split()
+    # The last utterance reads through a slow pipe, so the job is killed with its temporaries open.
+    lines[-1] = f"{last_utt} sleep 30; cat {last_wav} |\n"
+    open(wav_scp, "w").writelines(lines)
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+               LC_ALL="C")
+    job = subprocess.Popen(["steps/make_fbank.sh", "--nj", "1", data], cwd=ROOT, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pattern = os.path.join(data, "data", ".raw_fbank_data.1.*.tmp")
+    deadline = time.time() + 60
+    while len(glob.glob(pattern)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert len(glob.glob(pattern)) == 2, "the job never opened its temporaries"
+
+    lines[-1] = f"{last_utt} {last_wav}\n"
+    open(wav_scp, "w").writelines(lines)
+    proc = make_fbank(data)
+    assert proc.returncode == 0, proc.stderr
+    assert glob.glob(os.path.join(data, "data", ".*")) == []
+    assert glob.glob(os.path.join(data, "log", ".*")) == []
+    assert len(open(os.path.join(data, "feats.scp")).readlines()) == 4
+
+
+# 12 ---------------------------------------------------------------------------
+def test_unsafe_yaml_tag_in_config_is_refused_with_line(feats40, tmp_path):
+    config = tmp_path / "evil.yaml"
+    config.write_text(open(DINO_TINY).read().replace("seed: 1", "seed: !!python/object/apply:os.system ['touch "
+                                                    f"{tmp_path}/pwned']"))
+    line = next(i for i, text in enumerate(open(config), 1) if "!!python" in text)
+    exp = str(tmp_path / "exp")
+    proc = train_dino(feats40, exp, config=str(config))
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"unsafe YAML tag at {config}:{line}" in proc.stderr
+    assert not os.path.exists(tmp_path / "pwned")
+    assert not os.path.exists(exp)
