@@ -1,6 +1,7 @@
 """Atomic file writing (outputs appear whole or not at all) and directory locks."""
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -38,6 +39,13 @@ def atomic_open(path, mode="w", **kwargs):
     with atomic_path(path) as tmp:
         with open(tmp, mode, **kwargs) as f:
             yield f
+
+
+def no_space_message(error, path):
+    """"no space left on <path>: ..." when ``error`` is a full-disk OSError, else None."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on {path} ({error.strerror}); free some space and re-run the same command"
+    return None
 
 
 class DirLockedError(RuntimeError):

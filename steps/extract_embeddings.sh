@@ -108,6 +108,12 @@ if ! python -m pyspk.bin.extract_embeddings merge --num-jobs "$nj" --max-fail-fr
     "$data" "$dir" > "$dir/log/merge.log" 2>&1; then
   echo "$0: merging failed; last lines of $dir/log/merge.log:" >&2
   tail -n 20 "$dir/log/merge.log" >&2
+  # The reasons are in the job logs; the commonest ones (e.g. a feature-dim mismatch) belong in this message.
+  reasons=$(sed -n 's/.*: failed: //p' "$dir"/log/extract.*.log | sort | uniq -c | sort -rn | head -n 3)
+  if [ -n "$reasons" ]; then
+    echo "$0: most frequent reasons (count, reason) in $dir/log/extract.*.log:" >&2
+    echo "$reasons" >&2
+  fi
   exit 1
 fi
 counts=$(grep -o "^Done [0-9]*, failed [0-9]*" "$dir/log/merge.log" | tail -n 1)

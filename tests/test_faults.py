@@ -219,3 +219,130 @@ def test_unsafe_yaml_tag_in_config_is_refused_with_line(feats40, tmp_path):
     assert f"unsafe YAML tag at {config}:{line}" in proc.stderr
     assert not os.path.exists(tmp_path / "pwned")
     assert not os.path.exists(exp)
+
+
+# 5 ----------------------------------------------------------------------------
+class SmallDisk:
+    """A tmpfs mounted at ``path``; ``resize`` changes its size in place."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def resize(self, size):
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs to fill (needs root and mount(8); skipped otherwise)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {proc.stderr.strip()}")
+    try:
+        yield SmallDisk(mount_point)
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_disk_full_in_training_is_reported_and_resumable(feats40, small_disk):
+    small_disk.resize("64k")  # room for config, log and metrics, not for a checkpoint
+    exp = str(small_disk.path / "exp")
+    proc = train_dino(feats40, exp, max_steps=2)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"train_dino: error: no space left on {exp}" in proc.stderr
+    assert os.listdir(os.path.join(exp, "checkpoints")) == []
+    assert not os.path.exists(os.path.join(exp, "final.pt"))
+
+    small_disk.resize("64m")
+    proc = train_dino(feats40, exp)
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.isfile(os.path.join(exp, "final.pt"))
+
+
+def test_disk_full_in_extraction_is_reported_and_resumable(tmp_path, small_disk):
+    feats = make_feats_data_dir(str(tmp_path / "feats"), n_spk=2, n_utt=4, min_frames=60, max_frames=100,
+                                feat_dim=40)
+    model = str(tmp_path / "model.pt")
+    run_script([sys.executable, "-m", "pyspk.bin.init_model", "--config", DINO_TINY, "model.feat_dim=40", model])
+    out = str(small_disk.path / "xv")
+    os.makedirs(os.path.join(out, "log"))
+    ballast = small_disk.path / "ballast"
+    free = os.statvfs(small_disk.path).f_bavail * os.statvfs(small_disk.path).f_frsize
+    ballast.write_bytes(b"\0" * (free - 8192))  # a log page and one more
+
+    proc = run_script(["steps/extract_embeddings.sh", "--nj", "1", model, feats, out], check=False)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"no space left on {out}" in proc.stdout + proc.stderr
+    assert not glob.glob(os.path.join(out, "xvector.*")) and not glob.glob(os.path.join(out, ".xvector*"))
+
+    ballast.unlink()
+    proc = run_script(["steps/extract_embeddings.sh", "--nj", "1", model, feats, out])
+    assert "Done 8, failed 0" in proc.stdout
+    assert os.path.isfile(os.path.join(out, "xvector.1.ark")) and os.path.isfile(os.path.join(out, "xvector.1.scp"))
+
+
+# 7, 8 -------------------------------------------------------------------------
+def point_to(data, utt, target):
+    """Make ``utt`` of ``data``'s feats.scp read from ``target``."""
+    path = os.path.join(data, "feats.scp")
+    lines = [f"{utt} {target}\n" if line.split()[0] == utt else line for line in open(path)]
+    open(path, "w").writelines(lines)
+
+
+def test_unreadable_training_utterances_are_counted(tmp_path):
+    data = make_feats_data_dir(str(tmp_path / "feats"), n_spk=4, n_utt=3, min_frames=60, max_frames=100,
+                               feat_dim=40)
+    utts = [line.split()[0] for line in open(os.path.join(data, "feats.scp"))]
+    garbage = tmp_path / "garbage.ark"
+    garbage.write_bytes(b"not an ark at all")
+    for utt in (utts[0], utts[5]):  # the first one is also the feature-dim probe
+        point_to(data, utt, f"{garbage}:0")
+    exp = str(tmp_path / "exp")
+    proc = train_dino(data, exp)
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert f"utterance {utts[0]}: cannot read features" in proc.stderr
+    assert f"utterance {utts[5]}: cannot read features" in proc.stderr
+    assert "epoch 1: skipped 2 unreadable utterances" in proc.stderr
+    assert "epoch 2: skipped 2 unreadable utterances" in proc.stderr
+    assert "this run skipped 4 unreadable utterances in all" in proc.stderr
+    assert os.path.isfile(os.path.join(exp, "final.pt"))
+
+
+def test_nan_features_name_the_utterance(tmp_path):
+    import kaldiio
+
+    data = make_feats_data_dir(str(tmp_path / "feats"), n_spk=4, n_utt=3, min_frames=60, max_frames=100,
+                               feat_dim=40)
+    utt = open(os.path.join(data, "feats.scp")).readlines()[4].split()[0]
+    bad = np.zeros((80, 40), dtype=np.float32)
+    bad[10, 3] = np.nan
+    kaldiio.save_ark(str(tmp_path / "nan.ark"), {utt: bad}, scp=str(tmp_path / "nan.scp"))
+    point_to(data, utt, open(tmp_path / "nan.scp").read().split()[1])
+    exp = str(tmp_path / "exp")
+    proc = train_dino(data, exp, "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert f"utterance {utt}: cannot read features (features contain NaN or Inf)" in proc.stderr
+    assert "epoch 1: skipped 1 unreadable utterances" in proc.stderr
+    assert "loss became nan" not in proc.stderr
+
+
+# 13 ---------------------------------------------------------------------------
+def test_feature_dim_mismatch_is_in_the_extraction_message(tmp_path):
+    feats = make_feats_data_dir(str(tmp_path / "feats"), n_spk=2, n_utt=2, min_frames=60, max_frames=100,
+                                feat_dim=80)
+    model = str(tmp_path / "model.pt")
+    run_script([sys.executable, "-m", "pyspk.bin.init_model", "--config", DINO_TINY, "model.feat_dim=40", model])
+    out = str(tmp_path / "xv")
+    proc = run_script(["steps/extract_embeddings.sh", "--nj", "1", model, feats, out], check=False)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert "4 of 4 utterances failed" in proc.stderr
+    assert "4 feature dim 80 but the model expects 40" in proc.stderr
+    assert not os.path.exists(os.path.join(out, "xvector.scp"))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, utt2spk_to_spk2utt
 from pyspk.device import pick_device
-from pyspk.fileutil import atomic_open
+from pyspk.fileutil import atomic_open, no_space_message
 from pyspk.logutil import setup_logging
 from pyspk.models import BackboneFileError, load_backbone, read_backbone_file
 from pyspk.models.extract import extract_embeddings, iter_features, job_share, write_vectors
@@ -176,8 +176,11 @@ def main(argv=None):
             return_code = run_merge(args)
         else:
             return_code = run_list(args)
-    except (DataDirError, BackboneFileError, ConfigError, ValueError, RuntimeError) as e:
-        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+    except (DataDirError, BackboneFileError, ConfigError, ValueError, RuntimeError, OSError) as e:
+        message = no_space_message(e, getattr(args, "out_dir", ".")) if isinstance(e, OSError) else str(e)
+        if message is None:
+            raise
+        print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
         return_code = 1
     sys.exit(return_code)
 

@@ -16,6 +16,7 @@ utterance embeddings.
 """
 
 import copy
+import io
 import os
 
 import torch
@@ -113,8 +114,12 @@ def save_backbones(path, backbones, default, extra=None):
         raise ValueError(f"extra keys {sorted(clash)} are reserved for the backbone file layout")
     content = {"backbones": {name: backbone_entry(model) for name, model in backbones.items()},
                "default_backbone": default, **extra}
-    with atomic_path(path) as tmp:
-        torch.save(content, tmp)
+    # Serialised in memory first: torch.save on a full disk fails with an opaque
+    # RuntimeError, a plain write with OSError ENOSPC that callers can report.
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def read_backbone_file(path, map_location="cpu"):

@@ -174,5 +174,10 @@ def write_vectors(ark_path, scp_path, items):
                     ark.write(f"{key} ".encode("utf-8"))
                     lines.append(f"{key} {ark_abs}:{ark.tell()}\n")
                     kaldiio.matio.write_array(ark, np.asarray(vector, dtype=np.float32))
-        scp.writelines(lines)
+        try:
+            scp.writelines(lines)
+            scp.flush()
+        except BaseException:  # e.g. a full disk: no ark may stay without its scp
+            os.remove(ark_path)
+            raise
     return len(lines)

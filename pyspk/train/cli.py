@@ -11,7 +11,7 @@ import sys
 
 from pyspk.config import ConfigError, load_config
 from pyspk.data.datadir import DataDirError
-from pyspk.fileutil import DirLockedError
+from pyspk.fileutil import DirLockedError, no_space_message
 from pyspk.models import BackboneFileError
 from pyspk.train.checkpoint import CheckpointError
 from pyspk.train.loop import Trainer
@@ -50,7 +50,10 @@ def run_training_cli(prog, parser, make_objective, argv=None, build_config=None)
     try:
         config = build_config(args) if build_config is not None else load_config(args.config, args.overrides)
         Trainer(make_objective(args), config, args.data_dir, args.exp_dir, device=args.device).run(args.max_steps)
-    except USER_ERRORS as e:
-        logging.getLogger(prog).error("%s", e)
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (*USER_ERRORS, OSError) as e:
+        message = no_space_message(e, args.exp_dir) if isinstance(e, OSError) else str(e)
+        if message is None:
+            raise
+        logging.getLogger(prog).error("%s", message)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(1)

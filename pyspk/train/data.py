@@ -89,7 +89,7 @@ def parse_crops(crops):
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Items ``{"crops": {name: (count, frames, dim) float32}, "index": i[, "label": spk]}``.
+    """Items ``{"crops": {name: (count, frames, dim) float32}, "index": i, "skipped": n[, "label": spk]}``.
 
     Indexed by ``(index, epoch)`` keys (see :class:`ResumableBatchSampler`).
     """
@@ -97,6 +97,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir, crops, seed=0, use_vad=False, aug_prob=0.5, aug_suffixes=AUG_SUFFIXES,
                  with_labels=False):
         data = DataDir(data_dir)
+        self.feats_path = data.file("feats.scp")
         self.feats = data.feats_scp()
         self.groups = group_copies(data, list(self.feats), tuple(aug_suffixes))
         self.utts = list(self.groups)
@@ -126,13 +127,24 @@ class CropDataset(torch.utils.data.Dataset):
         return len(self.utts)
 
     def feat_dim(self):
-        return int(self.load(self.utts[0]).shape[1])
+        """Dimension of the first readable utterance (unreadable ones are warned about and skipped)."""
+        problems = []
+        for utt in self.utts[:MAX_CONSECUTIVE_FAILURES]:
+            try:
+                return int(self.load(utt).shape[1])
+            except Exception as e:  # any reading problem; named below
+                log.warning("utterance %s: cannot read features (%s); skipped", utt, e)
+                problems.append(f"{utt}: {e}")
+        raise DataDirError(self.feats_path, 0, f"the first {len(problems)} utterances cannot be read "
+                                               f"({'; '.join(problems[:3])} ...)")
 
     def load(self, utt):
         """The feature matrix of ``utt`` (VAD-selected when enabled) as float32."""
         mat = np.asarray(kaldiio.load_mat(self.feats[utt]), dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] == 0:
             raise ValueError(f"expected a non-empty matrix, got shape {mat.shape}")
+        if not np.isfinite(mat).all():  # cheap next to the read; else the loss turns NaN with no utterance named
+            raise ValueError("features contain NaN or Inf")
         if self.vad_scp is not None:
             clean = utt if utt in self.vad_scp else self.clean_of.get(utt, utt)
             if clean in self.vad_scp:
@@ -177,7 +189,8 @@ class CropDataset(torch.utils.data.Dataset):
         else:
             raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} consecutive utterances from "
                                f"'{self.utts[index]}' on could not be read; see the warnings above")
-        item = {"crops": crops, "index": current}
+        # "skipped": unreadable utterances passed over, summed and reported by the trainer per epoch.
+        item = {"crops": crops, "index": current, "skipped": attempt}
         if self.labels is not None:
             item["label"] = self.labels[current]
         return item

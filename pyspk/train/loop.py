@@ -408,12 +408,15 @@ class Trainer:
                         mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
         self.objective.trainable().train()
         sums, count, elapsed, data_time = {}, 0, 0.0, 0.0
+        skipped_run = 0
         while step < stop:
+            skipped_epoch = 0
             epoch = step // self.steps_per_epoch
             self.sampler.set_epoch(epoch, step % self.steps_per_epoch)
             tick = time.perf_counter()
             for batch in self.loader:
                 fetched = time.perf_counter()
+                skipped_epoch += int(batch.pop("skipped").sum())
                 loss, stats, lr, wd = self._train_step(batch, step)
                 step += 1
                 for name, value in [("loss", loss), *stats.items()]:
@@ -440,5 +443,19 @@ class Trainer:
                 if step >= stop or end_of_epoch:
                     break
                 tick = time.perf_counter()
+            skipped_epoch = self._count_all_processes(skipped_epoch)
+            skipped_run += skipped_epoch
+            if skipped_epoch:
+                log.warning("epoch %d%s: skipped %d unreadable utterances (named in the warnings above)",
+                            epoch + 1, "" if step % self.steps_per_epoch == 0 else " (part)", skipped_epoch)
         progress.close()
+        if skipped_run:
+            log.warning("this run skipped %d unreadable utterances in all", skipped_run)
         return step
+
+    def _count_all_processes(self, count):
+        if not self.dist.distributed:
+            return count
+        total = torch.tensor([count], dtype=torch.int64, device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
