@@ -12,10 +12,12 @@
 # by steps/augment_data_dir.sh and steps/make_fbank.sh), <dest-data-dir>_combined
 # also holds each kept utterance's copies under the same cluster, ids
 # "<cluster>-<utt>-<suffix>", features from the combined dir: the dir a trainer
-# that picks a copy per crop consumes. Re-running recomputes and replaces the
-# outputs (each destination dir is built aside and swapped in once valid).
+# that picks a copy per crop consumes. Each destination dir is built aside and
+# swapped in once valid; re-running with the same options when the outputs are
+# newer than the inputs does nothing.
 set -euo pipefail
 echo "$0 $*"
+step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
 
 # Begin configuration section.
 cmd=run.pl
@@ -63,6 +65,7 @@ Options:
                                       # copies (default: '$copies_from', off)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
 if [ $# -ne 4 ]; then
@@ -79,6 +82,14 @@ for f in "$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt
   [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
 done
 
+marker=$report_dir/.done
+inputs=("$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"} ${copies_from:+"$copies_from/utt2spk"})
+outputs=("$dest_data/utt2spk" "$report_dir/cluster_report.txt" ${copies_from:+"${dest_data%/}_combined/utt2spk"})
+if step_is_done "$marker" "$step_settings" "${inputs[@]}" -- "${outputs[@]}"; then
+  echo "$0: $dest_data and $report_dir are complete and newer than their inputs; nothing to do"
+  exit 0
+fi
+rm -f "$marker"
 mkdir -p "$report_dir/log"
 log=$report_dir/log/cluster.log
 if ! $cmd "$log" python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" \
@@ -90,6 +101,7 @@ if ! $cmd "$log" python -m pyspk.bin.cluster --num-clusters "$num_clusters" --me
   tail -n 20 "$log" >&2
   exit 1
 fi
+mark_step_done "$marker" "$step_settings"
 grep -E '^(selection|truth_all|truth_kept)\.' "$report_dir/cluster_report.txt" || true
 combined_msg=
 if [ -n "$copies_from" ]; then

@@ -6,6 +6,7 @@
 # Re-running replaces that system's line instead of adding another.
 set -euo pipefail
 echo "$0 $*"
+step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
 
 # Begin configuration section.
 cmd=run.pl
@@ -29,6 +30,7 @@ Options:
   --skip-missing <true|false>  # count trials without a score instead of failing (default: $skip_missing)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
 if [ $# -ne 2 ]; then
@@ -46,6 +48,14 @@ done
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
 log=$logdir/compute_metrics.$(basename "$scores").log
+marker=$logdir/.compute_metrics.$(basename "$scores").done
+outputs=(${results:+"$results"} ${det_plot:+"$det_plot"} ${hist_plot:+"$hist_plot"})
+if step_is_done "$marker" "$step_settings" "$trials" "$scores" -- "$log" ${outputs[@]+"${outputs[@]}"} && \
+    { [ -z "$results" ] || awk -v p="system=$name " 'index($0, p) == 1 {found = 1} END {exit !found}' "$results"; }; then
+  echo "$0: the metrics of $scores are up to date${results:+ in $results}; nothing to do"
+  exit 0
+fi
+rm -f "$marker"
 
 if ! $cmd "$log" python -m pyspk.bin.compute_metrics --name "$name" --results "$results" \
     --p-targets "$p_targets" --det-plot "$det_plot" --hist-plot "$hist_plot" \
@@ -54,5 +64,6 @@ if ! $cmd "$log" python -m pyspk.bin.compute_metrics --name "$name" --results "$
   tail -n 20 "$log" >&2
   exit 1
 fi
+mark_step_done "$marker" "$step_settings"
 grep -E "^(EER|minDCF)" "$log"
 [ -z "$results" ] || echo "$0: updated $results: $(awk -v p="system=$name " 'index($0, p) == 1' "$results")"

@@ -6,6 +6,7 @@
 # the scores file (atomically).
 set -euo pipefail
 echo "$0 $*"
+step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
 
 # Begin configuration section.
 cmd=run.pl
@@ -37,6 +38,7 @@ Options:
   --skip-missing <true|false>  # skip and count trials whose keys have no embedding (default: $skip_missing)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
 if [ $# -ne 4 ]; then
@@ -66,6 +68,18 @@ fi
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
 log=$logdir/score_cosine.$(basename "$scores").log
+marker=$logdir/.score_cosine.$(basename "$scores").done
+inputs=("$trials" "$enroll_scp" "$test_dir/xvector.scp")
+for f in ${mean_dir:+"$mean_dir"/mean.vec "$mean_dir"/xvector.scp} \
+    ${asnorm_cohort:+"$asnorm_cohort"/xvector.scp "$asnorm_cohort"/spk_xvector.scp}; do
+  [ -f "$f" ] && inputs+=("$f")
+done
+[ -n "$cohort_data" ] && inputs+=("$cohort_data/utt2spk")
+if step_is_done "$marker" "$step_settings" "${inputs[@]}" -- "$scores"; then
+  echo "$0: $scores is complete and newer than its inputs; nothing to do"
+  exit 0
+fi
+rm -f "$marker"
 
 if ! $cmd "$log" python -m pyspk.bin.score_cosine --mean-dir "$mean_dir" --lnorm "$lnorm" \
     --enroll-level "$enroll_level" --asnorm-cohort "$asnorm_cohort" --cohort-level "$cohort_level" \
@@ -75,4 +89,5 @@ if ! $cmd "$log" python -m pyspk.bin.score_cosine --mean-dir "$mean_dir" --lnorm
   tail -n 20 "$log" >&2
   exit 1
 fi
+mark_step_done "$marker" "$step_settings"
 echo "$0: wrote $(wc -l < "$scores") cosine scores of $trials to $scores"

@@ -7,6 +7,7 @@
 # trials order. Re-running rewrites the scores file (atomically).
 set -euo pipefail
 echo "$0 $*"
+step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
 
 # Begin configuration section.
 cmd=run.pl
@@ -41,6 +42,7 @@ Options:
                                      # (default: $skip_missing)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
 if [ $# -ne 5 ]; then
@@ -68,6 +70,17 @@ fi
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
 log=$logdir/score_plda.$(basename "$scores").log
+marker=$logdir/.score_plda.$(basename "$scores").done
+inputs=("$plda_dir/plda" "$trials" "$enroll_scp" "$test_dir/xvector.scp")
+for f in ${asnorm_cohort:+"$asnorm_cohort"/xvector.scp "$asnorm_cohort"/spk_xvector.scp}; do
+  [ -f "$f" ] && inputs+=("$f")
+done
+[ -n "$cohort_data" ] && inputs+=("$cohort_data/utt2spk")
+if step_is_done "$marker" "$step_settings" "${inputs[@]}" -- "$scores"; then
+  echo "$0: $scores is complete and newer than its inputs; nothing to do"
+  exit 0
+fi
+rm -f "$marker"
 
 if ! $cmd "$log" python -m pyspk.bin.score_plda --enroll-level "$enroll_level" \
     --normalize-length "$normalize_length" --simple-length-norm "$simple_length_norm" \
@@ -78,4 +91,5 @@ if ! $cmd "$log" python -m pyspk.bin.score_plda --enroll-level "$enroll_level" \
   tail -n 20 "$log" >&2
   exit 1
 fi
+mark_step_done "$marker" "$step_settings"
 echo "$0: wrote $(wc -l < "$scores") PLDA scores of $trials to $scores"

@@ -7,6 +7,7 @@
 # ivector-plda-scoring. Re-running retrains and rewrites them.
 set -euo pipefail
 echo "$0 $*"
+step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
 
 # Begin configuration section.
 cmd=run.pl
@@ -27,6 +28,7 @@ Options:
                                       # (default: $total_covariance_factor)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
 if [ $# -ne 3 ]; then
@@ -42,6 +44,12 @@ for f in "$xvector_dir/xvector.scp" "$data/utt2spk"; do
 done
 [[ "$lda_dim" =~ ^[0-9]+$ ]] || { echo "$0: --lda-dim must be a non-negative integer, got '$lda_dim'" >&2; exit 1; }
 
+marker=$plda_dir/.done
+if step_is_done "$marker" "$step_settings" "$xvector_dir/xvector.scp" "$data/utt2spk" -- "$plda_dir/plda"; then
+  echo "$0: $plda_dir is complete and newer than its inputs; nothing to do"
+  exit 0
+fi
+rm -f "$marker"
 mkdir -p "$plda_dir/log"
 log=$plda_dir/log/train_plda.log
 if ! $cmd "$log" python -m pyspk.bin.train_plda --lda-dim "$lda_dim" --lnorm "$lnorm" \
@@ -51,4 +59,5 @@ if ! $cmd "$log" python -m pyspk.bin.train_plda --lda-dim "$lda_dim" --lnorm "$l
   tail -n 20 "$log" >&2
   exit 1
 fi
+mark_step_done "$marker" "$step_settings"
 echo "$0: trained the PLDA back-end of $xvector_dir (labels of $data) in $plda_dir"

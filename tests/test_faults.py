@@ -346,3 +346,58 @@ def test_feature_dim_mismatch_is_in_the_extraction_message(tmp_path):
     assert "4 of 4 utterances failed" in proc.stderr
     assert "4 feature dim 80 but the model expects 40" in proc.stderr
     assert not os.path.exists(os.path.join(out, "xvector.scp"))
+
+
+# 10 ---------------------------------------------------------------------------
+def snapshot(directory):
+    """{path: (mtime_ns, bytes)} of every file under ``directory``."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            files[path] = (os.stat(path).st_mtime_ns, open(path, "rb").read())
+    return files
+
+
+def test_back_end_steps_do_nothing_when_finished(tmp_path):
+    feats = make_feats_data_dir(str(tmp_path / "data"), n_spk=4, n_utt=5, min_frames=60, max_frames=100,
+                                feat_dim=40)
+    utts = [line.split()[0] for line in open(os.path.join(feats, "utt2spk"))]
+    trials = str(tmp_path / "trials")
+    with open(trials, "w") as f:
+        for i, enroll in enumerate(utts):
+            test = utts[(i + 1) % len(utts)]
+            f.write(f"{enroll} {test} {'target' if enroll[:6] == test[:6] else 'nontarget'}\n")
+    exp = tmp_path / "exp"
+    model = str(exp / "model.pt")
+    run_script([sys.executable, "-m", "pyspk.bin.init_model", "--config", DINO_TINY, "model.feat_dim=40",
+                "model.embed_dim=8", model])
+    xv, plda, scores = str(exp / "xv"), str(exp / "xv" / "plda"), str(exp / "scores")
+    steps = [
+        ["steps/extract_embeddings.sh", "--nj", "1", model, feats, xv],
+        ["steps/train_plda.sh", "--lda-dim", "3", xv, feats, plda],
+        ["steps/score_plda.sh", plda, trials, xv, xv, f"{scores}/plda"],
+        ["steps/score_cosine.sh", "--mean-dir", xv, trials, xv, xv, f"{scores}/cosine"],
+        ["steps/compute_metrics.sh", "--results", str(exp / "results.txt"), "--name", "plda", trials,
+         f"{scores}/plda"],
+        ["steps/compute_metrics.sh", "--results", str(exp / "results.txt"), "--name", "cosine", trials,
+         f"{scores}/cosine"],
+        ["steps/cluster_embeddings.sh", "--num-clusters", "4", "--min-cluster-size", "1", "--device", "cpu",
+         xv, feats, str(tmp_path / "data_pl"), str(exp / "cluster")],
+    ]
+    for step in steps:
+        run_script(step)
+    before = {**snapshot(exp), **snapshot(tmp_path / "data_pl")}
+    results = open(exp / "results.txt").read()
+    assert results.count("system=plda ") == 1 and results.count("system=cosine ") == 1
+
+    for step in steps:
+        proc = run_script(step)
+        assert "nothing to do" in proc.stdout, step
+    assert {**snapshot(exp), **snapshot(tmp_path / "data_pl")} == before
+
+    # A newer input makes the step run again.
+    os.utime(trials)
+    proc = run_script(steps[2])
+    assert "nothing to do" not in proc.stdout
+    assert os.stat(f"{scores}/plda").st_mtime_ns > before[f"{scores}/plda"][0]

@@ -1,0 +1,26 @@
+# Idempotent steps (sourced). A finished step writes a marker holding its
+# settings (the command line); re-running with the same settings, the marker
+# newer than every input and every output present does nothing.
+#
+#   step_settings="$*"        # before parse_options.sh
+#   if step_is_done "$marker" "$step_settings" <inputs...> -- <outputs...>; then ...; exit 0; fi
+#   rm -f "$marker"; ...work...; mark_step_done "$marker" "$step_settings"
+
+# step_is_done <marker> <settings> <input>... -- <output>...
+step_is_done() {
+  local marker=$1 settings=$2 f
+  shift 2
+  [ -f "$marker" ] && [ "$(cat "$marker")" = "$settings" ] || return 1
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    [ -e "$1" ] && [ "$marker" -nt "$1" ] || return 1
+    shift
+  done
+  [ $# -eq 0 ] || shift
+  for f in "$@"; do [ -e "$f" ] || return 1; done
+}
+
+# mark_step_done <marker> <settings>
+mark_step_done() {
+  printf '%s\n' "$2" > "$1.tmp"
+  mv "$1.tmp" "$1"
+}
