@@ -401,3 +401,91 @@ def test_back_end_steps_do_nothing_when_finished(tmp_path):
     proc = run_script(steps[2])
     assert "nothing to do" not in proc.stdout
     assert os.stat(f"{scores}/plda").st_mtime_ns > before[f"{scores}/plda"][0]
+
+
+# 14 ---------------------------------------------------------------------------
+def test_copy_data_dir_takes_a_suffix_starting_with_a_dash(tmp_path):
+    src = make_wav_data_dir(str(tmp_path / "src"), n_spk=2, n_utt=2)
+    dest = str(tmp_path / "dest")
+    proc = run_script(["utils/copy_data_dir.sh", "--utt-suffix", "-reverb", src, dest], check=False)
+    assert proc.returncode == 0, proc.stderr
+    utts = [line.split()[0] for line in open(os.path.join(dest, "utt2spk"))]
+    assert utts and all(u.endswith("-reverb") for u in utts)
+
+
+def test_fix_data_dir_counts_a_dropped_malformed_line(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=3)
+    utt2spk = os.path.join(data, "utt2spk")
+    lines = open(utt2spk).readlines()
+    lines[2] = lines[2].split()[0] + "\n"  # no speaker: malformed
+    open(utt2spk, "w").writelines(lines)
+    proc = run_script(["utils/fix_data_dir.sh", data], check=False)
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert "kept 5 utterances out of 6" in proc.stdout
+    assert "kept all" not in proc.stdout
+    assert len(open(utt2spk).readlines()) == 5
+
+
+def test_validate_rejects_spk2utt_out_of_utt2spk_order(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=3)
+    spk2utt = os.path.join(data, "spk2utt")
+    lines = open(spk2utt).readlines()
+    spk, *utts = lines[0].split()
+    lines[0] = " ".join([spk, utts[1], utts[0], *utts[2:]]) + "\n"
+    open(spk2utt, "w").writelines(lines)
+    proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", data], check=False)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert (f"{spk2utt}:1: utterances of speaker '{spk}' are not in utt2spk order ('{utts[0]}' after "
+            f"'{utts[1]}'") in proc.stderr
+
+
+def test_fix_data_dir_on_utt2spk_not_sorted_by_speaker_says_kaldi_rejects_it(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
+    utt2spk = os.path.join(data, "utt2spk")
+    lines = open(utt2spk).readlines()
+    # Speakers that are not prefixes: the first utterances belong to the last speaker.
+    swapped = {"spk000": "zz", "spk001": "aa"}
+    open(utt2spk, "w").writelines(f"{u} {swapped[s]}\n" for u, s in (line.split() for line in lines))
+    proc = run_script(["utils/fix_data_dir.sh", data], check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "is not sorted by speaker ('aa' after 'zz')" in proc.stdout
+    assert "Kaldi's validate_data_dir.sh rejects this dir" in proc.stdout
+    proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", data], check=False)
+    assert proc.returncode == 1
+    proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", "--no-spk-sort", data], check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+# Also ---------------------------------------------------------------------------
+def test_finished_training_says_changed_overrides_were_not_applied(feats40, tmp_path):
+    exp = str(tmp_path / "exp")
+    assert train_dino(feats40, exp, "train.epochs=1").returncode == 0
+    before = snapshot(exp)
+    proc = train_dino(feats40, exp, "train.epochs=1", "optim.clip_grad=1.0")
+    assert proc.returncode == 0
+    assert f"this run's config differs from {exp}/config.yaml" in proc.stderr and "were not applied" in proc.stderr
+    assert snapshot(exp) == before
+
+
+def test_stereo_warning_names_the_utterance(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=1, n_utt=2)
+    utt, wav = open(os.path.join(data, "wav.scp")).readline().split()
+    samples, rate = sf.read(wav, dtype="int16")
+    sf.write(wav, np.stack([samples, samples], axis=1), rate, subtype="PCM_16")
+    assert make_fbank(data).returncode == 0
+    log_text = open(os.path.join(data, "log", "make_fbank_data.1.log")).read()
+    assert f"{utt}: audio has 2 channels and --channel=-1: using the first" in log_text
+
+
+def test_empty_trials_are_reported_as_empty(tmp_path):
+    trials, scores = tmp_path / "trials_empty", tmp_path / "scores"
+    trials.write_text("")
+    scores.write_text("a b 1.5\n")
+    proc = run_script([sys.executable, "-m", "pyspk.bin.compute_metrics", "--results", "", str(trials), str(scores)],
+                      check=False)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"{trials}: no trials: the file is empty" in proc.stderr
+    assert "is not a trial of" not in proc.stderr

@@ -40,8 +40,9 @@ if [ ! -f "$src/utt2spk" ]; then
   exit 1
 fi
 
-python -m pyspk.bin.copy_data_dir --utt-prefix "$utt_prefix" --utt-suffix "$utt_suffix" \
-  --spk-prefix "$spk_prefix" --spk-suffix "$spk_suffix" "$src" "$dest"
+# "--opt=value": a value such as "-reverb" (Kaldi's recipes) must not read as an option.
+python -m pyspk.bin.copy_data_dir --utt-prefix="$utt_prefix" --utt-suffix="$utt_suffix" \
+  --spk-prefix="$spk_prefix" --spk-suffix="$spk_suffix" "$src" "$dest"
 
 [ -f "$src/feats.scp" ] || validate_opts="$validate_opts --no-feats"
 [ -f "$src/text" ] || validate_opts="$validate_opts --no-text"

@@ -144,6 +144,8 @@ def match_scores_to_trials(trials, trials_path, scores_path, skip_missing=False)
     Every score line must be a trial (once); a trial without a score is an
     error naming the trials file and line unless ``skip_missing``.
     """
+    if not trials:
+        raise DataDirError(trials_path, 0, "no trials: the file is empty")
     enroll_keys, test_keys, scores = read_scores(scores_path)
     labels = np.fromiter((t[2] for t in trials), dtype=bool, count=len(trials))
     if (len(trials) == len(scores) and enroll_keys == [t[0] for t in trials]

@@ -58,7 +58,7 @@ def main(argv=None):
              config.dim, args.config)
 
     def compute(source, samples, rate):
-        wave = prepare_waveform(samples, rate, config)
+        wave = prepare_waveform(samples, rate, config, source.utt)
         feats = compute_fbank(wave, config)
         return feats, (feats.shape[0], wave.shape[0] / rate)
 

@@ -64,7 +64,7 @@ def main(argv=None):
     log.info("job %d/%d: %d utterances", args.job, args.num_jobs, len(sources))
 
     def compute(source, samples, rate):
-        wave = prepare_waveform(samples, rate, fbank_config)
+        wave = prepare_waveform(samples, rate, fbank_config, source.utt)
         log_energy = frame_log_energy(wave, fbank_config)
         expected = lengths.get(source.utt)
         if expected is not None and expected != log_energy.shape[0]:

@@ -228,8 +228,9 @@ def _speaker_order_warning(utt2spk_rows, path):
     if all(a <= b for a, b in zip(keys, keys[1:])):
         return None
     i = next(i for i in range(1, len(keys)) if keys[i] < keys[i - 1])
-    return (f"warning: {path}/utt2spk is not sorted by speaker ('{speakers[i]}' after '{speakers[i - 1]}'); Kaldi "
-            "tools want speaker ids to be prefixes of utterance ids (validate with --no-spk-sort otherwise)")
+    return (f"warning: {path}/utt2spk is not sorted by speaker ('{speakers[i]}' after '{speakers[i - 1]}'), which "
+            "no fix can change: Kaldi's validate_data_dir.sh rejects this dir; make speaker ids prefixes of "
+            "utterance ids (or validate with --no-spk-sort)")
 
 
 # ----------------------------------------------------------------------------- fix
@@ -243,6 +244,8 @@ def fix_data_dir(path, utt_extra_files=(), spk_extra_files=()):
     path = os.fspath(path)
     extra = {name: "utt" for name in utt_extra_files}
     extra.update((name, "spk") for name in spk_extra_files)
+    # Lines, not parsed entries: a malformed line dropped by the lenient read is an utterance lost.
+    total = sum(1 for line in read_text(os.path.join(path, "utt2spk")).split("\n") if line.strip())
     data = DataTables(path, lenient=True, extra_files=extra)
     messages = list(data.notes)
     by_kind = {"utt": [], "spk": [], "reco": []}
@@ -287,7 +290,6 @@ def fix_data_dir(path, utt_extra_files=(), spk_extra_files=()):
             else:
                 messages.append(f"sorted {target}")
         write_table(target, rows)
-    total = len(data.utt2spk)
     if len(utts) == total:
         messages.append(f"kept all {total} utterances.")
     else:

@@ -280,6 +280,15 @@ class _Checker:
 
 
 def _check_spk2utt(checker, utt2spk, spk2utt):
+    # Kaldi compares spk2utt with utt2spk_to_spk2utt.pl's output: each speaker's utterances in utt2spk order.
+    order_counter = [0]
+    for spk, (lineno, f) in spk2utt.items():
+        keys = f[1:] if all(map(str.isascii, f[1:])) else [c_sort_key(u) for u in f[1:]]
+        bad = next((i for i in range(1, len(keys)) if keys[i] < keys[i - 1]), None)
+        if bad is not None:
+            checker.problem(order_counter, "spk2utt", lineno,
+                            f"utterances of speaker '{spk}' are not in utt2spk order ('{f[bad + 1]}' after "
+                            f"'{f[bad]}'; rebuild it with utils/utt2spk_to_spk2utt.pl)")
     by_spk2utt = {utt: f[0] for _, f in spk2utt.values() for utt in f[1:]}
     listed = sum(len(f) - 1 for _, f in spk2utt.values())
     if listed == len(by_spk2utt) and by_spk2utt == {utt: f[1] for utt, (_, f) in utt2spk.items()}:

@@ -99,12 +99,15 @@ def read_audio(entry):
     return samples, rate
 
 
-def select_channel(samples, channel):
-    """Pick one channel as Kaldi's ``--channel`` does (-1: expect mono, else take the first)."""
+def select_channel(samples, channel, name="audio"):
+    """Pick one channel as Kaldi's ``--channel`` does (-1: expect mono, else take the first).
+
+    ``name`` (the utterance id) goes into the warning about unexpected channels.
+    """
     num_channels = samples.shape[1]
     if channel == -1:
         if num_channels > 1:
-            log.warning("audio has %d channels and --channel=-1: using the first", num_channels)
+            log.warning("%s: audio has %d channels and --channel=-1: using the first", name, num_channels)
         channel = 0
     if channel >= num_channels:
         raise UtteranceError(f"--channel={channel} but the audio has {num_channels} channel(s)")

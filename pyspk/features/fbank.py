@@ -212,17 +212,17 @@ class FbankConfig:
         return (num_samples + self.window_shift // 2) // self.window_shift
 
 
-def prepare_waveform(samples, rate, config):
+def prepare_waveform(samples, rate, config, name="audio"):
     """Check a (num_samples, channels) waveform against the config; return the 1-D channel used.
 
-    Raises UtteranceError for a sample-rate mismatch, a missing channel,
-    NaN or infinite samples, a duration under --min-duration, or audio
-    shorter than one frame.
+    ``name`` (the utterance id) is used in warnings. Raises UtteranceError
+    for a sample-rate mismatch, a missing channel, NaN or infinite samples, a
+    duration under --min-duration, or audio shorter than one frame.
     """
     if rate != config.sample_rate:
         raise UtteranceError(f"sample rate {rate} Hz does not match --sample-frequency="
                              f"{config.sample_rate:g} in {config.source}")
-    wave = select_channel(samples, config.channel)
+    wave = select_channel(samples, config.channel, name)
     bad = np.count_nonzero(~np.isfinite(wave))
     if bad:  # a float WAV may hold NaN/Inf; left in, it makes the fbank library abort the whole job
         raise UtteranceError(f"{bad} of {wave.shape[0]} samples are NaN or infinite")

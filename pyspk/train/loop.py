@@ -360,22 +360,28 @@ class Trainer:
         """Train to the end (or stop after ``max_steps`` steps in total); returns the step reached."""
         self.dist, self.device = init_distributed(self.requested_device)
         try:
+            if self._finished():  # checked before locking too, so a finished dir is not even touched
+                return None
             with contextlib.ExitStack() as held:
                 if self.dist.is_main:
                     held.enter_context(dir_lock(self.exp_dir, "another training"))
-                return self._run_locked(max_steps)
+                return None if self._finished() else self._run_locked(max_steps)
         finally:
             cleanup_distributed()
 
+    def _finished(self):
+        """True (and say so) when the experiment dir holds a finished training."""
+        if not os.path.isfile(self.done_path):
+            return False
+        log.info("%s exists: training already finished, nothing to do", self.done_path)
+        config_path = os.path.join(self.exp_dir, "config.yaml")
+        if os.path.isfile(config_path) and load_yaml(config_path) != self.config:
+            log.warning("this run's config differs from %s (changed --config or overrides); they were not "
+                        "applied: the training is finished (use a new experiment dir to train with them)",
+                        config_path)
+        return True
+
     def _run_locked(self, max_steps):
-        if os.path.isfile(self.done_path):
-            log.info("%s exists: training already finished, nothing to do", self.done_path)
-            config_path = os.path.join(self.exp_dir, "config.yaml")
-            if os.path.isfile(config_path) and load_yaml(config_path) != self.config:
-                log.warning("this run's config differs from %s (changed --config or overrides); they were not "
-                            "applied: the training is finished (use a new experiment dir to train with them)",
-                            config_path)
-            return None
         self._prepare_exp_dir()
         setup_logging(os.path.join(self.exp_dir, "log", "train.log") if self.dist.is_main else None,
                       rank=self.dist.rank)
