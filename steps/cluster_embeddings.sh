@@ -85,11 +85,7 @@ done
 marker=$report_dir/.done
 inputs=("$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"} ${copies_from:+"$copies_from/utt2spk"})
 outputs=("$dest_data/utt2spk" "$report_dir/cluster_report.txt" ${copies_from:+"${dest_data%/}_combined/utt2spk"})
-if step_is_done "$marker" "$step_settings" "${inputs[@]}" -- "${outputs[@]}"; then
-  echo "$0: $dest_data and $report_dir are complete and newer than their inputs; nothing to do"
-  exit 0
-fi
-rm -f "$marker"
+exit_if_step_done "$marker" "$step_settings" "$dest_data (report $report_dir)" "${inputs[@]}" -- "${outputs[@]}"
 mkdir -p "$report_dir/log"
 log=$report_dir/log/cluster.log
 if ! $cmd "$log" python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" \

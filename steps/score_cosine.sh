@@ -70,16 +70,9 @@ mkdir -p "$logdir"
 log=$logdir/score_cosine.$(basename "$scores").log
 marker=$logdir/.score_cosine.$(basename "$scores").done
 inputs=("$trials" "$enroll_scp" "$test_dir/xvector.scp")
-for f in ${mean_dir:+"$mean_dir"/mean.vec "$mean_dir"/xvector.scp} \
-    ${asnorm_cohort:+"$asnorm_cohort"/xvector.scp "$asnorm_cohort"/spk_xvector.scp}; do
-  [ -f "$f" ] && inputs+=("$f")
-done
-[ -n "$cohort_data" ] && inputs+=("$cohort_data/utt2spk")
-if step_is_done "$marker" "$step_settings" "${inputs[@]}" -- "$scores"; then
-  echo "$0: $scores is complete and newer than its inputs; nothing to do"
-  exit 0
-fi
-rm -f "$marker"
+add_existing_inputs ${mean_dir:+"$mean_dir"/mean.vec "$mean_dir"/xvector.scp} \
+  ${asnorm_cohort:+"$asnorm_cohort"/xvector.scp "$asnorm_cohort"/spk_xvector.scp} ${cohort_data:+"$cohort_data/utt2spk"}
+exit_if_step_done "$marker" "$step_settings" "$scores" "${inputs[@]}" -- "$scores"
 
 if ! $cmd "$log" python -m pyspk.bin.score_cosine --mean-dir "$mean_dir" --lnorm "$lnorm" \
     --enroll-level "$enroll_level" --asnorm-cohort "$asnorm_cohort" --cohort-level "$cohort_level" \

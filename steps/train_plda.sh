@@ -45,11 +45,7 @@ done
 [[ "$lda_dim" =~ ^[0-9]+$ ]] || { echo "$0: --lda-dim must be a non-negative integer, got '$lda_dim'" >&2; exit 1; }
 
 marker=$plda_dir/.done
-if step_is_done "$marker" "$step_settings" "$xvector_dir/xvector.scp" "$data/utt2spk" -- "$plda_dir/plda"; then
-  echo "$0: $plda_dir is complete and newer than its inputs; nothing to do"
-  exit 0
-fi
-rm -f "$marker"
+exit_if_step_done "$marker" "$step_settings" "$plda_dir" "$xvector_dir/xvector.scp" "$data/utt2spk" -- "$plda_dir/plda"
 mkdir -p "$plda_dir/log"
 log=$plda_dir/log/train_plda.log
 if ! $cmd "$log" python -m pyspk.bin.train_plda --lda-dim "$lda_dim" --lnorm "$lnorm" \
