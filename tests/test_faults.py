@@ -489,3 +489,26 @@ def test_empty_trials_are_reported_as_empty(tmp_path):
     no_traceback(proc)
     assert f"{trials}: no trials: the file is empty" in proc.stderr
     assert "is not a trial of" not in proc.stderr
+
+
+def test_unsafe_yaml_tag_in_backend_yaml_is_refused_with_line(tmp_path):
+    feats = make_feats_data_dir(str(tmp_path / "data"), n_spk=4, n_utt=5, min_frames=60, max_frames=100,
+                                feat_dim=40)
+    utts = [line.split()[0] for line in open(os.path.join(feats, "utt2spk"))]
+    trials = tmp_path / "trials"
+    trials.write_text(f"{utts[0]} {utts[1]} target\n{utts[0]} {utts[-1]} nontarget\n")
+    model, xv = str(tmp_path / "model.pt"), str(tmp_path / "xv")
+    run_script([sys.executable, "-m", "pyspk.bin.init_model", "--config", DINO_TINY, "model.feat_dim=40",
+                "model.embed_dim=8", model])
+    run_script(["steps/extract_embeddings.sh", "--nj", "1", model, feats, xv])
+    run_script(["steps/train_plda.sh", "--lda-dim", "3", xv, feats, f"{xv}/plda"])
+    backend_yaml = os.path.join(xv, "plda", "backend.yaml")
+    text = open(backend_yaml).read()
+    open(backend_yaml, "w").write(text + f"evil: !!python/object/apply:os.system ['touch {tmp_path}/pwned']\n")
+    line = len(text.splitlines()) + 1
+    proc = run_script(["steps/score_plda.sh", f"{xv}/plda", str(trials), xv, xv, str(tmp_path / "scores")],
+                      check=False)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"unsafe YAML tag at {backend_yaml}:{line}" in proc.stderr
+    assert not os.path.exists(tmp_path / "pwned") and not os.path.exists(tmp_path / "scores")
