@@ -44,7 +44,7 @@ for f in "$xvector_dir/xvector.scp" "$data/utt2spk"; do
 done
 [[ "$lda_dim" =~ ^[0-9]+$ ]] || { echo "$0: --lda-dim must be a non-negative integer, got '$lda_dim'" >&2; exit 1; }
 
-marker=$plda_dir/.done
+marker=$plda_dir/log/.train_plda.done  # in log/, so the PLDA dir holds only the back-end files
 exit_if_step_done "$marker" "$step_settings" "$plda_dir" "$xvector_dir/xvector.scp" "$data/utt2spk" -- "$plda_dir/plda"
 mkdir -p "$plda_dir/log"
 log=$plda_dir/log/train_plda.log
