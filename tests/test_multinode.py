@@ -1,21 +1,14 @@
 """Multi-node DDP on localhost: 2 "nodes" x 1 gloo process stay in sync; --node-rank/--master-addr slurm."""
 
 import os
-import socket
 import subprocess
 import sys
 
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, free_port, run_script
 from pyspk.train.synthetic import make_feats_data_dir
 from test_ddp import WORKER
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_nodes_stay_in_sync(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, make_wav_data_dir, run_script
+from conftest import ROOT, free_port, make_wav_data_dir, run_script
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
@@ -37,12 +37,6 @@ def install_slurm():
             return None, f"{' '.join(cmd)} failed: {proc.stderr[-500:]}"
     paths = find_daemons()
     return (paths, "") if all(paths.values()) else (None, f"daemons still missing after install: {paths}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, seconds):
