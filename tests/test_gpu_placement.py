@@ -33,7 +33,8 @@ def run_jobs(tmp_path, env, gpu_opt, nj=6):
     held, out = tmp_path / "held", tmp_path / "out"
     held.mkdir()
     out.mkdir()
-    proc = run_script([os.path.join(ROOT, "utils", "run.pl"), *gpu_opt, f"JOB=1:{nj}", str(tmp_path / "log" / "j.JOB.log"),
+    log = str(tmp_path / "log" / "j.JOB.log")
+    proc = run_script([os.path.join(ROOT, "utils", "run.pl"), *gpu_opt, f"JOB=1:{nj}", log,
                        "bash", "-c", JOB.format(held=held, out=out)], env=env, check=False)
     return proc, [(out / str(n)).read_text().strip() if (out / str(n)).exists() else None for n in range(1, nj + 1)]
 

@@ -50,7 +50,8 @@ def test_node_rank_and_master_from_slurm(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scontrol = bin_dir / "scontrol"  # as Slurm's: one host per line
-    scontrol.write_text('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] && [ "$3" = "gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"\n')
+    scontrol.write_text('#!/bin/sh\n'
+                        '[ "$1 $2" = "show hostnames" ] && [ "$3" = "gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"\n')
     scontrol.chmod(0o755)
     script = tmp_path / "launch.sh"
     script.write_text(LAUNCH.format(root=ROOT))
