@@ -1,5 +1,14 @@
-# Job launchers; the only file a site edits. On a grid, point these at
-# queue.pl/slurm.pl with their options, e.g. "slurm.pl --mem 4G".
+# Job launchers; the only file a site edits. run.pl runs the jobs on this
+# machine ("run.pl --gpu 1": one job per GPU, each on a GPU of its own).
+# On a Slurm cluster (options mapped to sbatch by conf/slurm.conf, or by the
+# same defaults built into the launcher):
+#   export train_cmd="slurm.pl --mem 4G"
+#   export cpu_cmd="slurm.pl --mem 4G"
+#   export cuda_cmd="slurm.pl --mem 16G --gpu 1 --num-threads 4"
+# On Grid Engine, the same with queue.pl (conf/queue.conf), e.g.:
+#   export train_cmd="queue.pl --mem 4G"
+#   export cpu_cmd="queue.pl --mem 4G"
+#   export cuda_cmd="queue.pl --mem 16G --gpu 1"
 export train_cmd="run.pl"
 export cpu_cmd="run.pl"
 export cuda_cmd="run.pl --gpu 1"

@@ -33,6 +33,20 @@ class DistInfo:
         return self.rank == 0
 
 
+def process_cuda_device(local_rank, device_count):
+    """The GPU of DDP process ``local_rank`` on this node: one device each.
+
+    The launcher (run.pl --gpu N, Slurm's --gres) restricts CUDA_VISIBLE_DEVICES
+    to this job's GPUs, so local ranks index the visible devices.
+    """
+    if local_rank >= device_count:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+        raise RuntimeError(f"DDP process {local_rank} needs a GPU of its own, but only {device_count} are visible "
+                           f"(CUDA_VISIBLE_DEVICES={visible}); ask the launcher for as many GPUs as --nj-gpus, "
+                           f"e.g. --cmd \"run.pl --gpu N\"")
+    return torch.device("cuda", local_rank)
+
+
 def init_distributed(requested_device=None):
     """Initialise the process group under torchrun; return (DistInfo, device).
 
@@ -42,7 +56,7 @@ def init_distributed(requested_device=None):
     device = pick_device(requested_device)
     if info.distributed:
         if device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
+            device = process_cuda_device(info.local_rank, torch.cuda.device_count())
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

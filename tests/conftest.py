@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data dirs made on the fly (the tests never download)."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -66,6 +67,13 @@ def make_wav_data_dir(path, n_spk=4, n_utt=3, seed=0, sample_rate=16000, min_sec
         for spk in sorted(spk2utt):
             f.write(f"{spk} {' '.join(spk2utt[spk])}\n")
     return data_dir
+
+
+def free_port():
+    """A TCP port free on localhost now (for a test's own daemons or DDP rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_script(args, cwd=ROOT, check=True, env=None):

@@ -3,7 +3,7 @@
 #   run.pl [options] [JOB=1:N] <log-file> <command...>
 # With JOB=1:N, runs N copies of the command with "JOB" replaced by the job
 # index in the log name and in the command, at most --max-jobs-run at a time
-# (default, as Kaldi's: the number of CPUs, or of GPUs with --gpu N>0). Each
+# (default, as Kaldi's: the number of CPUs; with --gpu N, see below). Each
 # log starts with the command and ends with
 # "# Ended (code N) at <date>, elapsed time S seconds". Exits non-zero if any
 # job fails and names a failing log.
@@ -43,7 +43,8 @@ while (@ARGV > 0) {
   } elsif ($arg eq "-pe") {
     splice(@ARGV, 0, 3);
   } elsif ($arg eq "--gpu" && @ARGV >= 2) {
-    $using_gpu = $ARGV[1] =~ m/^[1-9]/ ? 1 : 0;
+    die "run.pl: --gpu needs a number of GPUs, got '$ARGV[1]'\n" unless $ARGV[1] =~ m/^\d+$/;
+    $using_gpu = $ARGV[1];
     splice(@ARGV, 0, 2);
   } elsif ($arg =~ m/^-/ && @ARGV >= 2) {
     splice(@ARGV, 0, 2);  # a grid option (--mem, --num-threads ...), meaningless locally
@@ -65,20 +66,37 @@ if ($array && $logfile !~ m/$jobname/ && $jobend > $jobstart) {
 my $operator = qr/^(\||\|\||&&|;|&|\(|\)|\d*>&\d+|(\d*|&)(>>?|<)[\w@%+=:,.\/-]*)$/;
 my $cmd = join(" ", map { m/$operator/ || m/^[\w@%+=:,.\/-]+$/ ? $_ : shell_quote($_) } @ARGV);
 
-if ($max_jobs_run <= 0) {
-  # As Kaldi: one job per GPU with --gpu, else per CPU, or all of them when
-  # there are only a few more jobs than CPUs.
-  if ($using_gpu) {
-    my @gpus = grep { m/^GPU / } `nvidia-smi -L 2>/dev/null`;
-    $max_jobs_run = @gpus > 0 ? scalar @gpus : 1;
+# With --gpu N, the machine's GPUs (those in CUDA_VISIBLE_DEVICES when it is
+# set, else all that nvidia-smi lists) are cut into groups of N; each running
+# job gets a group of its own through CUDA_VISIBLE_DEVICES, so at most that
+# many jobs run at once and each sees its devices as cuda:0..N-1.
+my @gpu_groups;
+if ($using_gpu) {
+  my @gpus;
+  if (defined $ENV{CUDA_VISIBLE_DEVICES} && $ENV{CUDA_VISIBLE_DEVICES} ne "") {
+    @gpus = split /,/, $ENV{CUDA_VISIBLE_DEVICES};
   } else {
-    my $cpus = `nproc 2>/dev/null`;
-    $max_jobs_run = ($cpus && $cpus =~ m/^(\d+)/ && $1 > 0) ? $1 : 1;
-    my $num_jobs = $jobend - $jobstart + 1;
-    $max_jobs_run = $num_jobs if $num_jobs > $max_jobs_run && $num_jobs < 1.4 * $max_jobs_run;
+    @gpus = map { m/^GPU (\d+):/ ? $1 : () } `nvidia-smi -L 2>/dev/null`;
   }
+  if (@gpus > 0 && @gpus < $using_gpu) {
+    die "run.pl: --gpu $using_gpu asks for more GPUs than this machine has (" . scalar(@gpus) . ")\n";
+  }
+  push @gpu_groups, join(",", splice(@gpus, 0, $using_gpu)) while @gpus >= $using_gpu;
+}
+if ($using_gpu) {
+  # One job per GPU group; one at a time when no GPU is visible (the job then fails or uses the CPU).
+  my $groups = @gpu_groups > 0 ? scalar @gpu_groups : 1;
+  $max_jobs_run = $groups if $max_jobs_run <= 0 || $max_jobs_run > $groups;
+} elsif ($max_jobs_run <= 0) {
+  # As Kaldi: one job per CPU, or all of them when there are only a few more jobs than CPUs.
+  my $cpus = `nproc 2>/dev/null`;
+  $max_jobs_run = ($cpus && $cpus =~ m/^(\d+)/ && $1 > 0) ? $1 : 1;
+  my $num_jobs = $jobend - $jobstart + 1;
+  $max_jobs_run = $num_jobs if $num_jobs > $max_jobs_run && $num_jobs < 1.4 * $max_jobs_run;
 }
 my %pid2job;
+my %pid2group;
+my @free_groups = @gpu_groups;
 my @failed;
 my $running = 0;
 
@@ -87,12 +105,14 @@ sub reap {
   return if $pid < 0;
   my $status = $?;
   my $job = $pid2job{$pid};
+  push @free_groups, delete $pid2group{$pid} if exists $pid2group{$pid};
   $running--;
   push @failed, $job if $status != 0;
 }
 
 for (my $jobid = $jobstart; $jobid <= $jobend; $jobid++) {
   reap() while $running >= $max_jobs_run;
+  my $gpu_group = shift @free_groups;
   my $logf = $logfile;
   my $jcmd = $cmd;
   if ($array) { $logf =~ s/$jobname/$jobid/g; $jcmd =~ s/$jobname/$jobid/g; }
@@ -103,6 +123,10 @@ for (my $jobid = $jobstart; $jobid <= $jobend; $jobid++) {
   if ($pid == 0) {
     open(my $fh, ">", $logf) or die "run.pl: cannot write log $logf: $!\n";
     print $fh "# $jcmd\n# Started at " . `date`;
+    if (defined $gpu_group) {
+      $ENV{CUDA_VISIBLE_DEVICES} = $gpu_group;
+      print $fh "# CUDA_VISIBLE_DEVICES=$gpu_group\n";
+    }
     close($fh);
     my $start = time();
     my $qlog = shell_quote($logf);
@@ -115,6 +139,7 @@ for (my $jobid = $jobstart; $jobid <= $jobend; $jobid++) {
     exit($code == 0 ? 0 : 1);
   }
   $pid2job{$pid} = $jobid;
+  $pid2group{$pid} = $gpu_group if defined $gpu_group;
   $running++;
 }
 reap() while $running > 0;

@@ -33,8 +33,8 @@ launch_options_help() {
   --nj-gpus <n>                 # DDP processes on this machine, one per GPU (default: $nj_gpus)
   --device <auto|cpu|cuda>      # auto: cuda if available (default: $device)
   --num-nodes <n>               # machines taking part (default: $num_nodes)
-  --node-rank <i>               # this machine's index, 0..num-nodes-1 (default: $node_rank)
-  --master-addr <host>          # address of node 0 (default: $master_addr)
+  --node-rank <i|slurm>         # this machine's index, 0..num-nodes-1; slurm: \$SLURM_NODEID (default: $node_rank)
+  --master-addr <host|slurm>    # address of node 0; slurm: the Slurm job's first node (default: $master_addr)
   --master-port <port>          # port on node 0 (default: $master_port)
 HELP
 }
@@ -61,11 +61,25 @@ exit_if_trained() {
 # set_launcher <nj-gpus> <num-nodes> <node-rank> <master-addr> <master-port>
 # Sets the array launcher to the Python launcher of a trainer: torchrun with
 # <nj-gpus> processes per node when more than one process takes part, plain
-# python otherwise.
+# python otherwise. Under srun (one task per node), <node-rank> "slurm" is the
+# node's $SLURM_NODEID and <master-addr> "slurm" the job's first node. Sets
+# launch_node_rank, which gives the logs of nodes other than 0 their own names.
 set_launcher() {
+  local node_rank=$3 master_addr=$4
+  if [ "$node_rank" == slurm ]; then
+    [ -n "${SLURM_NODEID:-}" ] || { echo "$0: --node-rank slurm needs to run under srun (no \$SLURM_NODEID)" >&2; exit 1; }
+    node_rank=$SLURM_NODEID
+  fi
+  if [ "$master_addr" == slurm ]; then
+    [ -n "${SLURM_JOB_NODELIST:-}" ] || { echo "$0: --master-addr slurm needs a Slurm job (no \$SLURM_JOB_NODELIST)" >&2; exit 1; }
+    master_addr=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  fi
+  [[ "$node_rank" =~ ^[0-9]+$ ]] && [ "$node_rank" -lt "$2" ] || \
+    { echo "$0: --node-rank must be in 0..$(( $2 - 1 )) or slurm, got '$node_rank'" >&2; exit 1; }
+  launch_node_rank=$node_rank
   if [ "$1" -gt 1 ] || [ "$2" -gt 1 ]; then
-    launcher=(python -m torch.distributed.run --nnodes "$2" --node-rank "$3"
-              --nproc-per-node "$1" --master-addr "$4" --master-port "$5")
+    launcher=(python -m torch.distributed.run --nnodes "$2" --node-rank "$node_rank"
+              --nproc-per-node "$1" --master-addr "$master_addr" --master-port "$5")
   else
     launcher=(python)
   fi
@@ -78,6 +92,7 @@ set_launcher() {
 run_or_die() {
   local run_cmd=$1 log=$2 what=$3
   shift 3
+  [ "${launch_node_rank:-0}" == 0 ] || log=${log%.log}.node$launch_node_rank.log
   if ! $run_cmd "$log" "$@"; then
     echo "$0: $what failed; the end of $log:" >&2
     tail -n 20 "$log" >&2
@@ -87,6 +102,8 @@ run_or_die() {
 
 # check_trained_model <exp-dir> <log>
 # Exits 1 unless the trainer wrote <exp-dir>/final.pt.
+# Node 0 writes the model: other nodes of a multi-node training do not check.
 check_trained_model() {
+  [ "${launch_node_rank:-0}" == 0 ] || return 0
   [ -f "$1/final.pt" ] || { echo "$0: training ended without $1/final.pt; see $2" >&2; exit 1; }
 }
