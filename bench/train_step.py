@@ -33,7 +33,7 @@ from pyspk.config import load_config  # noqa: E402
 from pyspk.device import pick_device  # noqa: E402
 from pyspk.models import extract_embeddings  # noqa: E402
 from pyspk.ssl.dino import DINOObjective  # noqa: E402
-from pyspk.train.loop import Trainer, build_optimizer  # noqa: E402
+from pyspk.train.loop import Trainer, build_optimizer, clip_gradients  # noqa: E402
 from pyspk.train.synthetic import make_feats_data_dir  # noqa: E402
 
 
@@ -68,6 +68,7 @@ class BareStep:
                  + 8.0 for name, spec in config["data"]["crops"].items()}
         self.batch = {"crops": crops, "index": torch.arange(batch_size)}
         self.clip = float(config["optim"].get("clip_grad", 0.0))
+        self.clip_mode = config["optim"].get("clip_mode", "global")
         self.device = device
         self.step = 0
 
@@ -80,8 +81,7 @@ class BareStep:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.objective.after_backward(self.step)
-            if self.clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+            clip_gradients(list(self.model.parameters()), self.clip, self.clip_mode)
             self.optimizer.step()
             self.objective.after_step(self.step)
             float(loss.detach())  # the trainer also reads the loss every logged step

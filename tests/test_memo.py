@@ -14,7 +14,8 @@ import torch
 from conftest import ROOT, run_script
 from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
-from pyspk.ssl.memo import ContrastiveStop, MeMoObjective, distillation_pairs
+from pyspk.ssl.memo import MeMoObjective, distillation_pairs
+from pyspk.ssl.ntxent import ContrastiveStop
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.loop import Trainer
 from pyspk.train.synthetic import make_feats_data_dir

@@ -20,6 +20,7 @@ from torch import nn
 from pyspk.config import ConfigError, check_keys
 from pyspk.models import build_model
 from pyspk.ssl.dino import MultiCropNet
+from pyspk.ssl.ntxent import nt_xent
 from pyspk.train.augment import CHANNEL_DEFAULTS, channel_augment, merged_options
 from pyspk.train.loop import Objective
 
@@ -51,61 +52,6 @@ def projection_options(cfg, name):
     cfg = dict(cfg or {})
     check_keys(cfg, PROJECTION_DEFAULTS, name)
     return {**PROJECTION_DEFAULTS, **cfg}
-
-
-class _GatherRows(torch.autograd.Function):
-    """All-gather along dim 0 whose backward sums every process's gradient and keeps this process's rows.
-
-    (all_reduce + slice instead of reduce-scatter, which gloo lacks.)
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
-
-
-def gather_with_grad(x):
-    """``(all processes' x concatenated in rank order, row offset of this process's x)``; differentiable."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
-    return _GatherRows.apply(x), dist.get_rank() * x.shape[0]
-
-
-def nt_xent(z, n_views, temperature, gather=True):
-    """Multi-positive NT-Xent over crop-major rows: row ``v * B + b`` is crop ``v`` of utterance ``b``.
-
-    For anchor i with positives P(i) (the other crops of its utterance) and
-    candidates K(i) (every row but i, over all processes when ``gather``):
-    ``loss_i = -1/|P(i)| * sum_{p in P(i)} log(exp(s_ip / t) / sum_{k in K(i)} exp(s_ik / t))``
-    with s the cosine similarity; the loss is the mean over local anchors.
-    Returns ``(loss, accuracy)``: accuracy = how often the most similar other row is a positive.
-    """
-    batch = z.shape[0] // n_views
-    z = F.normalize(z.float(), dim=-1)
-    keys, offset = gather_with_grad(z) if gather else (z, 0)
-    # Utterance id of every key row: each process contributes a crop-major block of n_views * batch rows.
-    rows = torch.arange(keys.shape[0], device=z.device)
-    key_ids = rows // (n_views * batch) * batch + rows % batch
-    anchor_ids = key_ids[offset:offset + z.shape[0]]
-    logits = z @ keys.t() / temperature
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[torch.arange(z.shape[0], device=z.device), offset + torch.arange(z.shape[0], device=z.device)] = True
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    positives = (anchor_ids[:, None] == key_ids[None, :]) & ~self_mask
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    loss = -(log_prob.masked_fill(~positives, 0.0).sum(1) / positives.sum(1)).mean()
-    with torch.no_grad():
-        accuracy = positives.gather(1, logits.argmax(1, keepdim=True)).float().mean()
-    return loss, accuracy
 
 
 def crop_major(crops):

@@ -5,9 +5,17 @@ of the student, never updated by gradients) sees the global crops only. The
 loss is the cross-entropy between the teacher's centred, sharpened softmax and
 the student's softmax over every (teacher crop, student crop) pair of
 different crops.
+
+Optional terms that make a short run learn early and not collapse, each off
+(weight 0) unless configured: RDINO's diversity and redundancy-elimination
+terms on the student's embeddings (3D-Speaker), hyperion's cosine term
+between teacher and student embeddings of different crops, and an
+embedding-level NT-Xent warm-up stopped when it stops improving (as MeMo's).
+A collapse monitor warns when the teacher's targets stay near uniform.
 """
 
 import copy
+import logging
 import math
 
 import torch
@@ -16,15 +24,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
-from pyspk.models import build_model
+from pyspk.models import BackboneFileError, build_model, load_backbone
+from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
 from pyspk.train.schedules import build_schedule
 
+log = logging.getLogger(__name__)
+
 HEAD_DEFAULTS = {"out_dim": 65536, "hidden_dim": 2048, "bottleneck_dim": 256, "nlayers": 3,
                  "use_bn": False, "norm_last_layer": True}
-DINO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs")
+DINO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs",
+             "freeze_last_layer_fraction", "regularisers", "contrastive", "collapse", "init_model")
 DINO_VALUES = {"student_temp": Value(float, 0, low_open=True), "center_momentum": Value(float, 0, 1),
                "freeze_last_layer_epochs": Value(float, 0)}
+REGULARISER_DEFAULTS = {"diversity": 0.0, "redundancy": 0.0, "cosine": 0.0}
+COLLAPSE_DEFAULTS = {"entropy_share": 0.97, "min_emb_std": 0.05, "patience_steps": 100, "check_every": 10}
 
 
 class WeightNormLinear(nn.Module):
@@ -137,6 +151,91 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.center_momentum).add_(batch_center / count, alpha=1.0 - self.center_momentum)
 
 
+def at_least_float32(x):
+    """``x`` in float32, or as it is when wider (bf16 / fp16 under autocast lose the statistics)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def diversity_loss(embeddings, eps=1e-4):
+    """RDINO's diversity term: mean hinge ``relu(1 - std_d)`` of each embedding dimension over the batch."""
+    std = torch.sqrt(at_least_float32(embeddings).var(0) + eps)
+    return F.relu(1.0 - std).mean()
+
+
+def redundancy_loss(embeddings):
+    """RDINO's redundancy elimination: squared off-diagonal covariances of the embedding dimensions / dim."""
+    x = at_least_float32(embeddings)
+    x = x - x.mean(0)
+    cov = x.t() @ x / max(x.shape[0] - 1, 1)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return off_diagonal.pow(2).sum() / x.shape[1]
+
+
+def cross_crop_cosine_loss(student_emb, teacher_emb, n_global):
+    """Hyperion's cosine term: mean ``1 - cos`` between each teacher crop and every other student crop.
+
+    Crop-major rows as in :class:`DINOLoss`: student ``(n_crops * B, E)``, teacher ``(n_global * B, E)``.
+    """
+    batch = teacher_emb.shape[0] // n_global
+    s = F.normalize(at_least_float32(student_emb), dim=-1).view(-1, batch, student_emb.shape[-1])
+    t = F.normalize(at_least_float32(teacher_emb), dim=-1).view(n_global, batch, -1)
+    cos = torch.einsum("tbe,sbe->tsb", t, s)  # (n_global, n_crops, B)
+    same = torch.eye(n_global, s.shape[0], dtype=torch.bool, device=cos.device)
+    return 1.0 - cos[~same].mean()
+
+
+def softmax_entropy(logits, temperature):
+    """Mean entropy (nats) of the rows' softmax at ``temperature``."""
+    log_p = F.log_softmax(logits.float() / temperature, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1).mean()
+
+
+class CollapseMonitor:
+    """Warns when the teacher's targets stay near uniform or the embeddings stop spreading.
+
+    A step is *collapsed* when the teacher entropy exceeds ``entropy_share``
+    of its maximum ln(K) or the embedding spread falls under ``min_emb_std``.
+    The run of consecutive collapsed steps is counted on the device (no sync)
+    and read every ``check_every`` steps; a warning with what to change is
+    logged each time the run reaches a multiple of ``patience_steps``.
+    """
+
+    def __init__(self, out_dim, entropy_share=0.97, min_emb_std=0.05, patience_steps=100, check_every=10):
+        self.max_entropy = math.log(out_dim)
+        self.entropy_share, self.min_emb_std = float(entropy_share), float(min_emb_std)
+        self.patience_steps, self.check_every = int(patience_steps), max(int(check_every), 1)
+        self.run = None
+        self.warned_multiples = 0  # patience_steps multiples of the current run already warned about
+        self.warnings = 0
+
+    def update(self, step, teacher_entropy, emb_std):
+        collapsed = (teacher_entropy > self.entropy_share * self.max_entropy) | (emb_std < self.min_emb_std)
+        self.run = collapsed.long() if self.run is None else (self.run + 1) * collapsed.long()
+        if self.patience_steps <= 0 or (step + 1) % self.check_every:
+            return None
+        run = int(self.run)
+        due = run >= self.patience_steps and run // self.patience_steps > self.warned_multiples
+        self.warned_multiples = run // self.patience_steps
+        if not due:
+            return None
+        self.warnings += 1
+        return (f"possible collapse: for the last {run} steps the teacher entropy was above "
+                f"{self.entropy_share:.0%} of ln(K) = {self.max_entropy:.3f} nats (now {float(teacher_entropy):.3f}) "
+                f"or the embedding spread under {self.min_emb_std} (now {float(emb_std):.3f}): the targets carry "
+                "no signal. Lower dino.teacher_temp (0.04), shorten dino.freeze_last_layer_fraction, clip per "
+                "parameter (optim.clip_mode=per_param), or switch on dino.regularisers / dino.contrastive")
+
+
+def init_backbone(backbone, path):
+    """Load the default backbone of backbone file ``path`` (e.g. a contrastive model) into ``backbone``."""
+    try:
+        source = load_backbone(path)
+        backbone.load_state_dict(source.state_dict())
+    except (BackboneFileError, RuntimeError) as e:
+        raise ConfigError(f"dino.init_model: {path}: cannot start from it: {e}") from None
+    log.info("dino: student and teacher start from %s", path)
+
+
 def head_options(cfg):
     cfg = dict(cfg or {})
     check_keys(cfg, HEAD_DEFAULTS, "dino.head")
@@ -148,13 +247,19 @@ class DINOObjective(Objective):
 
     Config section ``dino``: ``head`` (see HEAD_DEFAULTS), ``student_temp``,
     ``teacher_temp`` / ``momentum`` (schedules, see pyspk.train.schedules),
-    ``center_momentum``, ``freeze_last_layer_epochs``. The data section must
+    ``center_momentum``, ``freeze_last_layer_epochs`` or
+    ``freeze_last_layer_fraction`` (of all steps; wins when set),
+    ``regularisers: {diversity, redundancy, cosine}`` (weights, 0: off),
+    ``contrastive: {weight, temperature, gather_negatives, stop}`` (MeMo's
+    warm-up; weight 0 or absent: off), ``collapse`` (see CollapseMonitor),
+    ``init_model`` (a backbone file whose default backbone starts student
+    and teacher, e.g. a contrastive model's final.pt). The data section must
     define crops ``global`` (teacher + student) and ``local`` (student only;
     may be absent).
     """
 
     section = "dino"
-    metric_names = ("teacher_entropy", "kl", "emb_std")
+    metric_names = ("teacher_entropy", "student_entropy", "kl", "emb_std", "regulariser", "contrastive")
     schedule_names = ("momentum", "teacher_temp")
 
     def build(self, config, steps_per_epoch, total_steps, device):
@@ -171,6 +276,8 @@ class DINOObjective(Objective):
             raise ConfigError("dino needs at least 1 global crop and 2 crops in all")
         head_cfg = head_options(cfg.get("head"))
         backbone = build_model(config["model"])
+        if cfg.get("init_model"):
+            init_backbone(backbone, cfg["init_model"])
         head = DINOHead(backbone.embed_dim, **head_cfg)
         self.student = MultiCropNet(backbone, head).to(device)
         self.teacher = copy.deepcopy(self.student)
@@ -183,7 +290,21 @@ class DINOObjective(Objective):
                                            steps_per_epoch, total_steps, "dino.teacher_temp")
         self.momentum = build_schedule(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
                                        steps_per_epoch, total_steps, "dino.momentum")
-        self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
+        if cfg.get("freeze_last_layer_fraction") is not None:
+            self.freeze_last_layer_steps = round(float(cfg["freeze_last_layer_fraction"]) * total_steps)
+        else:
+            self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
+        regularisers = dict(cfg.get("regularisers") or {})
+        check_keys(regularisers, REGULARISER_DEFAULTS, "dino.regularisers")
+        self.regularisers = {k: float(v) for k, v in {**REGULARISER_DEFAULTS, **regularisers}.items()}
+        self.n_views = sum(int(c["count"]) for c in crops.values())
+        (self.contrastive_weight, self.contrastive_temp, self.gather,
+         self.stop) = contrastive_options(cfg.get("contrastive"), steps_per_epoch, "dino.contrastive",
+                                          default_weight=0.0)
+        self._contrastive_value = None
+        collapse = dict(cfg.get("collapse") or {})
+        check_keys(collapse, COLLAPSE_DEFAULTS, "dino.collapse")
+        self.monitor = CollapseMonitor(head_cfg["out_dim"], **{**COLLAPSE_DEFAULTS, **collapse})
 
     def trainable(self):
         return self.student
@@ -201,15 +322,43 @@ class DINOObjective(Objective):
         groups = [crops[name].transpose(0, 1).flatten(0, 1) for name in ("global", "local") if name in crops]
         with torch.no_grad():
             self.teacher.train()
-            _, teacher_out = self.teacher(groups[:1])
+            teacher_emb, teacher_out = self.teacher(groups[:1])
         embeddings, student_out = model(groups)
         loss, stats = self.loss_fn(student_out, teacher_out, self.student_temp, self.teacher_temp(step))
         self.loss_fn.update_center(teacher_out)
+        regulariser = self.regulariser_loss(embeddings, teacher_emb)
+        loss = loss + regulariser
+        stats["regulariser"] = regulariser.detach()
+        self._contrastive_value = None
+        stats["contrastive"] = torch.zeros((), device=loss.device)
+        if self.contrastive_weight > 0 and self.stop.active(step):
+            contrastive, _ = nt_xent(embeddings, self.n_views, self.contrastive_temp, self.gather)
+            loss = loss + self.contrastive_weight * contrastive
+            self._contrastive_value = stats["contrastive"] = contrastive.detach()
         with torch.no_grad():
-            # Collapse monitor: per-dimension spread of unit-length embeddings, x sqrt(dim) so ~1 when spread out.
+            stats["student_entropy"] = softmax_entropy(student_out[:batch_size], self.student_temp)
+            # Per-dimension spread of unit-length embeddings, x sqrt(dim) so ~1 when spread out.
             unit = F.normalize(embeddings[:batch_size].float(), dim=-1)
             stats["emb_std"] = unit.std(0).mean() * math.sqrt(unit.shape[1])
+        warning = self.monitor.update(step, stats["teacher_entropy"], stats["emb_std"])
+        if warning:
+            log.warning("step %d: %s", step + 1, warning)
         return loss, stats
+
+    def regulariser_loss(self, embeddings, teacher_emb):
+        """Weighted sum of the configured RDINO / hyperion terms (a zero tensor when all are off)."""
+        total = torch.zeros((), device=embeddings.device)
+        weights = self.regularisers
+        if weights["diversity"] > 0 or weights["redundancy"] > 0:
+            # Per crop group (one crop of every utterance), so the batch statistics are over utterances.
+            per_crop = embeddings.view(self.n_views, -1, embeddings.shape[-1])
+            if weights["diversity"] > 0:
+                total = total + weights["diversity"] * sum(diversity_loss(e) for e in per_crop) / self.n_views
+            if weights["redundancy"] > 0:
+                total = total + weights["redundancy"] * sum(redundancy_loss(e) for e in per_crop) / self.n_views
+        if weights["cosine"] > 0:
+            total = total + weights["cosine"] * cross_crop_cosine_loss(embeddings, teacher_emb, self.n_global)
+        return total
 
     def after_backward(self, step):
         if step < self.freeze_last_layer_steps:
@@ -218,15 +367,21 @@ class DINOObjective(Objective):
 
     def after_step(self, step):
         ema_update(self.teacher, self.student, self.momentum(step))
+        if self._contrastive_value is not None:
+            reason = self.stop.update_averaged(step, self._contrastive_value)
+            if reason:
+                log.info("dino: contrastive warm-up stopped at step %d: %s", self.stop.stopped_step, reason)
 
     def state_dict(self):
         return {"student_head": self.student.head.state_dict(), "teacher_head": self.teacher.head.state_dict(),
-                "loss": self.loss_fn.state_dict()}
+                "loss": self.loss_fn.state_dict(), "contrastive_stop": self.stop.state_dict()}
 
     def load_state_dict(self, state):
         self.student.head.load_state_dict(state["student_head"])
         self.teacher.head.load_state_dict(state["teacher_head"])
         self.loss_fn.load_state_dict(state["loss"])
+        if "contrastive_stop" in state:
+            self.stop.load_state_dict(state["contrastive_stop"])
 
     def synchronise(self):
         """Average the teacher's buffers (BN running stats, updated from each process's own data)."""

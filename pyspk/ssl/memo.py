@@ -32,8 +32,9 @@ from torch import nn
 
 from pyspk.config import ConfigError, check_keys
 from pyspk.models import build_model
-from pyspk.ssl.contrastive import crop_major, nt_xent
+from pyspk.ssl.contrastive import crop_major
 from pyspk.ssl.dino import DINOHead, DINOLoss, ema_update, head_options
+from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
 from pyspk.train.schedules import build_schedule
 
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 MEMO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs",
              "self_weight", "cross_weight", "contrastive")
-CONTRASTIVE_KEYS = ("weight", "temperature", "gather_negatives", "stop")
-STOP_DEFAULTS = {"window_steps": 50, "patience": 2, "min_delta": 0.0, "max_epochs": None}
 MODES = ("self", "cross")
 HEAD_OUTPUT = {"self": 1, "cross": 2}  # position of each mode's head output in MultiArchNet's tuples
 ARCH_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -77,62 +76,6 @@ class MultiArchNet(nn.Module):
 def distillation_pairs(archs):
     """``[(mode, teacher_arch, student_arch)]``: self pairs on the diagonal, cross pairs off it."""
     return [("self", a, a) for a in archs] + [("cross", t, s) for t in archs for s in archs if t != s]
-
-
-class ContrastiveStop:
-    """When to stop the auxiliary contrastive loss.
-
-    Values (already averaged over processes) are summed over windows of
-    ``window_steps`` steps; a window whose mean is not below the best so far
-    by more than ``min_delta`` counts as bad, and after ``patience`` bad
-    windows in a row (patience 0: never) the loss stops. ``max_steps``
-    (None: no limit) stops it unconditionally. ``stopped_step``: number of
-    steps trained when it stopped (the loss is off from that 0-based step on).
-    """
-
-    def __init__(self, window_steps=50, patience=2, min_delta=0.0, max_steps=None, enabled=True):
-        self.window_steps, self.patience, self.min_delta = int(window_steps), int(patience), float(min_delta)
-        self.max_steps = None if max_steps is None else int(max_steps)
-        self.best, self.bad_windows = math.inf, 0
-        self.window_sum, self.window_count = 0.0, 0
-        self.stopped_step = None if enabled else 0
-
-    def active(self, step):
-        return self.stopped_step is None or step < self.stopped_step
-
-    def update(self, step, value):
-        """Record the value of 0-based ``step``; returns a reason string when this step stops the loss."""
-        if not self.active(step):
-            return None
-        self.window_sum += float(value)
-        self.window_count += 1
-        done = step + 1
-        reason = None
-        if done % self.window_steps == 0:
-            mean = self.window_sum / self.window_count
-            self.window_sum, self.window_count = 0.0, 0
-            if mean < self.best - self.min_delta:
-                self.best, self.bad_windows = mean, 0
-            else:
-                self.bad_windows += 1
-            if self.patience > 0 and self.bad_windows >= self.patience:
-                reason = (f"no improvement over {self.bad_windows} windows of {self.window_steps} steps "
-                          f"(best window mean {self.best:.4f}, last {mean:.4f})")
-        if reason is None and self.max_steps is not None and done >= self.max_steps:
-            reason = f"reached its limit of {self.max_steps} steps"
-        if reason is not None:
-            self.stopped_step = done
-        return reason
-
-    def state_dict(self):
-        return {"best": self.best, "bad_windows": self.bad_windows, "window_sum": self.window_sum,
-                "window_count": self.window_count, "stopped_step": -1 if self.stopped_step is None
-                else self.stopped_step}
-
-    def load_state_dict(self, state):
-        self.best, self.bad_windows = float(state["best"]), int(state["bad_windows"])
-        self.window_sum, self.window_count = float(state["window_sum"]), int(state["window_count"])
-        self.stopped_step = None if int(state["stopped_step"]) < 0 else int(state["stopped_step"])
 
 
 def arch_configs(model_cfg):
@@ -211,19 +154,8 @@ class MeMoObjective(Objective):
                              *(f"emb_std_{a}" for a in self.archs))
 
     def _build_contrastive(self, cfg, steps_per_epoch):
-        cfg = dict(cfg or {})
-        check_keys(cfg, CONTRASTIVE_KEYS, "memo.contrastive")
-        stop = dict(cfg.get("stop") or {})
-        check_keys(stop, STOP_DEFAULTS, "memo.contrastive.stop")
-        stop = {**STOP_DEFAULTS, **stop}
-        if int(stop["window_steps"]) < 1 or int(stop["patience"]) < 0:
-            raise ConfigError("memo.contrastive.stop: window_steps must be >= 1 and patience >= 0")
-        self.contrastive_weight = float(cfg.get("weight", 1.0))
-        self.contrastive_temp = float(cfg.get("temperature", 0.1))
-        self.gather = bool(cfg.get("gather_negatives", True))
-        max_steps = None if stop["max_epochs"] is None else round(float(stop["max_epochs"]) * steps_per_epoch)
-        self.stop = ContrastiveStop(stop["window_steps"], stop["patience"], stop["min_delta"], max_steps,
-                                    enabled=self.contrastive_weight > 0)
+        (self.contrastive_weight, self.contrastive_temp, self.gather,
+         self.stop) = contrastive_options(cfg, steps_per_epoch, "memo.contrastive")
         self._contrastive_value = None
 
     @staticmethod
@@ -293,11 +225,7 @@ class MeMoObjective(Objective):
     def after_step(self, step):
         ema_update(self.teacher, self.student, self.momentum(step))
         if self._contrastive_value is not None:
-            value = self._contrastive_value.float().clone()
-            if distributed():  # every process sees the same mean, so all stop at the same step
-                dist.all_reduce(value)
-                value /= dist.get_world_size()
-            reason = self.stop.update(step, value.item())
+            reason = self.stop.update_averaged(step, self._contrastive_value)
             if reason:
                 log.info("memo: contrastive loss stopped at step %d: %s; distillation goes on",
                          self.stop.stopped_step, reason)

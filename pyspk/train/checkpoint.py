@@ -16,6 +16,8 @@ import re
 import numpy as np
 import torch
 
+from pyspk.models import BackboneFileError, read_backbone_file
+
 log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
@@ -120,3 +122,32 @@ def restore_rng_state(state):
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+def average_backbones(paths):
+    """A backbone-file dict whose every backbone is the mean of the same backbone in ``paths``.
+
+    Floating-point tensors (weights, BN running statistics) are averaged;
+    integer buffers (BN batch counters) are taken from the last file. Every
+    file must hold the same backbones with the same configs.
+    """
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    contents = [read_backbone_file(p) for p in paths]
+    first = contents[0]
+    for path, content in zip(paths[1:], contents[1:]):
+        if list(content["backbones"]) != list(first["backbones"]) or any(
+                content["backbones"][n]["config"] != first["backbones"][n]["config"] for n in first["backbones"]):
+            raise BackboneFileError(f"{path}: holds other backbones than {paths[0]}; cannot average them")
+    backbones = {}
+    for name, entry in first["backbones"].items():
+        state = {}
+        for key, value in entry["state_dict"].items():
+            if value.is_floating_point():
+                state[key] = sum(c["backbones"][name]["state_dict"][key].double() for c in contents).div(
+                    len(contents)).to(value.dtype)
+            else:
+                state[key] = contents[-1]["backbones"][name]["state_dict"][key]
+        backbones[name] = {"config": entry["config"], "state_dict": state}
+    return {"backbones": backbones, "default_backbone": first["default_backbone"],
+            "averaged_from": [os.path.basename(p) for p in paths]}

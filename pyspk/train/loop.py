@@ -38,7 +38,8 @@ from pyspk.train.schedules import build_schedule
 log = logging.getLogger(__name__)
 
 TOP_KEYS = ("seed", "data", "model", "optim", "train")
-OPTIM_KEYS = ("name", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad")
+OPTIM_KEYS = ("name", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad", "clip_mode")
+CLIP_MODES = ("global", "per_param")
 TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads")
 # What resume() reads from a checkpoint.
 RESUME_KEYS = ("steps_per_epoch", "backbones", "objective", "optimizer", "rng", "step")
@@ -130,6 +131,9 @@ def check_config(config, objective):
         check_values(config[name], schema, name)
     if "epochs" not in config["train"]:
         raise ConfigError("config needs train.epochs")
+    if config["optim"].get("clip_mode", "global") not in CLIP_MODES:
+        raise ConfigError(f"optim.clip_mode must be one of {', '.join(CLIP_MODES)}, "
+                          f"got {config['optim'].get('clip_mode')!r}")
 
 
 def build_optimizer(groups, cfg):
@@ -139,6 +143,28 @@ def build_optimizer(groups, cfg):
                                nesterov=bool(cfg.get("nesterov", False)))
     return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.get("betas", (0.9, 0.999))),
                              eps=float(cfg.get("eps", 1e-8)), weight_decay=0.0)
+
+
+@torch.no_grad()
+def clip_gradients(parameters, max_norm, mode="global"):
+    """Clip gradients and return the global gradient norm before clipping.
+
+    ``global``: one scale for all (torch's clip_grad_norm_); ``per_param``:
+    each tensor's gradient scaled to norm at most ``max_norm`` on its own, as
+    DINO, WeSpeaker and Cho et al. do. ``max_norm`` <= 0: norm only.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    if max_norm > 0:
+        if mode == "per_param":
+            scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+            torch._foreach_mul_(grads, scales)
+        else:
+            torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
 
 
 def to_device(batch, device):
@@ -254,13 +280,14 @@ class Trainer:
         self.wd = build_schedule(optim.get("weight_decay", 0.0), self.steps_per_epoch, self.total_steps,
                                  "optim.weight_decay")
         self.clip_grad = float(optim.get("clip_grad", 0.0))
+        self.clip_mode = optim.get("clip_mode", "global")
         self.model = module
         if self.dist.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
         self.amp = bool(cfg["train"].get("amp", False)) and self.device.type == "cuda"
         columns = ["step", "epoch", "loss", "lr", "wd", *self.objective.schedule_names,
-                   *self.objective.metric_names, "sec_per_step", "data_sec_per_step"]
+                   *self.objective.metric_names, "grad_norm", "sec_per_step", "data_sec_per_step"]
         self.metrics = MetricsLog(os.path.join(self.exp_dir, "metrics.tsv"), columns)
 
     # -- checkpoints ---------------------------------------------------------
@@ -327,8 +354,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.objective.after_backward(step)
-        if self.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.objective.trainable().parameters(), self.clip_grad)
+        stats["grad_norm"] = clip_gradients(list(self.objective.trainable().parameters()), self.clip_grad,
+                                            self.clip_mode)
         self.optimizer.step()
         self.objective.after_step(step)
         return loss.detach(), stats, lr, wd
@@ -343,7 +370,7 @@ class Trainer:
                                      "(lower optim.lr or optim.clip_grad, or resume from the last checkpoint)")
 
     def _log_row(self, step, sums, count, lr, wd, elapsed, data_time):
-        names = ["loss", *self.objective.metric_names]
+        names = ["loss", *self.objective.metric_names, "grad_norm"]
         values = torch.stack([sums[n] for n in names]).float() / count
         if self.dist.distributed:
             dist.all_reduce(values)
@@ -398,7 +425,7 @@ class Trainer:
         if self.dist.is_main:
             self.export()
             plot_metrics(self.metrics.path, os.path.join(self.exp_dir, "loss.png"),
-                         ["loss", *self.objective.metric_names, "lr"])
+                         ["loss", *self.objective.metric_names, "grad_norm", "lr"])
             with open(self.done_path, "w") as f:
                 f.write(f"step {step}\n")
             log.info("training finished: %s", self.final_path)

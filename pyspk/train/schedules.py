@@ -12,7 +12,7 @@ import numpy as np
 
 from pyspk.config import ConfigError, check_keys
 
-SCHEDULE_KEYS = ("base", "final", "warmup_epochs", "warmup_start", "kind")
+SCHEDULE_KEYS = ("base", "final", "warmup_epochs", "warmup_fraction", "warmup_start", "kind")
 KINDS = ("cosine", "linear", "constant")
 
 
@@ -47,7 +47,8 @@ def build_schedule(cfg, steps_per_epoch, total_steps, name):
     """A :class:`Schedule` from a config value: a number (constant) or a mapping.
 
     Mapping keys: ``base`` (required), ``final`` (default = base),
-    ``warmup_epochs`` (may be fractional), ``warmup_start`` (default 0 when
+    ``warmup_epochs`` (may be fractional) or ``warmup_fraction`` (of all
+    steps, so that short and long runs warm up alike; wins when set), ``warmup_start`` (default 0 when
     warming up), ``kind`` (cosine | linear | constant).
     """
     if isinstance(cfg, (int, float)):
@@ -55,6 +56,9 @@ def build_schedule(cfg, steps_per_epoch, total_steps, name):
     if not isinstance(cfg, dict) or "base" not in cfg:
         raise ConfigError(f"'{name}' must be a number or a mapping with at least 'base'")
     check_keys(cfg, SCHEDULE_KEYS, name)
-    warmup_steps = round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
+    if cfg.get("warmup_fraction") is not None:
+        warmup_steps = round(float(cfg["warmup_fraction"]) * total_steps)
+    else:
+        warmup_steps = round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch)
     return Schedule(float(cfg["base"]), cfg.get("final"), total_steps, warmup_steps,
                     cfg.get("warmup_start", 0.0 if warmup_steps else None), cfg.get("kind", "cosine"))
