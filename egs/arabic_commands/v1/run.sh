@@ -33,6 +33,7 @@ rounds=2
 num_clusters=24           # k-means k: twice the 12 training speakers (splitting a speaker hurts less than merging two)
 keep_fraction=0.7
 device=auto
+results=exp/results.txt   # one line per system; a second config of one method wants its own file
 # End configuration section.
 
 help_message="Usage: $0 [options]
@@ -55,6 +56,7 @@ help_message="Usage: $0 [options]
   --num-clusters K         k-means clusters ($num_clusters)
   --keep-fraction F        confident share kept per cluster ($keep_fraction)
   --device DEV             auto|cpu|cuda[:i] ($device)
+  --results FILE           results file ($results)
 e.g.: $0 --stage 4 --stop-stage 6 --ssl contrastive"
 
 caller_dir=$PWD
@@ -76,7 +78,7 @@ log() {
 pipeline_opts=(--nj $nj --device $device --train-set train --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
-  --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction")
+  --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
