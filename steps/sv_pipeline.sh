@@ -165,12 +165,9 @@ trial_lists() {
 }
 [ -n "$(trial_lists)" ] || die "no trial list (data/<test-set>/trials or trials_<name>) in any of: $test_sets"
 
-# metrics <name> <trials> <scores> [<det-plot>]: one results line; skipped when it is there already.
+# metrics <name> <trials> <scores> [<det-plot>]: one results line (the step skips a finished one).
 metrics() {
   local name=$1 trials=$2 scores=$3 det=${4:-}
-  if [ -f "$results" ] && grep -q "^system=$name " "$results" && [ "$results" -nt "$scores" ]; then
-    return 0
-  fi
   steps/compute_metrics.sh --name "$name" --results "$results" ${det:+--det-plot "$det"} "$trials" "$scores"
 }
 
@@ -189,7 +186,7 @@ score_cosine() {
   local dir=$1 system=$2 tag=${3:+${3}_} t trials suffix scores
   while read -r t trials suffix; do
     scores=$dir/scores/cosine_${tag}$(basename $trials)_$t
-    [ -f "$scores" ] || steps/score_cosine.sh --mean-dir $dir/xvectors_${tag}$train_set $trials \
+    steps/score_cosine.sh --mean-dir $dir/xvectors_${tag}$train_set $trials \
       $dir/xvectors_${tag}$t $dir/xvectors_${tag}$t $scores
     metrics ${system}_cosine$suffix $trials $scores ${scores}_det.png
   done < <(trial_lists)
@@ -204,10 +201,10 @@ score_plda() {
     warn "--plda-lda-dim $lda_dim needs more than $num_spk speakers in data/$labels: using $((num_spk - 1))"
     lda_dim=$((num_spk - 1))
   fi
-  [ -f $dir/plda/plda ] || steps/train_plda.sh --lda-dim $lda_dim $dir/xvectors_$labels data/$labels $dir/plda
+  steps/train_plda.sh --lda-dim $lda_dim $dir/xvectors_$labels data/$labels $dir/plda
   while read -r t trials suffix; do
     scores=$dir/scores/plda_$(basename $trials)_$t
-    [ -f "$scores" ] || steps/score_plda.sh $dir/plda $trials $dir/xvectors_$t $dir/xvectors_$t $scores
+    steps/score_plda.sh $dir/plda $trials $dir/xvectors_$t $dir/xvectors_$t $scores
     metrics ${system}_plda$suffix $trials $scores
   done < <(trial_lists)
 }
@@ -304,10 +301,9 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       copies_opt=(--copies-from data/$train_data)
       pl_train=${pl_data}_combined
     fi
-    [ -f data/$pl_data/utt2spk ] && [ -f $dir/cluster/cluster_report.txt ] || \
-      steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction \
-        --min-cluster-size $min_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
-        $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
+    steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction \
+      --min-cluster-size $min_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
+      $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
     steps/train_classifier.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
     extract $dir "" $train_set $test_sets $pl_data
