@@ -63,6 +63,16 @@ def init_distributed(requested_device=None):
     return info, device
 
 
+def distributed_active() -> bool:
+    """True inside an initialised process group (torchrun/DDP), False in a single process."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def distributed_rank() -> int:
+    """This process's rank in the process group; 0 in a single process."""
+    return dist.get_rank() if distributed_active() else 0
+
+
 def cleanup_distributed():
-    if dist.is_available() and dist.is_initialized():
+    if distributed_active():
         dist.destroy_process_group()

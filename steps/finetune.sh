@@ -21,7 +21,7 @@ device=auto
 overrides=
 backbone=
 label_file=utt2label
-random_init=false
+random_init=
 chunk_frames=
 augment=
 eval_chunk_size=
@@ -40,7 +40,7 @@ Options:
   --device <auto|cpu|cuda>      # auto: cuda if available (default: $device)
   --backbone <name>             # backbone in <init-model> (default: the file's default)
   --label-file <name>           # label file in <train-dir> and <test-dir> (default: $label_file)
-  --random-init <true|false>    # train the same architecture from random weights (default: $random_init)
+  --random-init <true|false>    # train the same architecture from random weights (default: the config's)
   --chunk-frames <n>            # training crop length in frames (default: the config's data.crops)
   --augment <true|false>        # false: no augmented copies, SpecAugment or channel augmentation
                                 # (default: as the config says)
@@ -75,10 +75,13 @@ for opt in random_init augment; do
 done
 mkdir -p "$dir/log"
 
-train_opts=(--label-file "$label_file" --random-init "$random_init" --device "$device")
-[ -n "$backbone" ] && train_opts+=(--backbone "$backbone")
-[ -n "$chunk_frames" ] && train_opts+=(--chunk-frames "$chunk_frames")
-[ -n "$augment" ] && train_opts+=(--augment "$augment")
+# The step's options are config settings of the finetune section (pyspk.transfer.stages).
+settings=(finetune.label_file="$label_file")
+[ -n "$random_init" ] && settings+=(finetune.random_init="$random_init")
+[ -n "$chunk_frames" ] && settings+=(finetune.chunk_frames="$chunk_frames")
+[ -n "$augment" ] && settings+=(finetune.augment="$augment")
+init_args=(--init-model "$init")
+[ -n "$backbone" ] && init_args+=(--init-backbone "$backbone")
 read -r -a override_args <<< "$overrides"
 # one node: torchrun's defaults for the node options
 set_launcher "$nj_gpus" 1 0 127.0.0.1 "$master_port"
@@ -86,14 +89,15 @@ set_launcher "$nj_gpus" 1 0 127.0.0.1 "$master_port"
 if [ -f "$dir/.done" ]; then
   echo "$0: $dir/.done exists: training already finished (remove it to train again); evaluating"
 else
-  run_or_die "$cmd" "$dir/log/train.log" fine-tuning "${launcher[@]}" -m pyspk.bin.finetune train \
-    --config "$train_config" --init "$init" "${train_opts[@]}" "$train" "$dir" ${override_args[@]+"${override_args[@]}"}
+  run_or_die "$cmd" "$dir/log/train.log" fine-tuning "${launcher[@]}" -m pyspk.bin.train \
+    --config "$train_config" --device "$device" "${init_args[@]}" "$train" "$dir" \
+    "${settings[@]}" ${override_args[@]+"${override_args[@]}"}
 fi
 check_trained_model "$dir" "$dir/log/train.log"
 
 eval_opts=(--label-file "$label_file" --device "$device")
 [ -n "$eval_chunk_size" ] && eval_opts+=(--chunk-size "$eval_chunk_size")
 run_or_die "$cmd" "$dir/log/evaluate.log" evaluation \
-  python -m pyspk.bin.finetune evaluate "${eval_opts[@]}" "$dir/final.pt" "$test" "$dir"
+  python -m pyspk.bin.evaluate_classifier "${eval_opts[@]}" "$dir/final.pt" "$test" "$dir"
 summary=$(grep -o "^Done .*" "$dir/log/evaluate.log" | tail -n 1)
 echo "$0: fine-tuned $dir/final.pt; on $test: $summary (details in $dir/results.txt)"

@@ -240,7 +240,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: $ssl training ($ssl_config${ssl_overrides:+, overrides: $ssl_overrides}) on data/$train_data -> $ssl_exp"
-  steps/train_$ssl.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $ssl_config \
+  steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $ssl_config \
     --overrides "$ssl_overrides" data/$train_data $ssl_exp
 fi
 
@@ -304,7 +304,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction \
       --min-cluster-size $min_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
       $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
-    steps/train_classifier.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
+    steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
     extract $dir "" $train_set $test_sets $pl_data
     score_cosine $dir ${ssl}_pl_r$r
@@ -322,7 +322,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     log "Stage 8: the supervised upper bound is finished ($dir/.done); nothing to do"
   else
     log "Stage 8: supervised upper bound (TRUE speaker labels, same budget) -> $dir"
-    steps/train_classifier.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
+    steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$classifier_overrides" --init-model $ssl_exp/final.pt data/$train_data $dir
     extract $dir "" $train_set $test_sets
     score_cosine $dir supervised_upper_bound

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from pyspk.bin import train_classifier
+from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_yaml, save_config
 from pyspk.data.datadir import DataDirError
 from pyspk.models import build_model, list_backbones, load_backbone, save_backbones
@@ -225,7 +225,7 @@ def test_resume_refuses_changed_labels(tmp_path):
 
 def test_killed_process_resumes_exactly(feats_dir, straight, tiny_yaml, tmp_path):
     exp = str(tmp_path / "exp")
-    command = [sys.executable, "-m", "pyspk.bin.train_classifier", "--config", tiny_yaml, "--device", "cpu",
+    command = [sys.executable, "-m", "pyspk.bin.train", "--config", tiny_yaml, "--device", "cpu",
                feats_dir, exp, "train.ckpt_every_steps=1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -288,7 +288,7 @@ def test_cli_errors(feats_dir, tiny_yaml, tmp_path, capsys):
              (["classifier.bogus=1"], "unknown key 'bogus' under classifier")]
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            train_classifier.main(["--config", tiny_yaml, "--device", "cpu", feats_dir, str(tmp_path / "e"),
+            train_cli.main(["--config", tiny_yaml, "--device", "cpu", feats_dir, str(tmp_path / "e"),
                                    *extra])
         assert exit_info.value.code == 1
         assert message in capsys.readouterr().err

@@ -13,6 +13,7 @@ from conftest import run_script
 from pyspk.bin import cluster as cluster_bin
 from pyspk.cluster import kmeans as km
 from pyspk.cluster.agglomerative import agglomerative
+from pyspk.cluster.pseudo_label import PseudoLabelOptions, pseudo_label
 from pyspk.cluster.report import clusters_per_class, nmi, purity, summarize
 from pyspk.cluster.select import build_tables, cluster_names, select_confident
 from pyspk.data.datadir import DataDir, read_kv, read_scp, read_table, write_table
@@ -308,8 +309,8 @@ def test_copies_from_errors_and_left_out_copies(tmp_path, capsys):
     dest, args[-2] = tmp_path / "pl2", str(tmp_path / "pl2")
     with pytest.raises(SystemExit) as exit_info:
         cluster_bin.main(args)
-    message = str(exit_info.value)
-    assert message.startswith(f"cluster: {combined / 'feats.scp'}: ") and f"'{missing}'" in message
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 1 and f"cluster: error: {combined / 'feats.scp'}: " in message and f"'{missing}'" in message
     assert not dest.exists() and not (tmp_path / "pl2_combined").exists()
 
     # Copies the trainers could not group again once renamed (utt2copies names) are refused; corpus b has
@@ -320,7 +321,7 @@ def test_copies_from_errors_and_left_out_copies(tmp_path, capsys):
     args[-2], args[-5] = str(tmp_path / "pl3"), str(other)
     with pytest.raises(SystemExit) as exit_info:
         cluster_bin.main(args)
-    assert "could not be grouped" in str(exit_info.value) and not (tmp_path / "pl3_combined").exists()
+    assert "could not be grouped" in capsys.readouterr().err and not (tmp_path / "pl3_combined").exists()
 
 
 def test_cluster_cli_errors_name_the_file(tmp_path, capsys):
@@ -328,20 +329,22 @@ def test_cluster_cli_errors_name_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cluster_bin.main(["--num-clusters", "2", "--device", "cpu", str(xvec), str(data), str(tmp_path / "pl"),
                           str(tmp_path / "report")])
-    assert "xvector.scp:4:" in str(exit_info.value) and "dimension" in str(exit_info.value)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "xvector.scp:4:" in err and "dimension" in err
     assert not (tmp_path / "pl").exists()
 
     data2, xvec2 = make_embedded_corpus(tmp_path / "b", n_spk=2, n_utt=3)
     with pytest.raises(SystemExit) as exit_info:
         cluster_bin.main(["--num-clusters", "7", "--device", "cpu", str(xvec2), str(data2), str(tmp_path / "pl"),
                           str(tmp_path / "report")])
-    assert "xvector.scp" in str(exit_info.value) and "more than the 6" in str(exit_info.value)
+    err = capsys.readouterr().err
+    assert "xvector.scp" in err and "more than the 6" in err
 
     open(xvec2 / "xvector.scp", "w").close()
     with pytest.raises(SystemExit) as exit_info:
         cluster_bin.main(["--num-clusters", "2", "--device", "cpu", str(xvec2), str(data2), str(tmp_path / "pl"),
                           str(tmp_path / "report")])
-    assert "xvector.scp: no vectors" in str(exit_info.value)
+    assert "xvector.scp: no vectors" in capsys.readouterr().err
 
 
 def test_script_usage_and_missing_input(tmp_path):
@@ -350,3 +353,19 @@ def test_script_usage_and_missing_input(tmp_path):
     proc = run_script(["steps/cluster_embeddings.sh", str(tmp_path), str(tmp_path), str(tmp_path / "d"),
                        str(tmp_path / "r")], check=False)
     assert proc.returncode == 1 and "xvector.scp" in proc.stderr
+
+
+def test_pseudo_label_library_function(tmp_path):
+    """pyspk.cluster.pseudo_label without the entry point: the report it returns matches the written data dir."""
+    data, xvec = make_embedded_corpus(tmp_path, n_spk=4, n_utt=10)
+    options = PseudoLabelOptions(num_clusters=4, keep_fraction=0.5, min_cluster_size=2)
+    sections = pseudo_label(str(xvec), str(data), str(tmp_path / "pl"), str(tmp_path / "report"), options,
+                            torch.device("cpu"), ref_utt2spk=str(data / "utt2spk"))
+    utt2spk = read_kv(str(tmp_path / "pl" / "utt2spk"))
+    assert sections["selection"]["kept_utts"] == len(utt2spk) == 20  # half of each 10-member cluster
+    assert sections["selection"]["kept_clusters"] == len(set(utt2spk.values())) == 4
+    assert sections["truth_all"]["nmi"] > 0.95 and sections["settings"]["keep_fraction"] == 0.5
+    with pytest.raises(ValueError, match="--keep-fraction must be in"):
+        pseudo_label(str(xvec), str(data), str(tmp_path / "pl2"), str(tmp_path / "r2"),
+                     PseudoLabelOptions(num_clusters=4, keep_fraction=0.0), torch.device("cpu"))
+    assert not (tmp_path / "pl2").exists()

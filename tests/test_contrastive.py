@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from pyspk.bin import train_contrastive
+from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
 from pyspk.ssl.contrastive import ContrastiveObjective, ProjectionHead, nt_xent
@@ -158,7 +158,7 @@ def test_config_errors_and_script_usage(feats_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown key"):
         build(tiny_config("contrastive.head.bogus=1"))
     with pytest.raises(SystemExit) as exit_info:
-        train_contrastive.main(["--config", DEMO, feats_dir, str(tmp_path / "e"), *TINY, "contrastive.temperature=0"])
+        train_cli.main(["--config", DEMO, feats_dir, str(tmp_path / "e"), *TINY, "contrastive.temperature=0"])
     assert exit_info.value.code == 1
     assert "contrastive.temperature must be positive" in capsys.readouterr().err
     proc = run_script(["steps/train_contrastive.sh", "--config", DEMO, str(tmp_path / "nodata"), str(tmp_path / "e")],

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from pyspk.bin import train_dino
+from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_config
 from pyspk.data.datadir import DataDir, DataDirError
 from pyspk.models import list_backbones, load_backbone
@@ -292,7 +292,7 @@ def test_config_errors(feats_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match="40-dim features but model.feat_dim is 80"):
         Trainer(DINOObjective(), load_config(TINY), feats_dir, str(tmp_path / "e")).run()
     with pytest.raises(SystemExit) as exit_info:
-        train_dino.main(["--config", TINY, feats_dir, str(tmp_path / "e2"), "optim.nope=1"])
+        train_cli.main(["--config", TINY, feats_dir, str(tmp_path / "e2"), "optim.nope=1"])
     assert exit_info.value.code == 1
     assert "unknown key 'nope' under optim" in capsys.readouterr().err
 

@@ -29,7 +29,7 @@ def no_traceback(proc):
 
 
 def train_dino(data, exp, *overrides, max_steps=None, config=DINO_TINY):
-    args = [sys.executable, "-m", "pyspk.bin.train_dino", "--config", config, "--device", "cpu"]
+    args = [sys.executable, "-m", "pyspk.bin.train", "--config", config, "--device", "cpu"]
     if max_steps is not None:
         args += ["--max-steps", str(max_steps)]
     return run_script(args + [data, exp, *TINY_OVERRIDES, *overrides], check=False)
@@ -157,7 +157,7 @@ def test_config_values_are_type_and_range_checked(feats40, tmp_path, override, m
     proc = train_dino(feats40, exp, override)
     assert proc.returncode == 1
     no_traceback(proc)
-    assert f"train_dino: error: {message}" in proc.stderr
+    assert f"train: error: {message}" in proc.stderr
     assert not os.path.exists(os.path.join(exp, "final.pt"))
     assert not os.path.exists(os.path.join(exp, "metrics.tsv"))
 
@@ -253,7 +253,7 @@ def test_disk_full_in_training_is_reported_and_resumable(feats40, small_disk):
     proc = train_dino(feats40, exp, max_steps=2)
     assert proc.returncode == 1
     no_traceback(proc)
-    assert f"train_dino: error: no space left on {exp}" in proc.stderr
+    assert f"train: error: no space left on {exp}" in proc.stderr
     assert os.listdir(os.path.join(exp, "checkpoints")) == []
     assert not os.path.exists(os.path.join(exp, "final.pt"))
 

@@ -7,24 +7,30 @@ import torch
 import yaml
 
 from conftest import run_script
-from pyspk.bin import finetune as finetune_cli
+from pyspk.bin import evaluate_classifier
+from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, read_kv, write_table
 from pyspk.models import build_model, load_backbone, save_backbones
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import CropDataset, ResumableBatchSampler
 from pyspk.train.synthetic import make_feats_data_dir
-from pyspk.transfer.finetune import FinetuneObjective, build_stage_config, classification_metrics, \
-    last_layer_prefixes, load_classifier, read_results, run_finetune, stage_dirs
+from pyspk.transfer.evaluate import load_classifier
+from pyspk.transfer.labels import classification_metrics, read_results
+from pyspk.transfer.network import last_layer_prefixes
+from pyspk.transfer.objective import FinetuneObjective
+from pyspk.transfer.stages import build_stage_config, run_finetune, stage_dirs
 
 MODEL = {"name": "resnet_thin", "feat_dim": 24, "embed_dim": 16, "blocks": [1, 1], "base_width": 4}
 CONFIG = {
+    "objective": "finetune",
     "seed": 3,
     "data": {"batch_size": 4, "num_workers": 0, "crops": {"chunk": {"count": 1, "frames": 40}},
              "aug_prob": 0.5, "specaug": {"prob": 0.5}, "channel": {"prob": 0.0}},
     "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, "clip_grad": 5.0},
     "train": {"log_every": 1, "ckpt_every_steps": 2, "keep_checkpoints": 2, "threads": 1},
-    "finetune": {"label_file": "utt2label", "balance_classes": True, "head": {"batchnorm": True, "dropout": 0.1},
+    "finetune": {"init_model": None, "random_init": False, "chunk_frames": None, "augment": None,
+                 "label_file": "utt2label", "balance_classes": True, "head": {"batchnorm": True, "dropout": 0.1},
                  "eval": {"chunk_size": 60, "min_chunk_size": 20, "batch_size": 8},
                  "stages": [{"name": "last", "train": "last", "epochs": 1, "lr": 0.02},
                             {"name": "all", "train": "all", "epochs": 1, "lr": 0.005}]},
@@ -56,6 +62,11 @@ def dirs(tmp_path_factory):
     with open(config_path, "w") as f:
         yaml.safe_dump(CONFIG, f)
     return {"train": train, "test": test, "init": init, "config": config_path, "root": root}
+
+
+def with_init(init):
+    """CONFIG fine-tuning the backbone file ``init`` (what --init-model sets)."""
+    return dict(CONFIG, finetune=dict(CONFIG["finetune"], init_model=init))
 
 
 def stage_objective(dirs, stage_index, init=None):
@@ -132,7 +143,7 @@ def test_last_layer_prefixes_defaults_and_errors():
 
 def test_staged_run_resume_evaluate_and_idempotence(dirs):
     straight = str(dirs["root"] / "straight")
-    assert run_finetune(CONFIG, dirs["train"], straight, dirs["init"], device="cpu")
+    assert run_finetune(with_init(dirs["init"]), dirs["train"], straight, device="cpu")
     stage1, stage2 = stage_dirs(straight, CONFIG)
     first = ckpt.load_checkpoint(ckpt.find_latest(os.path.join(stage1, "checkpoints")))
     second = ckpt.load_checkpoint(ckpt.find_latest(os.path.join(stage2, "checkpoints")))
@@ -150,17 +161,17 @@ def test_staged_run_resume_evaluate_and_idempotence(dirs):
 
     # Stopped part-way through stage 1, then re-run: the same classifier as the straight run.
     resumed = str(dirs["root"] / "resumed")
-    assert not run_finetune(CONFIG, dirs["train"], resumed, dirs["init"], device="cpu", max_steps=3)
+    assert not run_finetune(with_init(dirs["init"]), dirs["train"], resumed, device="cpu", max_steps=3)
     assert not os.path.exists(os.path.join(resumed, "final.pt"))
-    assert not run_finetune(CONFIG, dirs["train"], resumed, dirs["init"], device="cpu", max_steps=5)
-    assert run_finetune(CONFIG, dirs["train"], resumed, dirs["init"], device="cpu")
+    assert not run_finetune(with_init(dirs["init"]), dirs["train"], resumed, device="cpu", max_steps=5)
+    assert run_finetune(with_init(dirs["init"]), dirs["train"], resumed, device="cpu")
     a, b = (torch.load(os.path.join(d, "final.pt"), weights_only=True) for d in (straight, resumed))
     assert all(torch.equal(x, a["backbones"]["model"]["state_dict"][k])
                for k, x in b["backbones"]["model"]["state_dict"].items())
     assert all(torch.equal(x, a["classifier"]["head"][k]) for k, x in b["classifier"]["head"].items())
 
     out = str(dirs["root"] / "eval")
-    finetune_cli.main(["evaluate", "--device", "cpu", os.path.join(straight, "final.pt"), dirs["test"], out])
+    evaluate_classifier.main(["--device", "cpu", os.path.join(straight, "final.pt"), dirs["test"], out])
     results = read_results(os.path.join(out, "results.txt"))
     assert set(results) == {"accuracy", "uar", "utterances", "failed"} and results["utterances"] == 8
     predictions = read_kv(os.path.join(out, "utt2pred"))
@@ -169,15 +180,15 @@ def test_staged_run_resume_evaluate_and_idempotence(dirs):
                                       [predictions[u] for u in sorted(predictions)])
     assert results["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-4)
     mtime = os.path.getmtime(os.path.join(straight, "final.pt"))
-    assert run_finetune(CONFIG, dirs["train"], straight, dirs["init"], device="cpu")
+    assert run_finetune(with_init(dirs["init"]), dirs["train"], straight, device="cpu")
     assert os.path.getmtime(os.path.join(straight, "final.pt")) == mtime
 
 
-def test_random_init_and_cli_options(dirs):
+def test_random_init_and_crop_options(dirs):
     exp = str(dirs["root"] / "scratch")
-    finetune_cli.main(["train", "--config", dirs["config"], "--init", dirs["init"], "--random-init", "true",
-                       "--chunk-frames", "30", "--augment", "false", "--device", "cpu", dirs["train"], exp,
-                       "finetune.stages=[{train: all, epochs: 1}]"])
+    train_cli.main(["--config", dirs["config"], "--init-model", dirs["init"], "--device", "cpu", dirs["train"], exp,
+                    "finetune.random_init=true", "finetune.chunk_frames=30", "finetune.augment=false",
+                    "finetune.stages=[{train: all, epochs: 1}]"])
     saved = yaml.safe_load(open(os.path.join(exp, "stage1_all", "config.yaml")))
     assert saved["data"]["crops"]["chunk"]["frames"] == 30 and saved["data"]["aug_prob"] == 0.0
     assert saved["data"]["specaug"]["prob"] == 0.0 and saved["finetune"]["init"]["random_init"] is True
@@ -201,8 +212,8 @@ def test_user_errors_name_the_problem(dirs, tmp_path, capsys):
            ("data.crops={a: {count: 1, frames: 9}, b: {count: 1, frames: 9}}", "exactly one data.crops group")]
     for override, message in bad:
         with pytest.raises(SystemExit) as exit_info:
-            finetune_cli.main(["train", "--config", dirs["config"], "--init", dirs["init"], "--device", "cpu",
-                               dirs["train"], str(tmp_path / "e"), override])
+            train_cli.main(["--config", dirs["config"], "--init-model", dirs["init"], "--device", "cpu",
+                            dirs["train"], str(tmp_path / "e"), override])
         assert exit_info.value.code == 1
         assert message in capsys.readouterr().err
     partial = str(tmp_path / "partial")

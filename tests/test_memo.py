@@ -160,7 +160,7 @@ def assert_same_backbones(path_a, path_b):
 
 def test_killed_run_resumes_with_its_stop_state(feats_dir, straight, tmp_path):
     exp = str(tmp_path / "exp")
-    command = [sys.executable, "-m", "pyspk.bin.train_memo", "--config", DEMO, "--device", "cpu", feats_dir, exp,
+    command = [sys.executable, "-m", "pyspk.bin.train", "--config", DEMO, "--device", "cpu", feats_dir, exp,
                *TINY]
     proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

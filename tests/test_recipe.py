@@ -58,7 +58,7 @@ def test_training_draws_on_the_augmented_copies(recipe):
     assert len(utt2spk) == 5 * len(kept)
     for utt, copies in group_copies(pl, list(pl.feats_scp())).items():
         assert utt in kept and len(copies) == 4 and {utt2spk[c] for c in copies} == {kept[utt]}
-    with open(os.path.join(root, "exp", "dino_tiny", "log", "train_dino.log")) as f:
+    with open(os.path.join(root, "exp", "dino_tiny", "log", "launch.log")) as f:
         assert "data/train_combined" in f.readline()
 
 

@@ -89,9 +89,9 @@ def calls(path):
 def test_the_scan_finds_calls_and_declarations():
     pipeline = os.path.join(ROOT, "steps", "sv_pipeline.sh")
     found = {(os.path.relpath(script, ROOT), tuple(opts)) for _, script, opts in calls(pipeline)}
-    assert any(script == "steps/train_dino.sh" and "overrides" in opts for script, opts in found)
+    assert any(script == "steps/train.sh" and "overrides" in opts for script, opts in found)
     assert {"nj", "cmd", "device", "backbone"} <= declared_options(os.path.join(ROOT, "steps", "extract_embeddings.sh"))
-    assert {"overrides", "nj-gpus"} <= declared_options(os.path.join(ROOT, "steps", "train_dino.sh"))
+    assert {"overrides", "nj-gpus"} <= declared_options(os.path.join(ROOT, "steps", "train.sh"))
     assert "system" not in declared_options(os.path.join(ROOT, "steps", "compute_metrics.sh"))
 
 

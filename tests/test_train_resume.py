@@ -90,7 +90,7 @@ def test_stop_and_resume_in_process(feats_dir, straight, tmp_path):
 
 def test_killed_process_resumes_exactly(feats_dir, straight, tmp_path):
     exp = str(tmp_path / "exp")
-    command = [sys.executable, "-m", "pyspk.bin.train_dino", "--config", TINY, "--device", "cpu", feats_dir, exp,
+    command = [sys.executable, "-m", "pyspk.bin.train", "--config", TINY, "--device", "cpu", feats_dir, exp,
                *OVERRIDES]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -5,15 +5,9 @@ import logging
 import sys
 
 from pyspk.backend.trials import score_trials_file
+from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError
 from pyspk.logutil import setup_logging
-
-
-def bool_arg(text):
-    """Kaldi-style boolean option value: 'true' or 'false'."""
-    if text in ("true", "false"):
-        return text == "true"
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
 def level_arg(text):

@@ -21,13 +21,8 @@ from pyspk.data.datadir import DataDirError, write_table
 from pyspk.features.audio import shard, utterance_sources
 from pyspk.features.fbank import ArkScpWriter, FbankConfig, KaldiOptionError, compute_fbank, prepare_waveform, \
     run_feature_job
+from pyspk.cli import bool_arg
 from pyspk.logutil import setup_logging
-
-
-def str2bool(text):
-    if text not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
-    return text == "true"
 
 
 def get_parser():
@@ -35,7 +30,7 @@ def get_parser():
     parser.add_argument("--config", default="conf/fbank.conf", help="Kaldi-style fbank conf (default: %(default)s)")
     parser.add_argument("--job", type=int, default=1, help="this job's index, 1-based (default: %(default)s)")
     parser.add_argument("--num-jobs", type=int, default=1, help="number of jobs (default: %(default)s)")
-    parser.add_argument("--compress", type=str2bool, default=True,
+    parser.add_argument("--compress", type=bool_arg, default=True,
                         help="store Kaldi compressed matrices: true|false (default: true)")
     parser.add_argument("--utt2num-frames-out", help="also write 'utt num_frames' lines here")
     parser.add_argument("--utt2dur-out", help="also write 'utt duration_seconds' lines here")

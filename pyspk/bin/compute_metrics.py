@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from pyspk.backend.cli import bool_arg
+from pyspk.cli import bool_arg
 from pyspk.backend.results import format_result, update_results
 from pyspk.backend.scoring import match_scores_to_trials
 from pyspk.data.datadir import DataDirError, read_trials

@@ -12,7 +12,7 @@ Reads text or binary Kaldi Plda objects; writes text (as copy-plda
 import argparse
 import sys
 
-from pyspk.backend.cli import bool_arg
+from pyspk.cli import bool_arg
 from pyspk.backend.plda import Plda
 from pyspk.data.datadir import DataDirError
 

@@ -31,6 +31,7 @@ from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, utt2spk_to_spk2utt
 from pyspk.device import pick_device
 from pyspk.fileutil import atomic_open, no_space_message
+from pyspk.cli import bool_arg
 from pyspk.logutil import setup_logging
 from pyspk.models import BackboneFileError, load_backbone, read_backbone_file
 from pyspk.models.extract import extract_embeddings, iter_features, job_share, write_vectors
@@ -38,14 +39,6 @@ from pyspk.models.extract import extract_embeddings, iter_features, job_share, w
 log = logging.getLogger("extract_embeddings")
 
 __all__ = ["extract_embeddings", "main"]
-
-
-def str2bool(value):
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
 def build_parser():
@@ -58,7 +51,7 @@ def build_parser():
                      help="shorter tails are dropped, shorter utterances padded by repetition (default 100)")
     ext.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass (default 32)")
     ext.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N (default auto)")
-    ext.add_argument("--use-vad", type=str2bool, default=False, help="drop frames that vad.scp marks 0 (default false)")
+    ext.add_argument("--use-vad", type=bool_arg, default=False, help="drop frames that vad.scp marks 0 (default false)")
     ext.add_argument("--num-threads", type=int, default=0, help="torch CPU threads, 0 = torch's default (default 0)")
     ext.add_argument("--job", type=int, default=1, help="this job's index, 1-based (default 1)")
     ext.add_argument("--num-jobs", type=int, default=1, help="number of jobs (default 1)")

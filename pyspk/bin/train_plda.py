@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from pyspk.backend.cli import bool_arg
+from pyspk.cli import bool_arg
 from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.backend.pipeline import train_plda_backend
 from pyspk.data.datadir import DataDir, DataDirError

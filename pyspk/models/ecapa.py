@@ -71,6 +71,8 @@ class SERes2Block(nn.Module):
 
 
 class ECAPATDNN(Backbone):
+    last_layers = ("embedding", "embed_norm")
+
     def __init__(self, feat_dim, embed_dim, cmn, channels, scale, dilations, se_channels, attention_channels,
                  mfa_channels, global_context):
         super().__init__(feat_dim, embed_dim, cmn)

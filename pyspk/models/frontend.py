@@ -20,6 +20,9 @@ class Backbone(nn.Module):
     """
 
     min_frames = 1
+    # Parameter-name prefixes of the last affine/embedding layers: what fine-tuning's
+    # "train: last" stage updates besides the new head. Every model declares its own.
+    last_layers: tuple[str, ...] = ()
 
     def __init__(self, feat_dim, embed_dim, cmn=True):
         super().__init__()

@@ -58,6 +58,8 @@ def strided_size(size, stride):
 
 
 class ResNet(Backbone):
+    last_layers = ("embedding",)
+
     def __init__(self, feat_dim, embed_dim, cmn, blocks, base_width, stem_stride):
         super().__init__(feat_dim, embed_dim, cmn)
         self.stem = nn.Sequential(

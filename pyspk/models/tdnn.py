@@ -22,6 +22,8 @@ FRAME_LAYERS = [(5, 1), (3, 2), (3, 3), (1, 1)]
 
 
 class XVectorTDNN(Backbone):
+    last_layers = ("segment6",)
+
     def __init__(self, feat_dim, embed_dim, cmn, channels, stats_channels):
         super().__init__(feat_dim, embed_dim, cmn)
         layers = []

@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from pyspk.config import ConfigError, check_keys
+from pyspk.device import distributed_rank
 from pyspk.models import build_model
 from pyspk.ssl.dino import MultiCropNet
 from pyspk.ssl.ntxent import nt_xent
@@ -113,7 +113,7 @@ class ContrastiveObjective(Objective):
         inv = dict(cfg.get("channel_invariant") or {})
         check_keys(inv, CHANNEL_INVARIANT_KEYS, "contrastive.channel_invariant")
         self.inv_weight = float(inv.get("weight", 0.0))
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank = distributed_rank()
         self.perturb = ChannelPerturbation(inv.get("channel"), config.get("seed", 0), rank)
         backbone = build_model(config["model"])
         head = ProjectionHead(backbone.embed_dim, **projection_options(cfg.get("head"), "contrastive.head"))

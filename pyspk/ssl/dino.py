@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.device import distributed_active
 from pyspk.models import BackboneFileError, build_model, load_backbone
 from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
@@ -145,7 +146,7 @@ class DINOLoss(nn.Module):
         """EMA of the batch mean of the teacher outputs, averaged over all processes."""
         batch_center = teacher_out.float().sum(0, keepdim=True)
         count = torch.tensor([teacher_out.shape[0]], dtype=torch.float32, device=teacher_out.device)
-        if dist.is_available() and dist.is_initialized():
+        if distributed_active():
             dist.all_reduce(batch_center)
             dist.all_reduce(count)
         self.center.mul_(self.center_momentum).add_(batch_center / count, alpha=1.0 - self.center_momentum)
@@ -385,7 +386,7 @@ class DINOObjective(Objective):
 
     def synchronise(self):
         """Average the teacher's buffers (BN running stats, updated from each process's own data)."""
-        if dist.is_available() and dist.is_initialized():
+        if distributed_active():
             world = dist.get_world_size()
             for buffer in self.teacher.buffers():
                 if buffer.is_floating_point():

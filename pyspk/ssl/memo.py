@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyspk.config import ConfigError, check_keys
+from pyspk.device import distributed_active
 from pyspk.models import build_model
 from pyspk.ssl.contrastive import crop_major
 from pyspk.ssl.dino import DINOHead, DINOLoss, ema_update, head_options
@@ -45,10 +46,6 @@ MEMO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentu
 MODES = ("self", "cross")
 HEAD_OUTPUT = {"self": 1, "cross": 2}  # position of each mode's head output in MultiArchNet's tuples
 ARCH_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def distributed():
-    return dist.is_available() and dist.is_initialized()
 
 
 class MultiArchNet(nn.Module):
@@ -244,7 +241,7 @@ class MeMoObjective(Objective):
 
     def synchronise(self):
         """Average the teachers' BN statistics; take the stop state of process 0 (already equal by design)."""
-        if not distributed():
+        if not distributed_active():
             return
         world = dist.get_world_size()
         for buffer in self.teacher.buffers():

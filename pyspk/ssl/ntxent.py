@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pyspk.config import ConfigError, check_keys
+from pyspk.device import distributed_active
 
 CONTRASTIVE_KEYS = ("weight", "temperature", "gather_negatives", "stop")
 STOP_DEFAULTS = {"window_steps": 50, "patience": 2, "min_delta": 0.0, "max_epochs": None}
@@ -39,7 +40,7 @@ class _GatherRows(torch.autograd.Function):
 
 def gather_with_grad(x):
     """``(all processes' x concatenated in rank order, row offset of this process's x)``; differentiable."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not distributed_active() or dist.get_world_size() == 1:
         return x, 0
     return _GatherRows.apply(x), dist.get_rank() * x.shape[0]
 
@@ -120,7 +121,7 @@ class ContrastiveStop:
     def update_averaged(self, step, value):
         """:meth:`update` with a tensor averaged over processes, so every process stops at the same step."""
         value = value.detach().float().clone()
-        if dist.is_available() and dist.is_initialized():
+        if distributed_active():
             dist.all_reduce(value)
             value /= dist.get_world_size()
         return self.update(step, value.item())

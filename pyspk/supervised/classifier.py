@@ -102,9 +102,6 @@ class ClassifierObjective(Objective):
     metric_names = ("accuracy",)
     schedule_names = ("margin",)
 
-    def __init__(self, data_dir):
-        self.data_dir = data_dir
-
     def build(self, config, steps_per_epoch, total_steps, device):
         cfg = config.get(self.section)
         if not isinstance(cfg, dict):

@@ -37,7 +37,7 @@ from pyspk.train.schedules import build_schedule
 
 log = logging.getLogger(__name__)
 
-TOP_KEYS = ("seed", "data", "model", "optim", "train")
+TOP_KEYS = ("objective", "seed", "data", "model", "optim", "train")
 OPTIM_KEYS = ("name", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad", "clip_mode")
 CLIP_MODES = ("global", "per_param")
 TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads")
@@ -66,6 +66,10 @@ class Objective:
     metric_names = ()
     schedule_names = ()
     with_labels = False
+
+    def __init__(self, data_dir: str | None = None):
+        # The training data dir, for objectives that read more than the crops (labels, utt2label).
+        self.data_dir = data_dir
 
     def build(self, config, steps_per_epoch, total_steps, device):
         """Create the modules (on ``device``) and the method's own schedules."""

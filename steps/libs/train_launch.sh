@@ -1,5 +1,5 @@
-# Shared launching logic of the training steps (steps/train_{dino,contrastive,
-# memo,classifier}.sh, steps/finetune.sh). Source it, don't run it:
+# Shared launching logic of the training steps (steps/train.sh,
+# steps/finetune.sh). Source it, don't run it:
 #   . "$(dirname "$0")/libs/train_launch.sh"
 # The functions print messages prefixed with the calling step's $0 and exit
 # the step on errors, as the steps themselves would.

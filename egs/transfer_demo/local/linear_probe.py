@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pyspk.backend.embeddings import read_vector_scp
 from pyspk.data.datadir import DataDirError, write_table
-from pyspk.transfer.finetune import classification_metrics, labels_for, read_labels, write_results
+from pyspk.transfer.labels import classification_metrics, labels_for, read_labels, write_results
 
 
 def load(xvector_dir, data_dir):

@@ -7,7 +7,7 @@ e.g.: local/make_table.py "frozen + LR=exp/linear_probe/results.txt" "staged=exp
 
 import sys
 
-from pyspk.transfer.finetune import read_results
+from pyspk.transfer.labels import read_results
 
 
 def main(argv=None):

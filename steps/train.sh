@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Train a speaker-embedding network with pyspk.bin.train; the method is the
+# config's "objective": dino, contrastive, memo (self-supervised, feats.scp
+# only), classifier (AAM-softmax on the speakers of <data-dir>/utt2spk: true
+# speakers or the cluster ids of pseudo-labels) or finetune (staged, on
+# utt2label; steps/finetune.sh also evaluates). Writes <exp-dir>/final.pt for
+# steps/extract_embeddings.sh, plus config.yaml, checkpoints/, log/train.log,
+# metrics.tsv and loss.png; what run.pl captured of the job is log/launch.log.
+#
+# --init-model starts the network from a backbone file: the DINO teacher for
+# the first round of pseudo-labels, the previous round's final.pt after that.
+# Killing the job at any time and re-running the same command resumes from the
+# latest checkpoint exactly; once <exp-dir>/.done exists re-running does
+# nothing. With --nj-gpus N > 1 the trainer runs as N DDP processes under
+# torchrun (per-process batch = data.batch_size); for several machines run the
+# same command on each with --num-nodes, --node-rank and --master-addr.
+set -euo pipefail
+echo "$0 $*"
+
+# Begin configuration section.
+cmd=run.pl
+nj_gpus=1
+device=auto
+init_model=
+init_backbone=
+overrides=
+num_nodes=1
+node_rank=0
+master_addr=127.0.0.1
+master_port=29500
+# End configuration section.
+train_config=   # --config; taken out before parse_options.sh, which would source it as shell
+
+. "$(dirname "$0")/libs/train_launch.sh"
+help_message="Usage: $0 [options] --config <train.yaml> <data-dir> <exp-dir>
+e.g.: $0 --cmd \"\$cuda_cmd\" --nj-gpus 4 --config conf/dino_ecapa.yaml data/voxceleb2_dev exp/dino_ecapa
+      $0 --config conf/classifier_demo.yaml --init-model exp/dino_demo/final.pt data/train_pl_r1 exp/pl_dino_r1
+Options:
+  --config <yaml>               # training config with its objective, required (e.g. conf/dino_demo.yaml)
+  --init-model <file>           # backbone file to start from, e.g. exp/dino/final.pt (default: the config's)
+  --init-backbone <name>        # backbone of --init-model (default: the file's default backbone)
+  --overrides \"<a.b=v c=w>\"     # space-separated config overrides (default: none)
+$(launch_options_help)"
+
+take_config_option "$@"
+set -- ${remaining_args[@]+"${remaining_args[@]}"}
+. "$(dirname "$0")/../path.sh"
+. parse_options.sh
+
+if [ $# -ne 2 ] || [ -z "$train_config" ]; then
+  printf "%s\n" "$help_message" >&2
+  exit 1
+fi
+data=$1
+dir=$2
+
+for f in "$train_config" "$data/feats.scp" ${init_model:+"$init_model"}; do
+  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
+done
+if [ -n "$init_backbone" ] && [ -z "$init_model" ]; then
+  echo "$0: --init-backbone needs --init-model" >&2
+  exit 1
+fi
+check_positive_ints nj_gpus num_nodes
+exit_if_trained "$dir"
+mkdir -p "$dir/log"
+
+init_args=()
+[ -n "$init_model" ] && init_args+=(--init-model "$init_model")
+[ -n "$init_backbone" ] && init_args+=(--init-backbone "$init_backbone")
+read -r -a override_args <<< "$overrides"
+set_launcher "$nj_gpus" "$num_nodes" "$node_rank" "$master_addr" "$master_port"
+log=$dir/log/launch.log
+run_or_die "$cmd" "$log" training "${launcher[@]}" -m pyspk.bin.train --config "$train_config" \
+  --device "$device" ${init_args[@]+"${init_args[@]}"} "$data" "$dir" ${override_args[@]+"${override_args[@]}"}
+check_trained_model "$dir" "$log"
+echo "$0: trained $dir/final.pt (losses in $dir/metrics.tsv, $dir/loss.png)"
