@@ -7,6 +7,8 @@ into the experiment dir.
 """
 
 import copy
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
@@ -17,7 +19,7 @@ class ConfigError(ValueError):
     pass
 
 
-def load_yaml(path):
+def load_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             config = yaml.safe_load(f)
@@ -34,7 +36,7 @@ def load_yaml(path):
     return config
 
 
-def describe_yaml_error(path, error):
+def describe_yaml_error(path: str, error: yaml.YAMLError) -> str:
     """"unsafe YAML tag at <file>:<line>" for a tag safe_load refuses (e.g. !!python/object), else the parser's text."""
     mark = getattr(error, "problem_mark", None)
     line = f":{mark.line + 1}" if mark is not None else ""
@@ -43,7 +45,7 @@ def describe_yaml_error(path, error):
     return f"{path}{line}: invalid YAML: {error.problem or error}"
 
 
-def apply_overrides(config, overrides):
+def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
     """Return a copy of ``config`` with ``["a.b=1", ...]`` applied."""
     config = copy.deepcopy(config)
     for item in overrides or []:
@@ -67,29 +69,31 @@ def apply_overrides(config, overrides):
     return config
 
 
-def load_config(path, overrides=None):
+def load_config(path: str, overrides: list[str] | None = None) -> dict:
     return apply_overrides(load_yaml(path), overrides)
 
 
-def save_config(config, path):
+def save_config(config: dict, path: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False)
 
 
-def check_keys(section, allowed, name):
+def check_keys(section: dict, allowed: Iterable[str], name: str) -> None:
     """Fail on keys of a config section that the code does not know."""
     unknown = set(section) - set(allowed)
     if unknown:
-        raise ConfigError(f"unknown key(s) in '{name}': {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"unknown key(s) in '{name}': {', '.join(sorted(unknown))}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
 
 
 class Value:
     """The type and range one config key must have: kind int, float or bool; bounds inclusive unless open."""
 
-    def __init__(self, kind, low=None, high=None, low_open=False):
+    def __init__(self, kind: type, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> None:
         self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
 
-    def problem(self, value):
+    def problem(self, value: Any) -> str | None:
         """Why ``value`` does not fit, or None."""
         if self.kind is bool:
             return None if isinstance(value, bool) else "must be true or false"
@@ -102,7 +106,7 @@ class Value:
         return None
 
 
-def check_values(section, schema, name):
+def check_values(section: dict, schema: dict[str, "Value"], name: str) -> None:
     """Fail, naming the key, on a value of ``section`` that does not fit ``schema`` ({key: Value}); absent keys pass."""
     for key, spec in schema.items():
         if key in section:

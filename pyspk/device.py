@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 
 
-def pick_device(requested=None):
+def pick_device(requested: str | None = None) -> torch.device:
     """``--device`` value or, when absent/'auto', CUDA if available else CPU."""
     if requested and requested != "auto":
         device = torch.device(requested)
@@ -19,21 +19,21 @@ def pick_device(requested=None):
 class DistInfo:
     """Rank/world size from torchrun's environment; a single process otherwise."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
 
     @property
-    def distributed(self):
+    def distributed(self) -> bool:
         return self.world_size > 1
 
     @property
-    def is_main(self):
+    def is_main(self) -> bool:
         return self.rank == 0
 
 
-def process_cuda_device(local_rank, device_count):
+def process_cuda_device(local_rank: int, device_count: int) -> torch.device:
     """The GPU of DDP process ``local_rank`` on this node: one device each.
 
     The launcher (run.pl --gpu N, Slurm's --gres) restricts CUDA_VISIBLE_DEVICES
@@ -47,7 +47,7 @@ def process_cuda_device(local_rank, device_count):
     return torch.device("cuda", local_rank)
 
 
-def init_distributed(requested_device=None):
+def init_distributed(requested_device: str | None = None) -> tuple["DistInfo", torch.device]:
     """Initialise the process group under torchrun; return (DistInfo, device).
 
     NCCL on CUDA, gloo on CPU, so DDP is testable on a CPU-only machine.
@@ -73,6 +73,6 @@ def distributed_rank() -> int:
     return dist.get_rank() if distributed_active() else 0
 
 
-def cleanup_distributed():
+def cleanup_distributed() -> None:
     if distributed_active():
         dist.destroy_process_group()

@@ -45,8 +45,8 @@ def get_parser():
     parser = new_parser(__doc__)
     parser.add_argument("--num-clusters", type=int, default=500, help="number of clusters k (default: 500)")
     parser.add_argument("--method", choices=METHODS, default="kmeans",
-                        help="full-batch k-means (embeddings held on the device), mini-batch k-means (embeddings stay in "
-                             "host memory, batches go to the device) or agglomerative (default: kmeans)")
+                        help="full-batch k-means (embeddings held on the device), mini-batch k-means (embeddings "
+                             "stay in host memory, batches go to the device) or agglomerative (default: kmeans)")
     parser.add_argument("--keep-fraction", type=float, default=0.8,
                         help="fraction of each cluster kept, nearest to the centroid first (default: 0.8)")
     parser.add_argument("--min-cluster-size", type=int, default=5,

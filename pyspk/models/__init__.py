@@ -29,6 +29,9 @@ from pyspk.models.frontend import Backbone, mean_normalise
 
 COMMON_DEFAULTS = {"feat_dim": 80, "cmn": True}
 
+PathLike = str | os.PathLike
+MapLocation = str | torch.device
+
 # name -> (class, model-specific defaults, consistency check)
 MODELS = {
     "ecapa": (ecapa.ECAPATDNN, ecapa.DEFAULTS, ecapa.check),
@@ -63,7 +66,7 @@ def _check_value(name, key, value, default):
         raise ConfigError(f"{where} must be {want}, got {value!r}")
 
 
-def full_config(cfg):
+def full_config(cfg: dict) -> dict:
     """``cfg`` with the model's defaults filled in, validated (ConfigError on any problem)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
@@ -82,7 +85,7 @@ def full_config(cfg):
     return full
 
 
-def build_model(cfg):
+def build_model(cfg: dict) -> Backbone:
     """Build a randomly initialised backbone from its config dict."""
     full = full_config(cfg)
     cls = MODELS[full["name"]][0]
@@ -96,7 +99,7 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def backbone_entry(model):
+def backbone_entry(model: torch.nn.Module) -> dict:
     """``{"config": ..., "state_dict": ...}`` for one model built by ``build_model``."""
     model = _unwrap(model)
     if getattr(model, "config", None) is None:
@@ -104,7 +107,8 @@ def backbone_entry(model):
     return {"config": copy.deepcopy(model.config), "state_dict": model.state_dict()}
 
 
-def save_backbones(path, backbones, default, extra=None):
+def save_backbones(path: PathLike, backbones: dict[str, torch.nn.Module], default: str,
+                   extra: dict | None = None) -> None:
     """Atomically write a backbone file holding ``backbones`` (name -> model) plus ``extra`` keys."""
     if default not in backbones:
         raise ValueError(f"default backbone '{default}' is not among {', '.join(backbones)}")
@@ -122,7 +126,7 @@ def save_backbones(path, backbones, default, extra=None):
         f.write(buffer.getbuffer())
 
 
-def read_backbone_file(path, map_location="cpu"):
+def read_backbone_file(path: PathLike, map_location: MapLocation = "cpu") -> dict:
     """The whole backbone-file dict, with clear errors for a missing or foreign file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -137,28 +141,51 @@ def read_backbone_file(path, map_location="cpu"):
     return content
 
 
-def list_backbones(path):
+def list_backbones(path: PathLike) -> list[str]:
     """Names of the backbones stored in ``path``, in stored order."""
     return list(read_backbone_file(path)["backbones"])
 
 
-def load_backbone(path, name=None, map_location="cpu"):
-    """Rebuild backbone ``name`` (default: the file's default_backbone); returned in eval mode."""
+def read_backbone_entry(path: PathLike, name: str | None = None, map_location: MapLocation = "cpu") -> dict:
+    """``{"config", "state_dict"}`` of backbone ``name`` (default: the file's default_backbone) in ``path``."""
     content = read_backbone_file(path, map_location)
     backbones = content["backbones"]
     name = content["default_backbone"] if name is None else name
     if name not in backbones:
         raise BackboneFileError(f"{path}: no backbone '{name}'; available: {', '.join(backbones)}")
-    entry = backbones[name]
+    return backbones[name]
+
+
+def load_backbone(path: PathLike, name: str | None = None, map_location: MapLocation = "cpu") -> Backbone:
+    """Rebuild backbone ``name`` (default: the file's default_backbone); returned in eval mode."""
+    entry = read_backbone_entry(path, name, map_location)
     try:
         model = build_model(entry["config"])
         model.load_state_dict(entry["state_dict"])
     except (ConfigError, KeyError, RuntimeError) as e:
-        raise BackboneFileError(f"{path}: backbone '{name}' cannot be rebuilt: {e}") from None
+        which = f"backbone '{name}'" if name else "the default backbone"
+        raise BackboneFileError(f"{path}: {which} cannot be rebuilt: {e}") from None
     return model.to(map_location).eval()
+
+
+def init_from_file(backbone: Backbone, path: PathLike, name: str | None = None) -> None:
+    """Copy the weights of backbone ``name`` of file ``path`` into ``backbone``, which must have the same config.
+
+    ConfigError lists the config keys that differ; BackboneFileError a file that cannot be read.
+    """
+    source = load_backbone(path, name)
+    if source.config != backbone.config:
+        differ = sorted(k for k in set(source.config) | set(backbone.config)
+                        if source.config.get(k) != backbone.config.get(k))
+        details = ", ".join(f"{k}: {source.config.get(k)!r} in the file, {backbone.config.get(k)!r} in the config"
+                            for k in differ)
+        raise ConfigError(f"{path}: its backbone differs from the config's model section ({details}); "
+                          "make the model section match it")
+    backbone.load_state_dict(source.state_dict())
 
 
 __all__ = [
     "MODELS", "Backbone", "BackboneFileError", "backbone_entry", "build_model", "extract_embeddings",
-    "full_config", "list_backbones", "load_backbone", "mean_normalise", "read_backbone_file", "save_backbones",
+    "full_config", "init_from_file", "list_backbones", "load_backbone", "mean_normalise", "read_backbone_entry", "read_backbone_file",
+    "save_backbones",
 ]

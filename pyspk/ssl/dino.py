@@ -25,7 +25,7 @@ from torch import nn
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
 from pyspk.device import distributed_active
-from pyspk.models import BackboneFileError, build_model, load_backbone
+from pyspk.models import BackboneFileError, build_model, init_from_file
 from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
 from pyspk.train.schedules import build_schedule
@@ -230,9 +230,8 @@ class CollapseMonitor:
 def init_backbone(backbone, path):
     """Load the default backbone of backbone file ``path`` (e.g. a contrastive model) into ``backbone``."""
     try:
-        source = load_backbone(path)
-        backbone.load_state_dict(source.state_dict())
-    except (BackboneFileError, RuntimeError) as e:
+        init_from_file(backbone, path)
+    except (BackboneFileError, ConfigError) as e:
         raise ConfigError(f"dino.init_model: {path}: cannot start from it: {e}") from None
     log.info("dino: student and teacher start from %s", path)
 

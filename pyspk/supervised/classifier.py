@@ -27,7 +27,7 @@ from torch import nn
 
 from pyspk.config import ConfigError, check_keys
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
-from pyspk.models import build_model, load_backbone
+from pyspk.models import build_model, init_from_file
 from pyspk.supervised.aam import AAMSoftmax, build_margin_schedule
 from pyspk.train.data import AUG_SUFFIXES, group_copies
 from pyspk.train.loop import Objective
@@ -56,19 +56,6 @@ def utterance_labels(data_dir, aug_suffixes=AUG_SUFFIXES):
         raise DataDirError(data.file("utt2spk"), 0, f"classification needs at least 2 speakers, found {classes}")
     index = {spk: i for i, spk in enumerate(classes)}
     return classes, np.array([index[s] for s in speakers], dtype=np.int64)
-
-
-def init_backbone(backbone, path, name=None):
-    """Copy the weights of backbone ``name`` of file ``path`` into ``backbone`` (same architecture)."""
-    source = load_backbone(path, name)
-    if source.config != backbone.config:
-        differ = sorted(k for k in set(source.config) | set(backbone.config)
-                        if source.config.get(k) != backbone.config.get(k))
-        details = ", ".join(f"{k}: {source.config.get(k)!r} in the file, {backbone.config.get(k)!r} in the config"
-                            for k in differ)
-        raise ConfigError(f"{path}: its backbone differs from the config's model section ({details}); "
-                          "make the model section match it")
-    backbone.load_state_dict(source.state_dict())
 
 
 class ClassifierNet(nn.Module):
@@ -116,7 +103,7 @@ class ClassifierObjective(Objective):
         log.info("%d classes from %s/utt2spk, %d to %d utterances each", len(self.classes), self.data_dir,
                  counts.min(), counts.max())
         if cfg.get("init_model"):
-            init_backbone(backbone, cfg["init_model"], cfg.get("init_backbone"))
+            init_from_file(backbone, cfg["init_model"], cfg.get("init_backbone"))
             log.info("backbone initialised from %s", cfg["init_model"])
         scale = float(cfg.get("scale", 30.0))
         if scale <= 0:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
 from pyspk.device import distributed_active, distributed_rank
-from pyspk.models import BackboneFileError, build_model, read_backbone_file
+from pyspk.models import build_model, read_backbone_entry
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import AUG_SUFFIXES, group_copies
 from pyspk.train.loop import Objective
@@ -80,7 +80,7 @@ class FinetuneObjective(Objective):
             self.classifier.backbone.load_state_dict(state["backbones"][BACKBONE_NAME]["state_dict"])
             self.load_state_dict(state["objective"])
         elif not init.get("random_init", False):
-            entry = backbone_entry_from_file(init["file"], init.get("backbone"))
+            entry = read_backbone_entry(init["file"], init.get("backbone"))
             self.classifier.backbone.load_state_dict(entry["state_dict"])
 
     def generator(self, device, step):
@@ -113,15 +113,6 @@ class FinetuneObjective(Objective):
         if list(state["classes"]) != self.classes:
             raise ConfigError(f"saved classes {state['classes']} differ from this data's {self.classes}")
         self.classifier.head.load_state_dict(state["head"])
-
-
-def backbone_entry_from_file(path, name=None):
-    """``{"config", "state_dict"}`` of backbone ``name`` (default: the file's default) in ``path``."""
-    content = read_backbone_file(path)
-    name = content["default_backbone"] if name is None else name
-    if name not in content["backbones"]:
-        raise BackboneFileError(f"{path}: no backbone '{name}'; available: {', '.join(content['backbones'])}")
-    return content["backbones"][name]
 
 
 def stage_result(stage_dir):

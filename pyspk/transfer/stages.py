@@ -6,12 +6,11 @@ import os
 
 from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
 from pyspk.device import DistInfo
-from pyspk.models import build_model, save_backbones
+from pyspk.models import build_model, read_backbone_entry, save_backbones
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.loop import Trainer
 from pyspk.transfer.network import TRAIN_WHAT
-from pyspk.transfer.objective import BACKBONE_NAME, HEAD_DEFAULTS, FinetuneObjective, backbone_entry_from_file, \
-    stage_result
+from pyspk.transfer.objective import BACKBONE_NAME, HEAD_DEFAULTS, FinetuneObjective, stage_result
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def run_finetune(config, data_dir, exp_dir, device="auto", max_steps=None):
     cfg = config["finetune"]
     first_init = {"file": os.path.abspath(cfg["init_model"]), "backbone": cfg.get("init_backbone"),
                   "random_init": bool(cfg.get("random_init"))}
-    model_cfg = backbone_entry_from_file(first_init["file"], first_init["backbone"])["config"]
+    model_cfg = read_backbone_entry(first_init["file"], first_init["backbone"])["config"]
     dirs = stage_dirs(exp_dir, config)
     is_main = DistInfo().is_main
     if is_main:
