@@ -73,6 +73,21 @@ def distributed_rank() -> int:
     return dist.get_rank() if distributed_active() else 0
 
 
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average ``module``'s floating-point buffers (e.g. BatchNorm running statistics) over the processes.
+
+    Each process updates them from its own data; averaging makes the saved model the same on every rank.
+    A no-op in a single process.
+    """
+    if not distributed_active():
+        return
+    world = dist.get_world_size()
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer.div_(world)
+
+
 def cleanup_distributed() -> None:
     if distributed_active():
         dist.destroy_process_group()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
-from pyspk.device import distributed_active
+from pyspk.device import average_buffers, distributed_active
 from pyspk.models import BackboneFileError, build_model, init_from_file
 from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
@@ -385,9 +385,4 @@ class DINOObjective(Objective):
 
     def synchronise(self):
         """Average the teacher's buffers (BN running stats, updated from each process's own data)."""
-        if distributed_active():
-            world = dist.get_world_size()
-            for buffer in self.teacher.buffers():
-                if buffer.is_floating_point():
-                    dist.all_reduce(buffer)
-                    buffer.div_(world)
+        average_buffers(self.teacher)

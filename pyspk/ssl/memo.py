@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyspk.config import ConfigError, check_keys
-from pyspk.device import distributed_active
+from pyspk.device import average_buffers, distributed_active
 from pyspk.models import build_model
 from pyspk.ssl.contrastive import crop_major
 from pyspk.ssl.dino import DINOHead, DINOLoss, ema_update, head_options
@@ -243,11 +243,7 @@ class MeMoObjective(Objective):
         """Average the teachers' BN statistics; take the stop state of process 0 (already equal by design)."""
         if not distributed_active():
             return
-        world = dist.get_world_size()
-        for buffer in self.teacher.buffers():
-            if buffer.is_floating_point():
-                dist.all_reduce(buffer)
-                buffer.div_(world)
+        average_buffers(self.teacher)
         state = [self.stop.state_dict()]
         dist.broadcast_object_list(state, src=0)
         self.stop.load_state_dict(state[0])
