@@ -7,8 +7,11 @@ so a typo fails at parse time instead of meaning "false".
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
+
+from pyspk.data.datadir import DataDirError
 
 
 def bool_arg(text: str) -> bool:
@@ -56,3 +59,17 @@ def user_errors_exit(prog: str, errors: tuple[type[BaseException], ...],
             logging.getLogger(prog).error("%s", message)
         print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+def report_data_dir_operation(prog: str, operation: Callable[[], Iterable[str]], stream: TextIO | None = None) -> None:
+    """Run a data-dir operation of pyspk.data.ops and print its messages as "<prog>: ..." (Kaldi's utils/ style).
+
+    A data-dir or OS error is printed as "<prog>: <error>" on stderr and exits with status 1.
+    """
+    try:
+        messages = operation()
+    except (DataDirError, OSError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(1)
+    for message in messages:
+        print(f"{prog}: {message}", file=stream or sys.stdout)

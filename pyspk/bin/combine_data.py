@@ -5,9 +5,8 @@ Fails on a repeated utterance id. Unless --skip-fix, the result goes through fix
 """
 
 import argparse
-import sys
 
-from pyspk.data.datadir import DataDirError
+from pyspk.cli import report_data_dir_operation
 from pyspk.data.ops import combine_data_dirs
 
 PROG = "combine_data"
@@ -21,13 +20,8 @@ def main(argv=None):
     parser.add_argument("dest_dir")
     parser.add_argument("src_dirs", nargs="+")
     args = parser.parse_args(argv)
-    try:
-        messages = combine_data_dirs(args.dest_dir, args.src_dirs, args.extra_files.split(), args.skip_fix)
-    except (DataDirError, OSError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(1)
-    for message in messages:
-        print(f"{PROG}: {message}")
+    report_data_dir_operation(
+        PROG, lambda: combine_data_dirs(args.dest_dir, args.src_dirs, args.extra_files.split(), args.skip_fix))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ Values (wav.scp, feats.scp ...) are kept. utils/copy_data_dir.sh validates the r
 """
 
 import argparse
-import sys
 
-from pyspk.data.datadir import DataDirError
+from pyspk.cli import report_data_dir_operation
 from pyspk.data.ops import copy_data_dir
 
 PROG = "copy_data_dir"
@@ -25,14 +24,8 @@ def main(argv=None):
     for value in (args.utt_prefix, args.utt_suffix, args.spk_prefix, args.spk_suffix):
         if any(c.isspace() for c in value):
             parser.error(f"prefixes and suffixes may not contain whitespace: '{value}'")
-    try:
-        messages = copy_data_dir(args.src_dir, args.dest_dir, args.utt_prefix, args.utt_suffix,
-                                 args.spk_prefix, args.spk_suffix)
-    except (DataDirError, OSError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(1)
-    for message in messages:
-        print(f"{PROG}: {message}")
+    report_data_dir_operation(PROG, lambda: copy_data_dir(args.src_dir, args.dest_dir, args.utt_prefix,
+                                                          args.utt_suffix, args.spk_prefix, args.spk_suffix))
 
 
 if __name__ == "__main__":

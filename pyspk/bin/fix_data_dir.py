@@ -7,9 +7,8 @@ every file, rebuilds spk2utt; changed files are first copied to <data-dir>/.back
 """
 
 import argparse
-import sys
 
-from pyspk.data.datadir import DataDirError
+from pyspk.cli import report_data_dir_operation
 from pyspk.data.ops import fix_data_dir
 
 PROG = "fix_data_dir"
@@ -22,13 +21,8 @@ def main(argv=None):
     parser.add_argument("--spk-extra-files", default="", help="more per-speaker files to filter (space-separated)")
     parser.add_argument("data_dir")
     args = parser.parse_args(argv)
-    try:
-        messages = fix_data_dir(args.data_dir, args.utt_extra_files.split(), args.spk_extra_files.split())
-    except (DataDirError, OSError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(1)
-    for message in messages:
-        print(f"{PROG}: {message}")
+    report_data_dir_operation(
+        PROG, lambda: fix_data_dir(args.data_dir, args.utt_extra_files.split(), args.spk_extra_files.split()))
 
 
 if __name__ == "__main__":

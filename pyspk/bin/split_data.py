@@ -8,7 +8,7 @@ Writes <data-dir>/split<N>/{1..N} (split<N>utt with --per-utt). Without
 import argparse
 import sys
 
-from pyspk.data.datadir import DataDirError
+from pyspk.cli import report_data_dir_operation
 from pyspk.data.ops import split_data_dir
 
 PROG = "split_data"
@@ -23,13 +23,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.num_splits < 1:
         parser.error(f"invalid num-to-split {args.num_splits}")
-    try:
-        _, messages = split_data_dir(args.data_dir, args.num_splits, args.per_utt)
-    except (DataDirError, OSError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(1)
-    for message in messages:
-        print(f"{PROG}: {message}", file=sys.stderr)
+    report_data_dir_operation(
+        PROG, lambda: split_data_dir(args.data_dir, args.num_splits, args.per_utt)[1], sys.stderr)
 
 
 if __name__ == "__main__":

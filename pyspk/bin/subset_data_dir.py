@@ -7,9 +7,8 @@ utterances), utt_list / spk_list (ids in the first field of --id-list).
 """
 
 import argparse
-import sys
 
-from pyspk.data.datadir import DataDirError
+from pyspk.cli import report_data_dir_operation
 from pyspk.data.ops import subset_data_dir
 
 PROG = "subset_data_dir"
@@ -30,13 +29,8 @@ def main(argv=None):
             parser.error(f"--mode {args.mode} needs --id-list")
     elif args.num is None or args.num < 1:
         parser.error(f"--mode {args.mode} needs a positive --num")
-    try:
-        messages = subset_data_dir(args.src_dir, args.dest_dir, args.mode, args.num, args.id_list)
-    except (DataDirError, OSError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        sys.exit(1)
-    for message in messages:
-        print(f"{PROG}: {message}")
+    report_data_dir_operation(
+        PROG, lambda: subset_data_dir(args.src_dir, args.dest_dir, args.mode, args.num, args.id_list))
 
 
 if __name__ == "__main__":
