@@ -20,6 +20,8 @@ fbank_config=conf/fbank.conf
 compress=true
 max_fail_fraction=0.05
 write_utt2dur=true
+backend=kaldi-native
+device=cpu
 # End configuration section.
 
 help_message="Usage: $0 [options] <data-dir> [<log-dir> [<fbank-dir>]]
@@ -31,7 +33,9 @@ Options:
   --fbank-config <file>            # Kaldi-style fbank options (default: $fbank_config)
   --compress <true|false>          # store Kaldi compressed matrices (default: $compress)
   --max-fail-fraction <f>          # fail if more than this fraction of utterances fail (default: $max_fail_fraction)
-  --write-utt2dur <true|false>     # also write <data-dir>/utt2dur (default: $write_utt2dur)"
+  --write-utt2dur <true|false>     # also write <data-dir>/utt2dur (default: $write_utt2dur)
+  --backend <kaldi-native|torch>   # fbank implementation; torch is pyspk's own, as used in training (default: $backend)
+  --device <cpu|cuda|cuda:N>       # device of the torch backend (default: $device)"
 
 . "$(dirname "$0")/../path.sh"
 . "$(dirname "$0")/libs/parallel_jobs.sh"
@@ -52,6 +56,7 @@ done
 [[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 1; }
 [[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
   { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+[[ "$backend" =~ ^(kaldi-native|torch)$ ]] || { echo "$0: --backend must be kaldi-native or torch, got '$backend'" >&2; exit 1; }
 
 utt_list=$data/wav.scp
 [ -f "$data/segments" ] && utt_list=$data/segments
@@ -93,7 +98,8 @@ if $write_utt2dur; then utt2dur_opt=(--utt2dur-out "$logdir/utt2dur.JOB"); fi
 
 if ! $cmd JOB=1:"$nj" "$logdir/make_fbank_$name.JOB.log" \
     python -m pyspk.bin.compute_fbank --config "$fbank_config" --job JOB --num-jobs "$nj" \
-      --compress "$compress" --utt2num-frames-out "$logdir/utt2num_frames.JOB" "${utt2dur_opt[@]}" \
+      --compress "$compress" --backend "$backend" --device "$device" \
+      --utt2num-frames-out "$logdir/utt2num_frames.JOB" "${utt2dur_opt[@]}" \
       "$data" "$fbankdir/raw_fbank_$name.JOB.ark" "$fbankdir/raw_fbank_$name.JOB.scp"; then
   show_failed_job "$nj" "$logdir/make_fbank_$name." .log fbank
   exit 1
