@@ -158,3 +158,13 @@ def test_make_fbank_torch_backend_matches_default(tmp_path):
 
     bad = run_script(["steps/make_fbank.sh", "--backend", "numpy", torch_data], check=False)
     assert bad.returncode != 0 and "--backend must be kaldi-native or torch" in bad.stderr
+
+
+def test_compute_fbank_names_a_bad_device(tmp_path):
+    from pyspk.bin import compute_fbank as compute_fbank_bin
+
+    data = real_speech_data_dir(str(tmp_path / "data"))
+    with pytest.raises(SystemExit, match="--device bogus: not a device"):
+        compute_fbank_bin.main(["--backend", "torch", "--device", "bogus", "--config", FBANK_CONF, data,
+                                str(tmp_path / "x.ark"), str(tmp_path / "x.scp")])
+    assert not os.path.exists(tmp_path / "x.ark")

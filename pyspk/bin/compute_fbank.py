@@ -59,6 +59,11 @@ def fbank_function(backend, config, device):
     from pyspk.device import pick_device
     from pyspk.features.torch_fbank import TorchFbank, compute_fbank_torch
 
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"--device {device}: not a device (cpu, cuda, cuda:N)") from None
     device = pick_device(device)
     if device.type == "cpu":
         torch.set_num_threads(1)  # one core per job, as Kaldi's jobs: make_fbank.sh parallelises with --nj
