@@ -14,7 +14,7 @@ failed M" and exits 0 unless the job itself cannot run.
 
 ``--backend torch`` computes the same features with pyspk's torch fbank (the
 code the training side uses), on ``--device``; they agree with the default
-kaldi-native-fbank to float32 rounding (max abs difference under 2e-3).
+kaldi-native-fbank to float32 rounding (max abs difference under 2e-3 on real speech).
 """
 
 import argparse

@@ -20,21 +20,23 @@ training device.
 
 import math
 
+import numpy as np
 import torch
 
-from pyspk.features.fbank import KaldiOptionError
+from pyspk.features.fbank import FbankConfig, KaldiOptionError
 
 FLT_EPSILON = torch.finfo(torch.float32).eps
 
 WINDOW_TYPES = ("hamming", "hanning", "povey", "rectangular", "sine", "blackman")
 
 
-def kaldi_mel(freq):
+def kaldi_mel(freq: float | torch.Tensor) -> torch.Tensor:
     """Kaldi's mel scale, 1127 ln(1 + f / 700), of a frequency or a float64 tensor of them."""
     return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
 
 
-def window_function(window_type, length, blackman_coeff=0.42, dtype=torch.float32):
+def window_function(window_type: str, length: int, blackman_coeff: float = 0.42,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Kaldi's FeatureWindowFunction of ``length`` samples."""
     if window_type not in WINDOW_TYPES:
         raise KaldiOptionError(f"--window-type={window_type} is not one of {', '.join(WINDOW_TYPES)}")
@@ -55,7 +57,8 @@ def window_function(window_type, length, blackman_coeff=0.42, dtype=torch.float3
     return window.to(dtype)
 
 
-def mel_banks(num_bins, fft_size, sample_rate, low_freq, high_freq, dtype=torch.float32):
+def mel_banks(num_bins: int, fft_size: int, sample_rate: float, low_freq: float, high_freq: float,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Kaldi's MelBanks as a ``(fft_size // 2 + 1, num_bins)`` matrix (power spectrum @ matrix).
 
     ``high_freq`` <= 0 is an offset from the Nyquist frequency. Bin ``i``
@@ -96,7 +99,7 @@ class TorchFbank(torch.nn.Module):
     ``num_frames``; ``generator`` draws the dither noise.
     """
 
-    def __init__(self, config, dtype=torch.float32):
+    def __init__(self, config: FbankConfig, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         values = config.values
         if values["debug-mel"]:
@@ -122,14 +125,14 @@ class TorchFbank(torch.nn.Module):
         self.register_buffer("banks", mel_banks(self.num_bins, self.fft_size, config.sample_rate,
                                                 values["low-freq"], values["high-freq"], dtype), persistent=False)
 
-    def num_frames(self, lengths):
+    def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
         """Kaldi's NumFrames for each of ``lengths`` (a tensor of sample counts)."""
         if self.snip_edges:
             frames = 1 + torch.div(lengths - self.window_size, self.window_shift, rounding_mode="floor")
             return torch.where(lengths < self.window_size, torch.zeros_like(frames), frames)
         return torch.div(lengths + self.window_shift // 2, self.window_shift, rounding_mode="floor")
 
-    def _frames(self, waves, lengths, max_frames):
+    def _frames(self, waves: torch.Tensor, lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
         """``(batch, max_frames, window_size)`` frames as Kaldi's ExtractWindow cuts them."""
         size, shift = self.window_size, self.window_shift
         span = (max_frames - 1) * shift + size
@@ -146,7 +149,8 @@ class TorchFbank(torch.nn.Module):
         index = torch.where(index >= n, 2 * n - 1 - index, index)
         return waves.gather(1, index).unfold(1, size, shift)
 
-    def forward(self, waves, lengths=None, generator=None):
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if waves.dim() != 2:
             raise ValueError(f"expected (batch, samples) waveforms, got shape {tuple(waves.shape)}")
         waves = waves.to(self.window.dtype)
@@ -196,7 +200,7 @@ class TorchFbank(torch.nn.Module):
         return feats, num_frames
 
 
-def compute_fbank_torch(wave, fbank):
+def compute_fbank_torch(wave: np.ndarray, fbank: TorchFbank) -> np.ndarray:
     """Features ``(num_frames, dim)`` float32 numpy of a 1-D int16-range numpy waveform, as ``compute_fbank``.
 
     ``fbank`` is a :class:`TorchFbank` on the device to compute on.
