@@ -64,11 +64,7 @@ e.g.: $0 --stage 4 --stop-stage 6 --ssl memo"
 
 cd "$(dirname "$0")"
 . utils/parse_options.sh
-
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+. steps/libs/common.sh  # log
 
 # The pipeline's options, checked before any stage runs.
 pipeline_opts=(--nj $nj --device $device --train-set train --test-sets test --ssl "$ssl"

@@ -25,6 +25,7 @@ num_trials=12000
 
 root=$(cd "$(dirname "$0")/.." && pwd -P)
 . "$root/path.sh"
+. "$root/steps/libs/common.sh"
 . "$root/utils/parse_options.sh"
 
 if [ $# != 2 ]; then
@@ -102,12 +103,7 @@ while kill -0 $synth_pid 2>/dev/null; do
 done
 [ -t 2 ] && echo >&2
 if ! wait $synth_pid; then
-  for log in "$corpus"/log/synth.*.log; do
-    if ! grep -q '# Ended (code 0)' "$log"; then
-      echo "$0: synthesis failed, last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-    fi
-  done
+  show_failed_jobs "$nj" "$corpus/log/synth.JOB.log" synthesis
   exit 1
 fi
 echo "$0: synthesis took $(( $(date +%s) - start ))s"

@@ -19,6 +19,7 @@ Options:
   --num <N>                    # number of most recent checkpoints to average (default: $num)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . parse_options.sh
 
 if [ $# -ne 2 ]; then
@@ -33,6 +34,6 @@ if [ -f "$out" ]; then
   exit 0
 fi
 mkdir -p "$dir/log"
-$cmd "$dir/log/average_checkpoints.log" python -m pyspk.bin.average_checkpoints --num "$num" "$dir" "$out" \
-  || { echo "$0: averaging failed; see $dir/log/average_checkpoints.log" >&2; tail -3 "$dir/log/average_checkpoints.log" >&2; exit 1; }
+run_or_die "$cmd" "$dir/log/average_checkpoints.log" averaging \
+  python -m pyspk.bin.average_checkpoints --num "$num" "$dir" "$out"
 echo "$0: wrote $out"

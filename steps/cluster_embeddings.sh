@@ -65,6 +65,7 @@ Options:
                                       # copies (default: '$copies_from', off)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
@@ -77,26 +78,19 @@ src_data=$2
 dest_data=$3
 report_dir=$4
 
-for f in "$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"} \
-    ${copies_from:+"$copies_from/utt2spk"}; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+inputs=("$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"} ${copies_from:+"$copies_from/utt2spk"})
+require_files "${inputs[@]}"
 
 marker=$report_dir/.done
-inputs=("$xvector_dir/xvector.scp" "$src_data/utt2spk" ${ref_utt2spk:+"$ref_utt2spk"} ${copies_from:+"$copies_from/utt2spk"})
 outputs=("$dest_data/utt2spk" "$report_dir/cluster_report.txt" ${copies_from:+"${dest_data%/}_combined/utt2spk"})
 exit_if_step_done "$marker" "$step_settings" "$dest_data (report $report_dir)" "${inputs[@]}" -- "${outputs[@]}"
 mkdir -p "$report_dir/log"
-log=$report_dir/log/cluster.log
-if ! $cmd "$log" python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" \
+run_or_die "$cmd" "$report_dir/log/cluster.log" clustering \
+  python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" \
     --keep-fraction "$keep_fraction" --min-cluster-size "$min_cluster_size" --seed "$seed" --device "$device" \
     --ref-utt2spk "$ref_utt2spk" --subtract-mean "$subtract_mean" --spherical "$spherical" --init "$init" \
     --n-init "$n_init" --max-iter "$max_iter" --batch-size "$batch_size" --linkage "$linkage" \
-    --spk-prefix "$spk_prefix" --copies-from "$copies_from" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"; then
-  echo "$0: clustering failed; last lines of $log:" >&2
-  tail -n 20 "$log" >&2
-  exit 1
-fi
+    --spk-prefix "$spk_prefix" --copies-from "$copies_from" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"
 mark_step_done "$marker" "$step_settings"
 grep -E '^(selection|truth_all|truth_kept)\.' "$report_dir/cluster_report.txt" || true
 combined_msg=

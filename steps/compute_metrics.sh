@@ -30,6 +30,7 @@ Options:
   --skip-missing <true|false>  # count trials without a score instead of failing (default: $skip_missing)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
@@ -41,9 +42,7 @@ trials=$1
 scores=$2
 name=${name:-$scores}
 
-for f in "$trials" "$scores"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$trials" "$scores"
 
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
@@ -57,13 +56,10 @@ if step_is_done "$marker" "$step_settings" "$trials" "$scores" -- "$log" ${outpu
 fi
 rm -f "$marker"
 
-if ! $cmd "$log" python -m pyspk.bin.compute_metrics --name "$name" --results "$results" \
+run_or_die "$cmd" "$log" "computing metrics" \
+  python -m pyspk.bin.compute_metrics --name "$name" --results "$results" \
     --p-targets "$p_targets" --det-plot "$det_plot" --hist-plot "$hist_plot" \
-    --skip-missing "$skip_missing" "$trials" "$scores"; then
-  echo "$0: computing metrics failed; last lines of $log:" >&2
-  tail -n 20 "$log" >&2
-  exit 1
-fi
+    --skip-missing "$skip_missing" "$trials" "$scores"
 mark_step_done "$marker" "$step_settings"
 grep -E "^(EER|minDCF)" "$log"
 [ -z "$results" ] || echo "$0: updated $results: $(awk -v p="system=$name " 'index($0, p) == 1' "$results")"

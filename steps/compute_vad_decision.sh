@@ -33,6 +33,7 @@ Options:
   --max-fail-fraction <f>          # fail if more than this fraction of utterances fail (default: $max_fail_fraction)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/parallel_jobs.sh"
 . parse_options.sh
 
@@ -45,12 +46,9 @@ logdir=${2:-$data/log}
 vaddir=${3:-$data/data}
 name=$(basename "$data")
 
-for f in "$data/wav.scp" "$data/feats.scp" "$vad_config" "$fbank_config"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
-[[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 1; }
-[[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
-  { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+require_files "$data/wav.scp" "$data/feats.scp" "$vad_config" "$fbank_config"
+check_positive_ints nj
+check_fractions max_fail_fraction
 
 # True when vad.scp has exactly the utterances of feats.scp, is newer than
 # every input, and every ark it points to exists.
@@ -72,12 +70,9 @@ fi
 mkdir -p "$logdir" "$vaddir"
 rm -f "$data/vad.scp"
 
-if ! $cmd JOB=1:"$nj" "$logdir/vad_$name.JOB.log" \
-    python -m pyspk.bin.compute_vad --config "$vad_config" --fbank-config "$fbank_config" \
-      --job JOB --num-jobs "$nj" "$data" "$vaddir/vad_$name.JOB.ark" "$vaddir/vad_$name.JOB.scp"; then
-  show_failed_job "$nj" "$logdir/vad_$name." .log VAD
-  exit 1
-fi
+run_jobs_or_die "$cmd" "$nj" "$logdir/vad_$name.JOB.log" VAD \
+  python -m pyspk.bin.compute_vad --config "$vad_config" --fbank-config "$fbank_config" \
+    --job JOB --num-jobs "$nj" "$data" "$vaddir/vad_$name.JOB.ark" "$vaddir/vad_$name.JOB.scp"
 
 sum_job_counts "$nj" "$logdir/vad_$name." .log "$max_fail_fraction" "$data/feats.scp"
 

@@ -41,6 +41,7 @@ Options:
   --max-fail-fraction <f>      # fail if more than this fraction of utterances fail (default: $max_fail_fraction)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . parse_options.sh
 
 if [ $# -ne 3 ]; then
@@ -53,16 +54,11 @@ dir=$3
 
 inputs=("$model" "$data/feats.scp" "$data/utt2spk")
 if $use_vad; then inputs+=("$data/vad.scp"); fi
-for f in "${inputs[@]}"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
-for opt in nj chunk_size min_chunk_size batch_size; do
-  [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
-done
+require_files "${inputs[@]}"
+check_positive_ints nj chunk_size min_chunk_size batch_size
 [ "$min_chunk_size" -le "$chunk_size" ] || \
   { echo "$0: --min-chunk-size ($min_chunk_size) must not exceed --chunk-size ($chunk_size)" >&2; exit 1; }
-[[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
-  { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+check_fractions max_fail_fraction
 
 # The marker records what was extracted; outputs are reused only for the same
 # model, backbone and options, and when newer than every input.
@@ -89,25 +85,14 @@ num_threads=$(( $(nproc) / nj ))
 backbone_opt=()
 [ -n "$backbone" ] && backbone_opt=(--backbone "$backbone")
 
-if ! $cmd JOB=1:"$nj" "$dir/log/extract.JOB.log" \
-    python -m pyspk.bin.extract_embeddings extract "${backbone_opt[@]}" --chunk-size "$chunk_size" \
-      --min-chunk-size "$min_chunk_size" --batch-size "$batch_size" --device "$device" --use-vad "$use_vad" \
-      --num-threads "$num_threads" --job JOB --num-jobs "$nj" "$model" "$data" "$dir"; then
-  for n in $(seq "$nj"); do
-    log=$dir/log/extract.$n.log
-    if ! grep -q "^# Ended (code 0)" "$log"; then
-      echo "$0: extraction job $n failed; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      break
-    fi
-  done
-  exit 1
-fi
+run_jobs_or_die "$cmd" "$nj" "$dir/log/extract.JOB.log" extraction \
+  python -m pyspk.bin.extract_embeddings extract "${backbone_opt[@]}" --chunk-size "$chunk_size" \
+    --min-chunk-size "$min_chunk_size" --batch-size "$batch_size" --device "$device" --use-vad "$use_vad" \
+    --num-threads "$num_threads" --job JOB --num-jobs "$nj" "$model" "$data" "$dir"
 
 if ! python -m pyspk.bin.extract_embeddings merge --num-jobs "$nj" --max-fail-fraction "$max_fail_fraction" \
     "$data" "$dir" > "$dir/log/merge.log" 2>&1; then
-  echo "$0: merging failed; last lines of $dir/log/merge.log:" >&2
-  tail -n 20 "$dir/log/merge.log" >&2
+  show_log_end merging "$dir/log/merge.log"
   # The reasons are in the job logs; the commonest ones (e.g. a feature-dim mismatch) belong in this message.
   reasons=$(sed -n 's/.*: failed: //p' "$dir"/log/extract.*.log | sort | uniq -c | sort -rn | head -n 3)
   if [ -n "$reasons" ]; then

@@ -24,6 +24,7 @@ Options:
                                # weighting, for systems with different score scales (default: $normalize)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . parse_options.sh
 
 if [ $# -lt 4 ]; then
@@ -43,18 +44,12 @@ read -ra weight_list <<< "${weights//,/ }"
 if [ -n "$weights" ] && [ ${#weight_list[@]} -ne ${#inputs[@]} ]; then
   echo "$0: --weights '$weights' has ${#weight_list[@]} weights for ${#inputs[@]} score files" >&2; exit 1
 fi
-for f in "$trials" "${inputs[@]}"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$trials" "${inputs[@]}"
 
 logdir=$(dirname "$out")/log
 mkdir -p "$logdir"
 log=$logdir/fuse_scores.$(basename "$out").log
 
-if ! $cmd "$log" python -m pyspk.bin.fuse_scores --weights="$weights" --normalize "$normalize" \
-    "$trials" "${inputs[@]}" "$out"; then
-  echo "$0: score fusion failed; last lines of $log:" >&2
-  tail -n 20 "$log" >&2
-  exit 1
-fi
+run_or_die "$cmd" "$log" "score fusion" \
+  python -m pyspk.bin.fuse_scores --weights="$weights" --normalize "$normalize" "$trials" "${inputs[@]}" "$out"
 echo "$0: wrote $(wc -l < "$out") fused scores of ${#inputs[@]} systems on $trials to $out"

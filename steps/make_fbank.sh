@@ -38,6 +38,7 @@ Options:
   --device <cpu|cuda|cuda:N>       # device of the torch backend (default: $device)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/parallel_jobs.sh"
 . parse_options.sh
 
@@ -50,12 +51,9 @@ logdir=${2:-$data/log}
 fbankdir=${3:-$data/data}
 name=$(basename "$data")
 
-for f in "$data/wav.scp" "$fbank_config"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
-[[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 1; }
-[[ "$max_fail_fraction" =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] || \
-  { echo "$0: --max-fail-fraction must be in [0, 1], got '$max_fail_fraction'" >&2; exit 1; }
+require_files "$data/wav.scp" "$fbank_config"
+check_positive_ints nj
+check_fractions max_fail_fraction
 [[ "$backend" =~ ^(kaldi-native|torch)$ ]] || { echo "$0: --backend must be kaldi-native or torch, got '$backend'" >&2; exit 1; }
 
 utt_list=$data/wav.scp
@@ -96,14 +94,11 @@ fi
 utt2dur_opt=()
 if $write_utt2dur; then utt2dur_opt=(--utt2dur-out "$logdir/utt2dur.JOB"); fi
 
-if ! $cmd JOB=1:"$nj" "$logdir/make_fbank_$name.JOB.log" \
-    python -m pyspk.bin.compute_fbank --config "$fbank_config" --job JOB --num-jobs "$nj" \
-      --compress "$compress" --backend "$backend" --device "$device" \
-      --utt2num-frames-out "$logdir/utt2num_frames.JOB" "${utt2dur_opt[@]}" \
-      "$data" "$fbankdir/raw_fbank_$name.JOB.ark" "$fbankdir/raw_fbank_$name.JOB.scp"; then
-  show_failed_job "$nj" "$logdir/make_fbank_$name." .log fbank
-  exit 1
-fi
+run_jobs_or_die "$cmd" "$nj" "$logdir/make_fbank_$name.JOB.log" fbank \
+  python -m pyspk.bin.compute_fbank --config "$fbank_config" --job JOB --num-jobs "$nj" \
+    --compress "$compress" --backend "$backend" --device "$device" \
+    --utt2num-frames-out "$logdir/utt2num_frames.JOB" "${utt2dur_opt[@]}" \
+    "$data" "$fbankdir/raw_fbank_$name.JOB.ark" "$fbankdir/raw_fbank_$name.JOB.scp"
 
 sum_job_counts "$nj" "$logdir/make_fbank_$name." .log "$max_fail_fraction" "$utt_list"
 

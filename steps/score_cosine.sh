@@ -38,6 +38,7 @@ Options:
   --skip-missing <true|false>  # skip and count trials whose keys have no embedding (default: $skip_missing)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
@@ -52,18 +53,14 @@ scores=$4
 
 enroll_scp=$enroll_dir/xvector.scp
 [ "$enroll_level" = spk ] && enroll_scp=$enroll_dir/spk_xvector.scp
-for f in "$trials" "$enroll_scp" "$test_dir/xvector.scp"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$trials" "$enroll_scp" "$test_dir/xvector.scp"
 if [ -n "$mean_dir" ] && [ ! -f "$mean_dir/mean.vec" ] && [ ! -f "$mean_dir/xvector.scp" ]; then
   echo "$0: --mean-dir $mean_dir has neither mean.vec nor xvector.scp" >&2; exit 1
 fi
 if [ -n "$asnorm_cohort" ] && [ ! -d "$asnorm_cohort" ]; then
   echo "$0: no such cohort directory $asnorm_cohort" >&2; exit 1
 fi
-if [ -n "$cohort_data" ] && [ ! -f "$cohort_data/utt2spk" ]; then
-  echo "$0: no such file $cohort_data/utt2spk" >&2; exit 1
-fi
+[ -z "$cohort_data" ] || require_files "$cohort_data/utt2spk"
 
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
@@ -74,13 +71,10 @@ add_existing_inputs ${mean_dir:+"$mean_dir"/mean.vec "$mean_dir"/xvector.scp} \
   ${asnorm_cohort:+"$asnorm_cohort"/xvector.scp "$asnorm_cohort"/spk_xvector.scp} ${cohort_data:+"$cohort_data/utt2spk"}
 exit_if_step_done "$marker" "$step_settings" "$scores" "${inputs[@]}" -- "$scores"
 
-if ! $cmd "$log" python -m pyspk.bin.score_cosine --mean-dir "$mean_dir" --lnorm "$lnorm" \
+run_or_die "$cmd" "$log" "cosine scoring" \
+  python -m pyspk.bin.score_cosine --mean-dir "$mean_dir" --lnorm "$lnorm" \
     --enroll-level "$enroll_level" --asnorm-cohort "$asnorm_cohort" --cohort-level "$cohort_level" \
     --cohort-data "$cohort_data" --top-n "$top_n" --skip-missing "$skip_missing" \
-    "$trials" "$enroll_dir" "$test_dir" "$scores"; then
-  echo "$0: cosine scoring failed; last lines of $log:" >&2
-  tail -n 20 "$log" >&2
-  exit 1
-fi
+    "$trials" "$enroll_dir" "$test_dir" "$scores"
 mark_step_done "$marker" "$step_settings"
 echo "$0: wrote $(wc -l < "$scores") cosine scores of $trials to $scores"

@@ -42,6 +42,7 @@ Options:
                                      # (default: $skip_missing)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
@@ -57,15 +58,11 @@ scores=$5
 
 enroll_scp=$enroll_dir/xvector.scp
 [ "$enroll_level" = spk ] && enroll_scp=$enroll_dir/spk_xvector.scp
-for f in "$plda_dir/plda" "$trials" "$enroll_scp" "$test_dir/xvector.scp"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$plda_dir/plda" "$trials" "$enroll_scp" "$test_dir/xvector.scp"
 if [ -n "$asnorm_cohort" ] && [ ! -d "$asnorm_cohort" ]; then
   echo "$0: no such cohort directory $asnorm_cohort" >&2; exit 1
 fi
-if [ -n "$cohort_data" ] && [ ! -f "$cohort_data/utt2spk" ]; then
-  echo "$0: no such file $cohort_data/utt2spk" >&2; exit 1
-fi
+[ -z "$cohort_data" ] || require_files "$cohort_data/utt2spk"
 
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
@@ -76,14 +73,11 @@ add_existing_inputs ${asnorm_cohort:+"$asnorm_cohort"/xvector.scp "$asnorm_cohor
   ${cohort_data:+"$cohort_data/utt2spk"}
 exit_if_step_done "$marker" "$step_settings" "$scores" "${inputs[@]}" -- "$scores"
 
-if ! $cmd "$log" python -m pyspk.bin.score_plda --enroll-level "$enroll_level" \
+run_or_die "$cmd" "$log" "PLDA scoring" \
+  python -m pyspk.bin.score_plda --enroll-level "$enroll_level" \
     --normalize-length "$normalize_length" --simple-length-norm "$simple_length_norm" \
     --smoothing "$smoothing" --asnorm-cohort "$asnorm_cohort" --cohort-level "$cohort_level" \
     --cohort-data "$cohort_data" --top-n "$top_n" --skip-missing "$skip_missing" \
-    "$plda_dir" "$trials" "$enroll_dir" "$test_dir" "$scores"; then
-  echo "$0: PLDA scoring failed; last lines of $log:" >&2
-  tail -n 20 "$log" >&2
-  exit 1
-fi
+    "$plda_dir" "$trials" "$enroll_dir" "$test_dir" "$scores"
 mark_step_done "$marker" "$step_settings"
 echo "$0: wrote $(wc -l < "$scores") PLDA scores of $trials to $scores"

@@ -96,13 +96,10 @@ Options:
 . ./path.sh
 . ./cmd.sh
 . parse_options.sh
+. steps/libs/common.sh  # log
 [ $# -eq 0 ] || { printf "%s\n" "$help_message" >&2; exit 1; }
 : "${cmd:=$train_cmd}" "${gpu_cmd:=$cuda_cmd}"
 
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
 die() { log "ERROR: $*" >&2; exit 1; }
 warn() { log "WARNING: $*" >&2; }
 

@@ -28,6 +28,7 @@ Options:
                                       # (default: $total_covariance_factor)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/libs/step_done.sh"
 . parse_options.sh
 
@@ -39,21 +40,15 @@ xvector_dir=$1
 data=$2
 plda_dir=$3
 
-for f in "$xvector_dir/xvector.scp" "$data/utt2spk"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$xvector_dir/xvector.scp" "$data/utt2spk"
 [[ "$lda_dim" =~ ^[0-9]+$ ]] || { echo "$0: --lda-dim must be a non-negative integer, got '$lda_dim'" >&2; exit 1; }
 
 marker=$plda_dir/log/.train_plda.done  # in log/, so the PLDA dir holds only the back-end files
 exit_if_step_done "$marker" "$step_settings" "$plda_dir" "$xvector_dir/xvector.scp" "$data/utt2spk" -- "$plda_dir/plda"
 mkdir -p "$plda_dir/log"
-log=$plda_dir/log/train_plda.log
-if ! $cmd "$log" python -m pyspk.bin.train_plda --lda-dim "$lda_dim" --lnorm "$lnorm" \
+run_or_die "$cmd" "$plda_dir/log/train_plda.log" "PLDA training" \
+  python -m pyspk.bin.train_plda --lda-dim "$lda_dim" --lnorm "$lnorm" \
     --num-em-iters "$num_em_iters" --total-covariance-factor "$total_covariance_factor" \
-    "$xvector_dir" "$data" "$plda_dir"; then
-  echo "$0: PLDA training failed; last lines of $log:" >&2
-  tail -n 20 "$log" >&2
-  exit 1
-fi
+    "$xvector_dir" "$data" "$plda_dir"
 mark_step_done "$marker" "$step_settings"
 echo "$0: trained the PLDA back-end of $xvector_dir (labels of $data) in $plda_dir"

@@ -50,15 +50,11 @@ cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
+. steps/libs/common.sh  # log
 if [ $# -ne 0 ]; then
   printf "%s\n" "$help_message" >&2
   exit 1
 fi
-
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
 
 train=data/train_$task
 test=data/test_$task

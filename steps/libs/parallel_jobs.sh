@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared bookkeeping of steps that fan out "$cmd JOB=1:$nj" jobs writing
 # <prefix><n>.scp parts and ending their logs with "Done N utterances, failed
 # M" (steps/make_fbank.sh, steps/compute_vad_decision.sh). Source it, don't run
@@ -13,21 +14,6 @@ scp_arks_exist() {
   while read -r ark; do
     [ -f "$ark" ] || return 1
   done < <(awk '{sub(/:[0-9]+$/, "", $2); print $2}' "$1" | sort -u)
-}
-
-# show_failed_job <nj> <log-prefix> <log-suffix> <what>
-# Prints the end of the first of the logs <log-prefix><n><log-suffix>,
-# n = 1..<nj>, that run.pl did not mark as ended with code 0.
-show_failed_job() {
-  local nj=$1 prefix=$2 suffix=$3 what=$4 n log
-  for n in $(seq "$nj"); do
-    log=$prefix$n$suffix
-    if ! grep -q "^# Ended (code 0)" "$log"; then
-      echo "$0: $what job $n failed; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      break
-    fi
-  done
 }
 
 # sum_job_counts <nj> <log-prefix> <log-suffix> <max-fail-fraction> <input>

@@ -62,17 +62,13 @@ e.g.: $0 --stage 4 --stop-stage 6 --ssl contrastive"
 caller_dir=$PWD
 cd "$(dirname "$0")"
 . utils/parse_options.sh
+. steps/libs/common.sh  # log
 # A corpus root given is taken from the caller's directory; the default lies beside the repository.
 case $corpus in
   "") corpus=$(dirname "$(readlink -f "$0")")/../../../../shared/data/arabic_speech_commands ;;
   /*) ;;
   *) corpus=$caller_dir/$corpus ;;
 esac
-
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
 
 # The pipeline's options, checked before any stage runs.
 pipeline_opts=(--nj $nj --device $device --train-set train --test-sets test --ssl "$ssl"

@@ -77,15 +77,11 @@ caller_dir=$PWD
 cd "$(dirname "$0")"
 . ./path.sh
 . utils/parse_options.sh
+. steps/libs/common.sh  # log
 # Corpus roots given as relative paths are taken from the caller's directory.
 for root_var in vox1_root vox2_root musan_root rirs_root download_dir; do
   case ${!root_var} in ""|/*) ;; *) printf -v $root_var '%s' "$caller_dir/${!root_var}" ;; esac
 done
-
-log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($fname:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
 
 require_dir() {  # <dir> <what>: fail loudly on a missing or empty corpus directory
   if [ ! -d "$1" ] || [ -z "$(ls -A "$1" 2>/dev/null)" ]; then
