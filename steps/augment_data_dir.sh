@@ -36,7 +36,7 @@ combine=true
 
 help_message="Usage: $0 [options] <src-data-dir> <audio-dir>
 Writes <src-data-dir>_<type> for each type and, with --combine true, <src-data-dir>_combined.
-Audio goes to <audio-dir>/<type>/<speaker>/<utt>-<type>.<format>; logs to <audio-dir>/log/.
+Audio goes to <audio-dir>/<type>/<speaker>/<utt>-<type>.<format>; logs (prepare, augment.<n>, merge) to <audio-dir>/log/.
 e.g.: $0 --nj 8 --rir-dir RIRS_NOISES --musan-dir musan data/train exp/augment/train
 Options:
   --nj N                        parallel jobs per type ($nj)
@@ -57,6 +57,7 @@ Options:
   --combine true|false          write <src-data-dir>_combined (clean + augmented) ($combine)"
 
 . "$(dirname "$0")/../path.sh"
+. "$(dirname "$0")/libs/common.sh"
 . "$(dirname "$0")/../utils/parse_options.sh"
 
 if [ $# -ne 2 ]; then
@@ -66,53 +67,48 @@ fi
 src=${1%/}
 audio_dir=$2
 
-for f in $src/wav.scp $src/utt2spk; do
-  [ -f $f ] || { echo "$0: no such file $f" 1>&2; exit 1; }
-done
+require_files "$src/wav.scp" "$src/utt2spk"
 [ -z "$rir_dir" ] || [ -d "$rir_dir" ] || { echo "$0: --rir-dir $rir_dir: no such directory" 1>&2; exit 1; }
 [ -z "$musan_dir" ] || [ -d "$musan_dir" ] || { echo "$0: --musan-dir $musan_dir: no such directory" 1>&2; exit 1; }
+read -r -a type_list <<< "$types"
 
-opts=(--types "$types" --seed $seed --audio-format $audio_format --rir-sets "$rir_sets" \
+opts=(--types "$types" --seed "$seed" --audio-format "$audio_format" --rir-sets "$rir_sets" \
       --fg-snrs "$fg_snrs" --fg-interval "$fg_interval" --music-snrs "$music_snrs" --num-music "$num_music" \
       --babble-snrs "$babble_snrs" --num-babble-speakers "$num_babble_speakers")
 [ -z "$rir_dir" ] || opts+=(--rir-dir "$rir_dir")
 [ -z "$musan_dir" ] || opts+=(--musan-dir "$musan_dir")
 # A finished run with the same options and source is not redone (nothing rewritten).
 stamp=$audio_dir/.done
-signature="$(cat $src/wav.scp $src/utt2spk | cksum) ${opts[*]} combine=$combine"
+signature="$(cat "$src/wav.scp" "$src/utt2spk" | cksum) ${opts[*]} combine=$combine"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$signature" ]; then
   echo "$0: the augmented copies of $src are complete for these options ($stamp); nothing to do"
   exit 0
 fi
 rm -f "$stamp"
-mkdir -p $audio_dir/log
-python -m pyspk.bin.augment_data_dir prepare "${opts[@]}" $src $audio_dir
+logdir=$audio_dir/log
+mkdir -p "$logdir"
+run_or_die "$cmd" "$logdir/prepare.log" "preparing the augmentation" \
+  python -m pyspk.bin.augment_data_dir prepare "${opts[@]}" "$src" "$audio_dir"
 
 # Each job does its shard of every type.
-if ! $cmd JOB=1:$nj $audio_dir/log/augment.JOB.log \
-    python -m pyspk.bin.augment_data_dir run --types "$types" --job JOB --num-jobs $nj $src $audio_dir; then
-  for log in $audio_dir/log/augment.*.log; do
-    if ! grep -q "# Ended (code 0)" $log; then
-      echo "$0: augmentation job failed, tail of $log:" 1>&2
-      tail -n 20 $log 1>&2
-      break
-    fi
-  done
-  exit 1
-fi
-python -m pyspk.bin.augment_data_dir merge --types "$types" --num-jobs $nj \
-  --max-fail-fraction $max_fail_fraction $src $audio_dir $src
+run_jobs_or_die "$cmd" "$nj" "$logdir/augment.JOB.log" augmentation \
+  python -m pyspk.bin.augment_data_dir run --types "$types" --job JOB --num-jobs "$nj" "$src" "$audio_dir"
+run_or_die "$cmd" "$logdir/merge.log" "merging the augmented copies" \
+  python -m pyspk.bin.augment_data_dir merge --types "$types" --num-jobs "$nj" \
+    --max-fail-fraction "$max_fail_fraction" "$src" "$audio_dir" "$src"
+# The per-type counts ("Done N utterances, failed M (<type>, all jobs)").
+grep -o "Done [0-9]* utterances, failed [0-9]* (.*)" "$logdir/merge.log" | sed "s|^|$0: |"
 
-outputs=
-for type in $types; do
-  utils/validate_data_dir.sh --no-text --no-feats ${src}_$type
-  outputs="$outputs ${src}_$type"
+outputs=()
+for type in "${type_list[@]}"; do
+  utils/validate_data_dir.sh --no-text --no-feats "${src}_$type"
+  outputs+=("${src}_$type")
 done
 
 if $combine; then
-  utils/combine_data.sh ${src}_combined $src $outputs
-  utils/validate_data_dir.sh --no-text --no-feats ${src}_combined
-  outputs="$outputs ${src}_combined"
+  utils/combine_data.sh "${src}_combined" "$src" "${outputs[@]}"
+  utils/validate_data_dir.sh --no-text --no-feats "${src}_combined"
+  outputs+=("${src}_combined")
 fi
 echo "$signature" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
-echo "$0: made augmented data dirs:$outputs"
+echo "$0: made augmented data dirs: ${outputs[*]}"

@@ -155,7 +155,7 @@ def test_script_makes_valid_dirs_at_the_requested_snr(tmp_path):
     # The script validates each dir it writes (utils/validate_data_dir.sh --no-text --no-feats).
     proc = run_script(["steps/augment_data_dir.sh", "--nj", "1", "--fg-snrs", "5", "--music-snrs", "10",
                        "--babble-snrs", "13", "--num-babble-speakers", "1", src, audio])
-    assert "Done 12 utterances, failed 0" in proc.stderr
+    assert "Done 12 utterances, failed 0 (babble, all jobs)" in proc.stdout  # the counts of log/merge.log
     for aug_type, snr in (("reverb", None), ("noise", 5.0), ("music", 10.0), ("babble", 13.0)):
         pairs = check_augmented_copy(src, f"{src}_{aug_type}", aug_type)
         with open(os.path.join(f"{src}_{aug_type}", "utt2lang")) as f:  # per-utterance files carried over
@@ -231,6 +231,8 @@ def test_failed_utterances_are_counted(tmp_path):
     assert proc.returncode == 1
     assert "Done 8 utterances, failed 2" in proc.stderr
     assert "noise: 2 of 10 utterances failed (more than 0.1)" in proc.stderr
+    # The merge runs through $cmd like the jobs: its log is kept, and its end shown.
+    assert f"merging the augmented copies failed; the end of {audio}/log/merge.log" in proc.stderr
     with open(os.path.join(audio, "log", "augment.1.log")) as f:
         job_log = f.read()
     assert f"utterance {utts[0]} failed: no such file" in job_log
