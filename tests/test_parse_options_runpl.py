@@ -56,14 +56,43 @@ def test_config_file_then_command_line(script, tmp_path):
     assert proc.stdout == "nj=9 use_gpu=false name=fromconf args=a\n"
 
 
-def test_yaml_config_is_an_ordinary_option(tmp_path):
+def yaml_config_script(tmp_path, declare_config=True):
     path = tmp_path / "y.sh"
-    path.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\nconfig=conf/default.yaml\n"
-                    f". {ROOT}/utils/parse_options.sh\necho \"config=$config\"\n")
+    declaration = "config=conf/default.yaml\n" if declare_config else ""
+    path.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\nnj=1\n{declaration}"
+                    f". {ROOT}/utils/parse_options.sh\necho \"config=${{config:-}} nj=$nj args=$*\"\n")
     path.chmod(0o755)
-    yaml = tmp_path / "c.yaml"
-    yaml.write_text("nj: 3\n")  # would be a bash syntax error if sourced
-    assert run_script([str(path), "--config", str(yaml)]).stdout.endswith(f"config={yaml}\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_yaml_config_is_an_ordinary_option(tmp_path, suffix):
+    """--config <file.yaml|.yml> sets the declared variable config, in command-line order, never sourced."""
+    script = yaml_config_script(tmp_path)
+    sourced = tmp_path / "sourced"
+    yaml = tmp_path / f"c{suffix}"
+    yaml.write_text(f"touch {sourced}\n")  # a YAML string; a shell command if sourced
+    assert run_script([script, "--config", str(yaml), "--nj", "3", "a"]).stdout == f"config={yaml} nj=3 args=a\n"
+    assert not sourced.exists()
+    other = tmp_path / f"d{suffix}"
+    assert run_script([script, "--config", str(yaml), "--config", str(other)]).stdout == f"config={other} nj=1 args=\n"
+    # Not checked for existence here: the step that reads it says which file is missing.
+    assert run_script([script, "--config", "nonexistent.yaml"]).stdout == "config=nonexistent.yaml nj=1 args=\n"
+
+
+def test_yaml_config_needs_a_declared_config(tmp_path):
+    script = yaml_config_script(tmp_path, declare_config=False)
+    proc = run_script([script, "--config", str(tmp_path / "c.yaml")], check=False)
+    assert proc.returncode == 1 and "invalid option --config" in proc.stderr
+
+
+def test_kaldi_config_sets_config_too(tmp_path):
+    """A non-YAML --config is sourced first (the command line wins) and names itself in config."""
+    script = yaml_config_script(tmp_path, declare_config=False)
+    conf = tmp_path / "x.conf"
+    conf.write_text("nj=7\n")
+    assert run_script([script, "--nj", "2", "--config", str(conf)]).stdout == f"config={conf} nj=2 args=\n"
+    assert run_script([script, "--config", str(conf)]).stdout == f"config={conf} nj=7 args=\n"
 
 
 def test_help_exits_zero(script):

@@ -2,21 +2,25 @@
 # Kaldi-style option parsing; source it after declaring defaults:
 #   . utils/parse_options.sh
 # Turns "--foo-bar x" into foo_bar=x, only for variables already declared;
-# an unknown option is an error. "--config file" sources that shell file first
-# (later options win); a --config value ending in .yaml/.yml is not sourced
-# but set like any other option (scripts whose Python step takes a YAML config
-# declare config=...). A variable whose default is true/false only takes true
-# or false. "--help"/"-h" prints $help_message and exits 0. Internal
-# variables are prefixed with _po_, so they cannot clobber the options.
+# an unknown option is an error. A variable whose default is true/false only
+# takes true or false. "--help"/"-h" prints $help_message and exits 0.
+# "--config <file>":
+#   - <file> ending in .yaml or .yml: an ordinary option, setting the variable
+#     config (the script must declare config=..., else "invalid option
+#     --config"); the file is never sourced (a Python step reads it).
+#   - any other <file>: Kaldi's config of shell assignments, sourced before the
+#     other options are taken (so the command line wins); config is set to it.
+# Internal variables are prefixed with _po_, so they cannot clobber the options.
 
 for ((_po_pos=1; _po_pos<$#; _po_pos++)); do
   if [ "${!_po_pos}" == "--config" ]; then
     _po_next=$((_po_pos+1))
-    config=${!_po_next}
-    case "$config" in
+    case "${!_po_next}" in
       *.yaml|*.yml) ;;
       *)
+        config=${!_po_next}
         [ ! -r "$config" ] && echo "$0: missing config '$config'" 1>&2 && exit 1
+        # shellcheck disable=SC1090  # a Kaldi config named on the command line
         . "$config" ;;
     esac
   fi
