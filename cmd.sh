@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Job launchers; the only file a site edits. run.pl runs the jobs on this
 # machine ("run.pl --gpu 1": one job per GPU, each on a GPU of its own).
 # On a Slurm cluster (options mapped to sbatch by conf/slurm.conf, or by the

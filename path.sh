@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Environment for recipes: source it from run.sh and steps/*.sh.
 # Safe under "set -u". Puts the project's virtual env, utils/ and steps/ on PATH.
 PYSPK_ROOT=${PYSPK_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)}

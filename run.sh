@@ -67,7 +67,7 @@ cd "$(dirname "$0")"
 . steps/libs/common.sh  # log
 
 # The pipeline's options, checked before any stage runs.
-pipeline_opts=(--nj $nj --device $device --train-set train --test-sets test --ssl "$ssl"
+pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/${ssl}_demo.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides" --rounds "$rounds"
   --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --pl-init "$pl_init" --augment "$augment"

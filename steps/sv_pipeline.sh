@@ -41,7 +41,7 @@ gpu_cmd=                  # job launcher of training (default: $cuda_cmd of cmd.
 device=auto               # auto (cuda if available), cpu, cuda, cuda:1 ...
 num_gpus=1                # training processes (DDP); capped to the GPUs found unless --device cpu
 train_set=train
-test_sets=test
+test_sets="test"
 ssl=dino                  # dino|contrastive|memo
 ssl_config=               # default: conf/<ssl>.yaml
 ssl_overrides=            # e.g. "optim.lr.base=0.05 train.epochs=10"
@@ -96,6 +96,7 @@ Options:
 . ./path.sh
 . ./cmd.sh
 . parse_options.sh
+# shellcheck source=libs/common.sh
 . steps/libs/common.sh  # log
 [ $# -eq 0 ] || { printf "%s\n" "$help_message" >&2; exit 1; }
 : "${cmd:=$train_cmd}" "${gpu_cmd:=$cuda_cmd}"
@@ -258,19 +259,21 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: cosine scoring and metrics"
   score_cosine exp/untrained untrained
   if [ $ssl = memo ]; then
-    teachers=($(memo_teachers))
+    teacher_list=$(memo_teachers)
+    mapfile -t teachers <<< "$teacher_list"
     score_cosine $ssl_exp ${ssl}_${teachers[0]}
     for teacher in "${teachers[@]:1}"; do
       score_cosine $ssl_exp ${ssl}_$teacher $teacher
     done
     while read -r t trials suffix; do
-      fused=($ssl_exp/scores/cosine_$(basename $trials)_$t)
+      list=$(basename "$trials")_$t
+      fused=("$ssl_exp/scores/cosine_$list")
       for teacher in "${teachers[@]:1}"; do
-        fused+=($ssl_exp/scores/cosine_${teacher}_$(basename $trials)_$t)
+        fused+=("$ssl_exp/scores/cosine_${teacher}_$list")
       done
-      scores=$ssl_exp/scores/cosine_fused_$(basename $trials)_$t
-      [ -f "$scores" ] || steps/fuse_scores.sh $trials "${fused[@]}" $scores
-      metrics ${ssl}_fused_cosine$suffix $trials $scores ${scores}_det.png
+      scores=$ssl_exp/scores/cosine_fused_$list
+      [ -f "$scores" ] || steps/fuse_scores.sh "$trials" "${fused[@]}" "$scores"
+      metrics "${ssl}_fused_cosine$suffix" "$trials" "$scores" "${scores}_det.png"
     done < <(trial_lists)
   else
     score_cosine $ssl_exp $ssl
@@ -280,7 +283,7 @@ fi
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   prev=$ssl_exp
   ref_opt=()
-  [ $supervised = false ] || ref_opt=(--ref-utt2spk data/$train_set/utt2spk)
+  [ "$supervised" = false ] || ref_opt=(--ref-utt2spk "data/$train_set/utt2spk")
   for r in $(seq 1 $rounds); do
     dir=exp/pl_${ssl}_r$r
     pl_data=${train_set}_pl_${ssl}_r$r
@@ -295,7 +298,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     copies_opt=()
     pl_train=$pl_data
     if [ $augment = true ]; then
-      copies_opt=(--copies-from data/$train_data)
+      copies_opt=(--copies-from "data/$train_data")
       pl_train=${pl_data}_combined
     fi
     steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pyspk needs, idempotently:
-#   - Debian packages espeak-ng (the offline demo corpus), sox (wav.scp pipes) and
-#     ffmpeg (VoxCeleb2 m4a),
+#   - Debian packages espeak-ng (the offline demo corpus), sox (wav.scp pipes),
+#     ffmpeg (VoxCeleb2 m4a) and shellcheck (tests/test_shell_lint.py),
 #     when missing and we are root (otherwise says what to install);
 #   - a virtual env in tools/venv with pyspk and its Python dependencies
 #     (torch pinned to 2.13.0, the CPU wheel on machines that ship it).
@@ -15,7 +15,7 @@ stamp=$venv/.pyspk-installed
 log() { echo "$(date '+%F %T') [tools/install.sh] $*"; }
 
 missing=()
-for prog in espeak-ng sox ffmpeg; do
+for prog in espeak-ng sox ffmpeg shellcheck; do
   command -v "$prog" >/dev/null 2>&1 || missing+=("$prog")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -45,7 +45,7 @@ pip_install() {
   "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 pip_install --upgrade pip
-pip_install -e "$root[test]"
+pip_install -e "${root}[test]"
 "$venv/bin/python" -c "import torch, kaldiio, kaldi_native_fbank, soundfile, sklearn, yaml, tqdm, matplotlib, pyspk"
 echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 log "done"

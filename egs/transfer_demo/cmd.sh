@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Job launchers of this recipe; the only file a site edits. run.pl runs the
 # jobs on this machine ("run.pl --gpu 1": each job on a GPU of its own);
 # embedding extraction is light, fine-tuning wants a GPU.

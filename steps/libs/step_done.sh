@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Idempotent steps (sourced). A finished step writes a marker holding its
 # settings (the command line); re-running with the same settings, the marker
 # newer than every input and every output present does nothing.

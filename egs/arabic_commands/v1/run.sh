@@ -71,7 +71,7 @@ case $corpus in
 esac
 
 # The pipeline's options, checked before any stage runs.
-pipeline_opts=(--nj $nj --device $device --train-set train --test-sets test --ssl "$ssl"
+pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results")

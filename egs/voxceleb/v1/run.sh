@@ -96,7 +96,7 @@ require_ffmpeg() {  # VoxCeleb2's wav.scp decodes m4a through ffmpeg
 
 train=voxceleb2_dev
 # The pipeline's options, checked before any stage runs.
-pipeline_opts=(--nj $nj --device $device --num-gpus "$num_gpus" --train-set $train --test-sets voxceleb1
+pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set "$train" --test-sets voxceleb1
   --ssl "$ssl" --ssl-config "$ssl_config" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction"

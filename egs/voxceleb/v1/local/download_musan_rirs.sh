@@ -36,7 +36,8 @@ unpack_zip() { python -m zipfile -e $2 $1; }
 # unpack under <download-dir>/unpack, then move the corpus to <dest>.
 get() {
   local url=$1 md5=$2 unpack=$3 top=$4 dest=$5
-  local archive=$dir/$(basename $url)
+  local archive
+  archive=$dir/$(basename "$url")
   if [ -d $dest ] && [ -n "$(ls -A $dest)" ]; then
     echo "$0: $dest is already there, skipping"
     return 0

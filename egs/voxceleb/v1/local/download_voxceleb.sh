@@ -67,14 +67,15 @@ join_parts() {
   local archive=$1 md5=$2 prefix=$3; shift 3
   if [ ! -f $download_dir/$archive ]; then
     for s in "$@"; do fetch $base_url/${prefix}$s $download_dir/${prefix}$s; done
-    (cd $download_dir && cat $(for s in "$@"; do echo ${prefix}$s; done) > $archive.part && mv $archive.part $archive)
+    (cd "$download_dir" && cat "${@/#/$prefix}" > "$archive.part" && mv "$archive.part" "$archive")
   fi
   check_md5 $download_dir/$archive $md5
 }
 
 # unpack <archive> <dest-dir>: once; a marker records completion.
 unpack() {
-  local marker=$2/.unpacked_$(basename $1 .zip)
+  local marker
+  marker=$2/.unpacked_$(basename "$1" .zip)
   [ -f $marker ] && return 0
   mkdir -p $2
   echo "$0: unpacking $1 into $2"
