@@ -26,8 +26,8 @@ chunk_frames=
 augment=
 eval_chunk_size=
 master_port=29500
+config=         # the fine-tuning YAML (parse_options.sh stores a .yaml/.yml --config, never sources it)
 # End configuration section.
-train_config=   # --config; taken out before parse_options.sh, which would source it as shell
 
 . "$(dirname "$0")/libs/train_launch.sh"
 help_message="Usage: $0 [options] --config <finetune.yaml> <init-model> <train-dir> <test-dir> <exp-dir>
@@ -47,12 +47,10 @@ Options:
   --eval-chunk-size <n>         # test chunk length in frames (default: the config's finetune.eval)
   --master-port <port>          # torchrun port with --nj-gpus > 1 (default: $master_port)"
 
-take_config_option "$@"
-set -- ${remaining_args[@]+"${remaining_args[@]}"}
 . "$(dirname "$0")/../path.sh"
 . parse_options.sh
 
-if [ $# -ne 4 ] || [ -z "$train_config" ]; then
+if [ $# -ne 4 ] || [ -z "$config" ]; then
   printf "%s\n" "$help_message" >&2
   exit 1
 fi
@@ -61,9 +59,7 @@ train=$2
 test=$3
 dir=$4
 
-for f in "$train_config" "$init" "$train/feats.scp" "$train/$label_file" "$test/feats.scp" "$test/$label_file"; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$config" "$init" "$train/feats.scp" "$train/$label_file" "$test/feats.scp" "$test/$label_file"
 check_positive_ints nj_gpus
 for opt in chunk_frames eval_chunk_size; do
   [ -z "${!opt}" ] || [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || \
@@ -90,7 +86,7 @@ if [ -f "$dir/.done" ]; then
   echo "$0: $dir/.done exists: training already finished (remove it to train again); evaluating"
 else
   run_or_die "$cmd" "$dir/log/train.log" fine-tuning "${launcher[@]}" -m pyspk.bin.train \
-    --config "$train_config" --device "$device" "${init_args[@]}" "$train" "$dir" \
+    --config "$config" --device "$device" "${init_args[@]}" "$train" "$dir" \
     "${settings[@]}" ${override_args[@]+"${override_args[@]}"}
 fi
 check_trained_model "$dir" "$dir/log/train.log"

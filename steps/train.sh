@@ -28,8 +28,8 @@ num_nodes=1
 node_rank=0
 master_addr=127.0.0.1
 master_port=29500
+config=         # the training YAML (parse_options.sh stores a .yaml/.yml --config, never sources it)
 # End configuration section.
-train_config=   # --config; taken out before parse_options.sh, which would source it as shell
 
 . "$(dirname "$0")/libs/train_launch.sh"
 help_message="Usage: $0 [options] --config <train.yaml> <data-dir> <exp-dir>
@@ -42,21 +42,17 @@ Options:
   --overrides \"<a.b=v c=w>\"     # space-separated config overrides (default: none)
 $(launch_options_help)"
 
-take_config_option "$@"
-set -- ${remaining_args[@]+"${remaining_args[@]}"}
 . "$(dirname "$0")/../path.sh"
 . parse_options.sh
 
-if [ $# -ne 2 ] || [ -z "$train_config" ]; then
+if [ $# -ne 2 ] || [ -z "$config" ]; then
   printf "%s\n" "$help_message" >&2
   exit 1
 fi
 data=$1
 dir=$2
 
-for f in "$train_config" "$data/feats.scp" ${init_model:+"$init_model"}; do
-  [ -f "$f" ] || { echo "$0: no such file $f" >&2; exit 1; }
-done
+require_files "$config" "$data/feats.scp" ${init_model:+"$init_model"}
 if [ -n "$init_backbone" ] && [ -z "$init_model" ]; then
   echo "$0: --init-backbone needs --init-model" >&2
   exit 1
@@ -71,7 +67,7 @@ init_args=()
 read -r -a override_args <<< "$overrides"
 set_launcher "$nj_gpus" "$num_nodes" "$node_rank" "$master_addr" "$master_port"
 log=$dir/log/launch.log
-run_or_die "$cmd" "$log" training "${launcher[@]}" -m pyspk.bin.train --config "$train_config" \
+run_or_die "$cmd" "$log" training "${launcher[@]}" -m pyspk.bin.train --config "$config" \
   --device "$device" ${init_args[@]+"${init_args[@]}"} "$data" "$dir" ${override_args[@]+"${override_args[@]}"}
 check_trained_model "$dir" "$log"
 echo "$0: trained $dir/final.pt (losses in $dir/metrics.tsv, $dir/loss.png)"

@@ -1,33 +1,17 @@
+# shellcheck shell=bash
 # Shared launching logic of the training steps (steps/train.sh,
-# steps/finetune.sh). Source it, don't run it:
+# steps/finetune.sh), on top of steps/libs/common.sh. Source it, don't run it:
 #   . "$(dirname "$0")/libs/train_launch.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # The functions print messages prefixed with the calling step's $0 and exit
 # the step on errors, as the steps themselves would.
-
-# take_config_option <args...>
-# Takes "--config <yaml>" out of the arguments before parse_options.sh sees it
-# (it would source a non-.yaml value as shell). Sets train_config (left as it
-# was when absent) and remaining_args, the other arguments in order; use
-#   set -- ${remaining_args[@]+"${remaining_args[@]}"}
-take_config_option() {
-  remaining_args=()
-  while [ $# -gt 0 ]; do
-    if [ "$1" == "--config" ]; then
-      [ $# -ge 2 ] || { echo "$0: option --config needs a value" >&2; exit 1; }
-      train_config=$2
-      shift 2
-    else
-      remaining_args+=("$1")
-      shift
-    fi
-  done
-}
 
 # launch_options_help
 # The usage lines of the options every trainer step declares with the same
 # names: cmd nj_gpus device num_nodes node_rank master_addr master_port
 # (showing their current values as defaults).
 launch_options_help() {
+  # shellcheck disable=SC2154  # the calling step's options, declared in its configuration section
   cat <<HELP
   --cmd <run.pl|queue.pl ...>   # how to run the job; use "\$cuda_cmd" for GPUs (default: $cmd)
   --nj-gpus <n>                 # DDP processes on this machine, one per GPU (default: $nj_gpus)
@@ -37,16 +21,6 @@ launch_options_help() {
   --master-addr <host|slurm>    # address of node 0; slurm: the Slurm job's first node (default: $master_addr)
   --master-port <port>          # port on node 0 (default: $master_port)
 HELP
-}
-
-# check_positive_ints <var-name>...
-# Exits unless each named variable holds a positive integer (the message names
-# the option, --var-name).
-check_positive_ints() {
-  local opt
-  for opt in "$@"; do
-    [[ "${!opt}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --${opt//_/-} must be a positive integer, got '${!opt}'" >&2; exit 1; }
-  done
 }
 
 # exit_if_trained <exp-dir>
@@ -76,27 +50,15 @@ set_launcher() {
   fi
   [[ "$node_rank" =~ ^[0-9]+$ ]] && [ "$node_rank" -lt "$2" ] || \
     { echo "$0: --node-rank must be in 0..$(( $2 - 1 )) or slurm, got '$node_rank'" >&2; exit 1; }
+  # shellcheck disable=SC2034  # read by run_or_die (steps/libs/common.sh) for the node's log name
   launch_node_rank=$node_rank
   if [ "$1" -gt 1 ] || [ "$2" -gt 1 ]; then
+    # shellcheck disable=SC2034  # the caller's output: the launcher command
     launcher=(python -m torch.distributed.run --nnodes "$2" --node-rank "$node_rank"
               --nproc-per-node "$1" --master-addr "$master_addr" --master-port "$5")
   else
+    # shellcheck disable=SC2034  # the caller's output: the launcher command
     launcher=(python)
-  fi
-}
-
-# run_or_die <cmd> <log> <what> <command...>
-# Runs <command> as "$cmd <log> <command...>" (<cmd> is split into words, e.g.
-# "queue.pl --gpu 1"); on failure prints "<what> failed" and the end of <log>
-# and exits 1.
-run_or_die() {
-  local run_cmd=$1 log=$2 what=$3
-  shift 3
-  [ "${launch_node_rank:-0}" == 0 ] || log=${log%.log}.node$launch_node_rank.log
-  if ! $run_cmd "$log" "$@"; then
-    echo "$0: $what failed; the end of $log:" >&2
-    tail -n 20 "$log" >&2
-    exit 1
   fi
 }
 
