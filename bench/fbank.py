@@ -33,7 +33,7 @@ def make_data_dir(path, minutes, utt_seconds):
     """Write tone-plus-noise wavs and a wav.scp/utt2spk/spk2utt data dir; return (dir, wav paths)."""
     rng = np.random.default_rng(0)
     rate = 16000
-    num_utts = max(1, int(round(minutes * 60 / utt_seconds)))
+    num_utts = max(1, round(minutes * 60 / utt_seconds))
     t = np.arange(int(utt_seconds * rate)) / rate
     data = os.path.join(path, "data")
     os.makedirs(data)
@@ -75,7 +75,8 @@ def bare_loop(wavs, config):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0, help="total audio (default: %(default)s)")
-    parser.add_argument("--utt-seconds", type=float, default=6.0, help="length of each utterance (default: %(default)s)")
+    parser.add_argument("--utt-seconds", type=float, default=6.0,
+                        help="length of each utterance (default: %(default)s)")
     parser.add_argument("--compress", default="true", choices=["true", "false"], help="make_fbank.sh --compress")
     args = parser.parse_args()
     config = FbankConfig.from_file(os.path.join(ROOT, "conf", "fbank.conf"))

@@ -61,14 +61,15 @@ def main():
         crops = torch.randn(args.batch, args.frames, 80)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
-        def train_step():
+        def train_step(model=model, optimizer=optimizer, crops=crops):
             model.train()
             optimizer.zero_grad()
             model(crops).pow(2).mean().backward()
             optimizer.step()
 
         step = best_time(train_step, args.repeats)
-        extract = best_time(lambda: list(extract_embeddings(model, utts, 1000, 100, batch_size=8)), args.repeats)
+        extract = best_time(lambda model=model: list(extract_embeddings(model, utts, 1000, 100, batch_size=8)),
+                            args.repeats)
         print(f"{name:<16} {params:>7.2f}M {step:>10.3f}s {len(utts) * 10 / extract:>9.1f}x", flush=True)
 
 

@@ -41,7 +41,8 @@ def main():
     keys = [f"utt{i:07d}" for i in range(args.num_utts)]
     enroll = rng.integers(0, args.num_utts, args.num_trials)
     test = rng.integers(0, args.num_utts, args.num_trials)
-    trials = [(keys[e], keys[t], bool(utt_spk[e] == utt_spk[t])) for e, t in zip(enroll.tolist(), test.tolist())]
+    trials = [(keys[e], keys[t], bool(utt_spk[e] == utt_spk[t]))
+              for e, t in zip(enroll.tolist(), test.tolist(), strict=True)]
     print(f"{args.num_trials} trials over {args.num_utts} random {args.dim}-dim embeddings")
 
     _, ei, ti = timed("map 1M trial keys to rows", index_trials, trials, "trials", keys, keys, "enroll", "test")

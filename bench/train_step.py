@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pyspk.config import load_config  # noqa: E402
-from pyspk.device import pick_device  # noqa: E402
-from pyspk.models import extract_embeddings  # noqa: E402
-from pyspk.ssl.dino import DINOObjective  # noqa: E402
-from pyspk.train.loop import Trainer, build_optimizer, clip_gradients  # noqa: E402
-from pyspk.train.synthetic import make_feats_data_dir  # noqa: E402
+from pyspk.config import load_config
+from pyspk.device import pick_device
+from pyspk.models import extract_embeddings
+from pyspk.ssl.dino import DINOObjective
+from pyspk.train.loop import Trainer, build_optimizer, clip_gradients
+from pyspk.train.synthetic import make_feats_data_dir
 
 
 def sync(device):

@@ -38,7 +38,7 @@ def sample_trials(utt2spk, num_trials=12000, target_fraction=0.5, seed=777):
         i, j = np.triu_indices(len(members), k=1)
         target_codes.append(members[i] * n + members[j])
     target_codes = np.concatenate(target_codes) if target_codes else np.zeros(0, np.int64)
-    num_target = min(int(round(num_trials * target_fraction)), len(target_codes))
+    num_target = min(round(num_trials * target_fraction), len(target_codes))
     target_codes = rng.choice(target_codes, num_target, replace=False) if num_target else target_codes[:0]
 
     # Non-target pairs: enumerate when few exist, else rejection-sample random pairs.
@@ -67,7 +67,7 @@ def sample_trials(utt2spk, num_trials=12000, target_fraction=0.5, seed=777):
     swap = rng.random(len(codes)) < 0.5
     enroll = np.where(swap, second, first)
     test = np.where(swap, first, second)
-    trials = [(utts[e], utts[t], bool(tar)) for e, t, tar in zip(enroll, test, is_target)]
+    trials = [(utts[e], utts[t], bool(tar)) for e, t, tar in zip(enroll, test, is_target, strict=True)]
     trials.sort(key=lambda trial: (c_sort_key(trial[0]), c_sort_key(trial[1])))
     return trials
 

@@ -47,28 +47,34 @@ ESPEAK_RATE = 22050
 
 # Latin-script languages whose letter-to-sound rules read any pseudo-word
 # (checked with espeak-ng 1.51; Maori, Hawaiian etc. spell unknown letters).
-LANGUAGES = (
-    "af an az ca cs cy da de en-029 en-gb en-gb-scotland en-us eo es es-419 et eu fi fr-be fr-fr "
-    "ga gd hr hu ia id io is it la lb lt lv ms mt nb nl pl pt pt-br ro sk sl sq sv sw tn tr uz vi"
-).split()
+LANGUAGES = [
+    "af", "an", "az", "ca", "cs", "cy", "da", "de", "en-029", "en-gb", "en-gb-scotland", "en-us", "eo", "es", "es-419",
+    "et", "eu", "fi", "fr-be", "fr-fr", "ga", "gd", "hr", "hu", "ia", "id", "io", "is", "it", "la", "lb", "lt", "lv",
+    "ms", "mt", "nb", "nl", "pl", "pt", "pt-br", "ro", "sk", "sl", "sq", "sv", "sw", "tn", "tr", "uz", "vi",
+]
 
 # espeak-ng voice variants (file names under voices/!v) by the gender that
 # `espeak-ng --voices=variant` lists; whispering, speed and echo effects left out.
-FEMALE_VARIANTS = (
-    "Alicia Andrea Annie anika anikaRobot aunty belinda f1 f2 f3 f4 f5 grandma linda steph steph2 steph3"
-).split()
-MALE_VARIANTS = (
-    "Alex Andy AnxiousAndy Denis Diogo Gene Gene2 Henrique Hugo Jacky Lee Marco Mario Michael Mike "
-    "Nguyen RicishayMax RicishayMax2 RicishayMax3 Storm Tweaky adam antonio benjamin boris caleb croak "
-    "david ed edward edward2 grandpa gustave iven iven2 iven3 iven4 john kaukovalta klatt klatt2 klatt3 "
-    "klatt4 klatt5 klatt6 m1 m2 m3 m4 m5 m6 m7 m8 marcelo max michel miguel norbert pablo paul pedro "
-    "quincy rob robert sandro shelby travis victor zac"
-).split()
+FEMALE_VARIANTS = [
+    "Alicia", "Andrea", "Annie", "anika", "anikaRobot", "aunty", "belinda", "f1", "f2", "f3", "f4", "f5", "grandma",
+    "linda", "steph", "steph2", "steph3",
+]
+MALE_VARIANTS = [
+    "Alex", "Andy", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco",
+    "Mario", "Michael", "Mike", "Nguyen", "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm", "Tweaky", "adam",
+    "antonio", "benjamin", "boris", "caleb", "croak", "david", "ed", "edward", "edward2", "grandpa", "gustave", "iven",
+    "iven2", "iven3", "iven4", "john", "kaukovalta", "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "m1",
+    "m2", "m3", "m4", "m5", "m6", "m7", "m8", "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro",
+    "quincy", "rob", "robert", "sandro", "shelby", "travis", "victor", "zac",
+]
 FEMALE_FRACTION = 0.4
 
-ONSETS = "b d f g k l m n p r s t v z h j br dr kr pl st tr gl sk fl gr sp".split() + [""] * 3
-NUCLEI = "a e i o u a e i o u ai au ei ou ia".split()
-CODAS = [""] * 8 + "n r s l m t k".split()
+ONSETS = [
+    "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "h", "j", "br", "dr", "kr", "pl", "st", "tr",
+    "gl", "sk", "fl", "gr", "sp", "", "", "",
+]
+NUCLEI = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "u", "ai", "au", "ei", "ou", "ia"]
+CODAS = [""] * 8 + ["n", "r", "s", "l", "m", "t", "k"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ def make_speakers(num_speakers, test_speakers, seed):
         raise ValueError(f"need 0 < test-speakers ({test_speakers}) < num-speakers ({num_speakers})")
     rng = derived_rng(seed, "speakers")
     width = max(3, len(str(num_speakers)))
-    num_female = int(round(FEMALE_FRACTION * num_speakers))
+    num_female = round(FEMALE_FRACTION * num_speakers)
     genders = rng.permutation(["f"] * num_female + ["m"] * (num_speakers - num_female))
     variants = {g: list(rng.permutation(v)) for g, v in (("f", FEMALE_VARIANTS), ("m", MALE_VARIANTS))}
     langs = list(rng.permutation(LANGUAGES))
@@ -212,7 +218,7 @@ def vtlp_resample(x, alpha):
     out = np.zeros(p * scale // 2 + 1, dtype=spec.dtype)
     keep = min(len(spec), len(out))
     out[:keep] = spec[:keep]
-    y = np.fft.irfft(out, p * scale)[:int(round(len(x) * p / q))]
+    y = np.fft.irfft(out, p * scale)[:round(len(x) * p / q)]
     return (y * (p / q)).astype(np.float32)
 
 
@@ -272,7 +278,7 @@ def synth_utterance(speaker, utt, seed, min_sec, max_sec, channel=CHANNEL):
     rng = derived_rng(seed, utt)
     num_samples = int(rng.uniform(min_sec, max_sec) * SAMPLE_RATE)
     pitch = int(np.clip(speaker.pitch + rng.integers(-4, 5), 0, 99))
-    speed = int(round(speaker.speed * rng.uniform(0.92, 1.08)))
+    speed = round(speaker.speed * rng.uniform(0.92, 1.08))
     alpha = speaker.alpha * rng.uniform(0.985, 1.015)
     voice = f"{speaker.lang}+{speaker.variant}"
     pieces, have = [], 0

@@ -83,7 +83,7 @@ def run_script(args, cwd=ROOT, check=True, env=None):
                                         os.path.join(ROOT, "steps"), full_env.get("PATH", "")])
     full_env["LC_ALL"] = "C"
     full_env.update(env or {})
-    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}")
     return proc

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, run_script
+
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_yaml, save_config
 from pyspk.data.datadir import DataDirError
@@ -83,7 +83,7 @@ def test_aam_softmax_matches_hand_computation():
     embeddings[4] = -weight[2] + 0.01
     labels = np.array([0, 1, 3, 1, 2])
     for margin in (0.3, 0.0):
-        loss, logits, cosines = head(torch.from_numpy(embeddings), torch.from_numpy(labels), margin)
+        loss, _logits, cosines = head(torch.from_numpy(embeddings), torch.from_numpy(labels), margin)
         assert loss.item() == pytest.approx(hand_aam_loss(embeddings, weight, labels, margin, 10.0), rel=1e-5)
     # Non-target logits are scale * cos; the margin lowers only the targets.
     loss_m, logits_m, _ = head(torch.from_numpy(embeddings), torch.from_numpy(labels), 0.3)
@@ -168,7 +168,7 @@ def test_loss_falls_on_a_tiny_set(feats_dir):
         losses.append(loss.item())
         accuracies.append(stats["accuracy"].item())
     assert np.mean(losses[-3:]) < 0.3 * np.mean(losses[:3])
-    assert np.mean(accuracies[-3:]) > 0.7 > 0.5 > np.mean(accuracies[:3])
+    assert np.mean(accuracies[-3:]) > 0.7 and np.mean(accuracies[:3]) < 0.5
 
 
 def trained_tensors(path):
@@ -265,7 +265,7 @@ def test_two_gloo_processes_stay_in_sync(feats_dir, tiny_yaml, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
                tiny_yaml, feats_dir, str(exp)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0].keys() == ranks[1].keys()

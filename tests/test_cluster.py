@@ -7,9 +7,9 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
+from conftest import run_script
 from sklearn.metrics import normalized_mutual_info_score
 
-from conftest import run_script
 from pyspk.bin import cluster as cluster_bin
 from pyspk.cluster import kmeans as km
 from pyspk.cluster.agglomerative import agglomerative

@@ -2,11 +2,12 @@
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, run_script
+
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
@@ -143,12 +144,12 @@ def test_trainer_resume_and_outputs(feats_dir, tmp_path):
         assert os.path.isfile(os.path.join(exp, ".done"))
     assert list_backbones(os.path.join(straight, "final.pt")) == ["encoder"]
     a, b = (load_backbone(os.path.join(e, "final.pt")) for e in (straight, resumed))
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
     heads = [ckpt.load_checkpoint(ckpt.find_latest(os.path.join(e, "checkpoints")))["objective"]["head"]
              for e in (straight, resumed)]
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
-    header = open(os.path.join(straight, "metrics.tsv")).readline().split()
+    header = Path(straight, "metrics.tsv").read_text().splitlines()[0].split()
     assert {"loss", "nt_xent", "channel_inv", "pos_acc", "emb_std"} <= set(header)
 
 

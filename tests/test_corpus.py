@@ -7,8 +7,8 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import ROOT, run_script
+
 from pyspk.bin import score_fbank_baseline
 from pyspk.data.datadir import DataDir, c_sort_key, read_trials
 
@@ -30,8 +30,7 @@ def load_local(name):
 def corpus(tmp_path_factory):
     base = tmp_path_factory.mktemp("corpus")
     corpus_dir, data_root = str(base / "corpus"), str(base / "data")
-    proc = run_script(["local/make_corpus.sh", "--nj", "2", "--num-trials", "40"] + CORPUS_OPTS
-                      + [corpus_dir, data_root])
+    proc = run_script(["local/make_corpus.sh", "--nj", "2", "--num-trials", "40", *CORPUS_OPTS, corpus_dir, data_root])
     return corpus_dir, data_root, proc
 
 
@@ -97,10 +96,10 @@ def test_rerun_is_a_no_op_and_other_options_are_refused(corpus):
     corpus_dir, data_root, _ = corpus
     trials = os.path.join(data_root, "test", "trials")
     before = (os.path.getmtime(trials), read_lines(trials))
-    proc = run_script(["local/make_corpus.sh", "--num-trials", "40"] + CORPUS_OPTS + [corpus_dir, data_root])
+    proc = run_script(["local/make_corpus.sh", "--num-trials", "40", *CORPUS_OPTS, corpus_dir, data_root])
     assert "nothing to do" in proc.stdout
     assert (os.path.getmtime(trials), read_lines(trials)) == before
-    proc = run_script(["local/make_corpus.sh", "--seed", "1"] + CORPUS_OPTS + [corpus_dir, data_root], check=False)
+    proc = run_script(["local/make_corpus.sh", "--seed", "1", *CORPUS_OPTS, corpus_dir, data_root], check=False)
     assert proc.returncode != 0 and "other options" in proc.stderr
 
 
@@ -110,7 +109,7 @@ def test_audio_is_identical_for_any_job_split(corpus, tmp_path):
     other = str(tmp_path / "corpus3")
     for job in (1, 2, 3):
         with pytest.raises(SystemExit) as done:
-            synth_corpus.main(["synth", "--job", str(job), "--nj", "3"] + CORPUS_OPTS + [other])
+            synth_corpus.main(["synth", "--job", str(job), "--nj", "3", *CORPUS_OPTS, other])
         assert done.value.code == 0
     for spk in sorted(os.listdir(os.path.join(corpus_dir, "wav"))):
         for name in sorted(os.listdir(os.path.join(corpus_dir, "wav", spk))):

@@ -1,12 +1,26 @@
 """pyspk.data.datadir: reading/writing Kaldi data-dir files."""
 
 import os
+from pathlib import Path
 
 import pytest
 
-from pyspk.data.datadir import (DataDir, DataDirError, c_sort_key, c_sorted, format_table, iter_raw_lines, read_kv,
-                                read_scp, read_table, read_trials, spk2utt_to_utt2spk, utt2spk_to_spk2utt, write_table,
-                                write_trials)
+from pyspk.data.datadir import (
+    DataDir,
+    DataDirError,
+    c_sort_key,
+    c_sorted,
+    format_table,
+    iter_raw_lines,
+    read_kv,
+    read_scp,
+    read_table,
+    read_trials,
+    spk2utt_to_utt2spk,
+    utt2spk_to_spk2utt,
+    write_table,
+    write_trials,
+)
 
 
 def write(path, text, mode="w"):
@@ -35,7 +49,7 @@ def test_iter_raw_lines_keeps_carriage_returns(tmp_path):
 def test_write_table_sorted_and_read_back(tmp_path):
     path = str(tmp_path / "utt2spk")
     write_table(path, {"u_b": "s2", "u-a": "s1", "U": ["s", 3]})
-    assert open(path).read() == "U s 3\nu-a s1\nu_b s2\n"
+    assert Path(path).read_text() == "U s 3\nu-a s1\nu_b s2\n"
     assert read_table(path, 2) == {"U": ["s", "3"], "u-a": ["s1"], "u_b": ["s2"]}
     assert [n for n in os.listdir(tmp_path)] == ["utt2spk"]  # no temp file left
 
@@ -82,7 +96,7 @@ def test_non_utf8_bytes_survive_round_trip(tmp_path):
     table = read_table(path, 1)
     out = str(tmp_path / "text.out")
     write_table(out, {k: v for k, v in table.items()})
-    assert open(out, "rb").read() == b"u0 ok\nu1 caf\xe9\n"
+    assert Path(out).read_bytes() == b"u0 ok\nu1 caf\xe9\n"
 
 
 def test_utt2spk_spk2utt_round_trip():
@@ -96,7 +110,7 @@ def test_trials_round_trip_and_errors(tmp_path):
     path = str(tmp_path / "trials")
     trials = [("e1", "t1", True), ("e1", "t2", False)]
     write_trials(path, trials)
-    assert open(path).read() == "e1 t1 target\ne1 t2 nontarget\n"
+    assert Path(path).read_text() == "e1 t1 target\ne1 t2 nontarget\n"
     assert read_trials(path) == trials
     write(path, "e1 t1 target\ne1 t2 maybe\n")
     with pytest.raises(DataDirError, match=r"trials:2: third field"):

@@ -1,24 +1,32 @@
 """DINO and the generic training pieces: crops, sampler, schedules, augmentation, head, EMA, loss, trainer."""
 
+import itertools
 import os
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, run_script
+
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_config
 from pyspk.data.datadir import DataDir, DataDirError
 from pyspk.models import list_backbones, load_backbone
-from pyspk.train.augment import BatchAugmenter, CHANNEL_DEFAULTS, SPECAUG_DEFAULTS, channel_augment, \
-    merged_options, spec_augment
+from pyspk.ssl.dino import DINOHead, DINOLoss, DINOObjective, ema_update
+from pyspk.train.augment import (
+    CHANNEL_DEFAULTS,
+    SPECAUG_DEFAULTS,
+    BatchAugmenter,
+    channel_augment,
+    merged_options,
+    spec_augment,
+)
 from pyspk.train.data import CropDataset, ResumableBatchSampler, group_copies
 from pyspk.train.loop import Trainer
 from pyspk.train.schedules import Schedule, build_schedule
 from pyspk.train.synthetic import make_feats_data_dir
-from pyspk.ssl.dino import DINOHead, DINOLoss, DINOObjective, ema_update
 
 TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
 CROPS = {"global": {"count": 2, "frames": 50}, "local": {"count": 3, "frames": 20}}
@@ -101,9 +109,9 @@ def test_vad_selects_voiced_frames(tmp_path):
 def test_unreadable_utterance_is_skipped(tmp_path, caplog):
     d = make_feats_data_dir(str(tmp_path / "d"), n_spk=1, n_utt=2, feat_dim=4)
     scp = os.path.join(d, "feats.scp")
-    lines = open(scp).read().splitlines()
+    lines = Path(scp).read_text().splitlines()
     lines[0] = lines[0].split()[0] + " " + os.path.join(d, "gone.ark") + ":12"
-    open(scp, "w").write("\n".join(lines) + "\n")
+    Path(scp).write_text("\n".join(lines) + "\n")
     ds = CropDataset(d, {"global": {"count": 1, "frames": 10}})
     item = ds[(0, 0)]
     assert item["index"] == 1
@@ -130,7 +138,7 @@ def test_cosine_schedule_with_warmup():
     s = Schedule(1.0, 0.0, total_steps=12, warmup_steps=2, warmup_start=0.0)
     assert s(0) == 0.0 and s(1) == 0.5 and s(2) == 1.0
     assert s(11) == pytest.approx(0.0) and s(100) == 0.0
-    assert all(a >= b for a, b in zip(s.values[2:], s.values[3:]))
+    assert all(a >= b for a, b in itertools.pairwise(s.values[2:]))
     temp = build_schedule({"base": 0.07, "warmup_start": 0.04, "warmup_epochs": 1, "kind": "constant"}, 3, 9, "t")
     assert [round(temp(i), 3) for i in range(5)] == [0.04, 0.05, 0.06, 0.07, 0.07]
     assert build_schedule(0.5, 3, 9, "x")(7) == 0.5
@@ -184,9 +192,10 @@ def test_head_shapes_and_normalised_last_layer():
 
 def test_ema_update():
     student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    expected = [0.9 * t.detach() + 0.1 * s.detach() for t, s in zip(teacher.parameters(), student.parameters())]
+    expected = [0.9 * t.detach() + 0.1 * s.detach()
+                for t, s in zip(teacher.parameters(), student.parameters(), strict=True)]
     ema_update(teacher, student, 0.9)
-    assert all(torch.allclose(t, e) for t, e in zip(teacher.parameters(), expected))
+    assert all(torch.allclose(t, e) for t, e in zip(teacher.parameters(), expected, strict=True))
 
 
 def test_loss_matches_pairwise_definition_and_centre_update():
@@ -249,7 +258,7 @@ def test_loss_falls_and_teacher_gets_no_gradients(feats_dir):
     losses = loss_steps(objective, dataset, 16, lr=0.01)
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3
     assert all(not p.requires_grad and p.grad is None for p in objective.teacher.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(teacher_before, objective.teacher.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, objective.teacher.parameters(), strict=True))
 
 
 def test_last_layer_frozen_during_first_epoch(feats_dir):
@@ -279,7 +288,7 @@ def test_trainer_outputs_and_idempotence(feats_dir, tmp_path):
     assert teacher(torch.randn(2, 60, 40)).shape == (2, 32)
     # 16 utterances / batch 4 = 4 steps; checkpoints every 3 steps and at the epoch's end.
     assert sorted(os.listdir(os.path.join(exp, "checkpoints"))) == ["ckpt-e0-s3.pt", "ckpt-e1-s4.pt"]
-    header = open(os.path.join(exp, "metrics.tsv")).readline().split()
+    header = Path(exp, "metrics.tsv").read_text().splitlines()[0].split()
     assert {"loss", "lr", "momentum", "teacher_entropy", "kl", "emb_std"} <= set(header)
     mtime = os.path.getmtime(os.path.join(exp, "final.pt"))
     assert Trainer(DINOObjective(), config, feats_dir, exp, device="cpu").run() is None
@@ -289,7 +298,7 @@ def test_trainer_outputs_and_idempotence(feats_dir, tmp_path):
 def test_config_errors(feats_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown key"):
         Trainer(DINOObjective(), tiny_config() | {"bogus": 1}, feats_dir, str(tmp_path / "e"))
-    with pytest.raises(ConfigError, match="40-dim features but model.feat_dim is 80"):
+    with pytest.raises(ConfigError, match=r"40-dim features but model\.feat_dim is 80"):
         Trainer(DINOObjective(), load_config(TINY), feats_dir, str(tmp_path / "e")).run()
     with pytest.raises(SystemExit) as exit_info:
         train_cli.main(["--config", TINY, feats_dir, str(tmp_path / "e2"), "optim.nope=1"])

@@ -6,13 +6,12 @@ import os
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from pyspk.bin import average_checkpoints
 from pyspk.config import ConfigError, load_config
 from pyspk.models import build_model, load_backbone, read_backbone_file, save_backbones
-from pyspk.ssl.dino import (CollapseMonitor, DINOObjective, cross_crop_cosine_loss, diversity_loss,
-                            redundancy_loss)
+from pyspk.ssl.dino import CollapseMonitor, DINOObjective, cross_crop_cosine_loss, diversity_loss, redundancy_loss
 from pyspk.train.checkpoint import average_backbones
 from pyspk.train.loop import clip_gradients
 from pyspk.train.schedules import build_schedule
@@ -142,7 +141,7 @@ def test_switches_off_by_default():
 
 
 def test_unknown_regulariser_is_a_config_error():
-    with pytest.raises(ConfigError, match="dino.regularisers"):
+    with pytest.raises(ConfigError, match=r"dino\.regularisers"):
         build_objective(tiny_config(regularisers={"variance": 1.0}))
 
 
@@ -182,7 +181,7 @@ def test_init_model_starts_student_and_teacher(tmp_path):
     save_backbones(path, {"model": source}, "model")
     objective = build_objective(tiny_config(init_model=path))
     for net in (objective.student, objective.teacher):
-        for a, b in zip(net.backbone.state_dict().values(), source.state_dict().values()):
+        for a, b in zip(net.backbone.state_dict().values(), source.state_dict().values(), strict=True):
             assert torch.equal(a, b)
     other = str(tmp_path / "other.pt")
     save_backbones(other, {"model": build_model({**MODEL, "embed_dim": 16})}, "model")

@@ -1,13 +1,15 @@
 """Embedding extraction: chunking, batching, VAD, failures, and steps/extract_embeddings.sh."""
 
+import itertools
 import os
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_script
+
 from pyspk.bin import extract_embeddings as extract_bin
 from pyspk.models import build_model, save_backbones
 from pyspk.models.extract import chunk_plan, extract_embeddings, iter_features, job_share
@@ -76,7 +78,7 @@ def test_chunk_plan():
 def test_job_share_covers_all_items_once():
     items = [f"u{i}" for i in range(10)]
     shares = [job_share(items, job, 3) for job in (1, 2, 3)]
-    assert sum(shares, []) == items and all(shares)
+    assert list(itertools.chain.from_iterable(shares)) == items and all(shares)
     with pytest.raises(ValueError):
         job_share(items, 4, 3)
 
@@ -106,7 +108,7 @@ def test_batching_across_utterances_does_not_change_embeddings():
     one_by_one = list(extract_embeddings(model, utts, 100, 30, batch_size=1, buffer_chunks=1))
     batched = list(extract_embeddings(model, utts, 100, 30, batch_size=8))
     assert [u for u, _ in batched] == [u for u, _ in utts]
-    for (_, a), (_, b) in zip(one_by_one, batched):
+    for (_, a), (_, b) in zip(one_by_one, batched, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -117,7 +119,7 @@ def test_iter_features_applies_vad_and_counts_failures(tmp_path):
     vad = kaldiio.load_scp(os.path.join(data, "vad.scp"))
     feats_scp["missing-utt"] = feats_scp[sorted(feats)[0]].rsplit(":", 1)[0] + ":999999"
     failed = []
-    utts = sorted(feats) + ["missing-utt", "absent-utt"]
+    utts = [*sorted(feats), "missing-utt", "absent-utt"]
     got = dict(iter_features(feats_scp, utts, FEAT_DIM, vad_scp, failed))
     assert sorted(got) == sorted(feats)
     for utt in feats:
@@ -168,9 +170,9 @@ def test_extract_embeddings_script(tmp_path):
     args = ["steps/extract_embeddings.sh", "--nj", "2", "--chunk-size", "100", "--min-chunk-size", "30",
             "--device", "cpu"]
 
-    proc = run_script(args + ["--max-fail-fraction", "0.2", model_file, data, out])
+    proc = run_script([*args, "--max-fail-fraction", "0.2", model_file, data, out])
     assert "Done 8, failed 1" in proc.stdout
-    logs = "".join(open(os.path.join(out, "log", f"extract.{n}.log")).read() for n in (1, 2))
+    logs = "".join(Path(out, "log", f"extract.{n}.log").read_text() for n in (1, 2))
     assert f"{bad_utt}: failed" in logs and "Done" in logs
 
     good = sorted(u for u in feats if u != bad_utt)
@@ -192,7 +194,7 @@ def test_extract_embeddings_script(tmp_path):
         np.testing.assert_allclose(spk_xvectors[spk], np.mean([xvectors[u] for u in utts], axis=0), rtol=1e-5,
                                    atol=1e-6)
 
-    proc = run_script(args + ["--max-fail-fraction", "0.2", model_file, data, out])
+    proc = run_script([*args, "--max-fail-fraction", "0.2", model_file, data, out])
     assert "nothing to do" in proc.stdout
 
     # 1 of 9 failed is more than the default --max-fail-fraction 0.05.

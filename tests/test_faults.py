@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import ROOT, make_wav_data_dir, run_script
+
 from pyspk.fileutil import dir_lock
 from pyspk.train.synthetic import make_feats_data_dir
 
@@ -32,7 +33,7 @@ def train_dino(data, exp, *overrides, max_steps=None, config=DINO_TINY):
     args = [sys.executable, "-m", "pyspk.bin.train", "--config", config, "--device", "cpu"]
     if max_steps is not None:
         args += ["--max-steps", str(max_steps)]
-    return run_script(args + [data, exp, *TINY_OVERRIDES, *overrides], check=False)
+    return run_script([*args, data, exp, *TINY_OVERRIDES, *overrides], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def make_fbank(data, *options):
 # 1 ----------------------------------------------------------------------------
 def test_nan_samples_fail_one_named_utterance(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
-    first_utt, wav = open(os.path.join(data, "wav.scp")).readline().split()
+    first_utt, wav = Path(data, "wav.scp").read_text().splitlines()[0].split()
     samples, rate = sf.read(wav, dtype="float32")
     samples[100] = np.nan
     samples[200] = np.inf
@@ -58,10 +59,10 @@ def test_nan_samples_fail_one_named_utterance(tmp_path):
     assert proc.returncode == 0, proc.stderr
     no_traceback(proc)
     assert "1 of 4 utterances failed" in proc.stdout
-    log_text = open(os.path.join(data, "log", "make_fbank_data.1.log")).read()
+    log_text = Path(data, "log", "make_fbank_data.1.log").read_text()
     assert f"{first_utt}: 2 of {len(samples)} samples are NaN or infinite" in log_text
     assert "Done 3 utterances, failed 1" in log_text
-    feats_utts = [line.split()[0] for line in open(os.path.join(data, "feats.scp"))]
+    feats_utts = [line.split()[0] for line in Path(data, "feats.scp").read_text().splitlines()]
     assert len(feats_utts) == 3 and first_utt not in feats_utts
 
 
@@ -74,10 +75,10 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(feats40, tmp_path, dam
     latest = os.path.join(ckpt_dir, "ckpt-e1-s3.pt")
     assert os.path.isfile(latest)
     if damage == "truncated":
-        data = open(latest, "rb").read()
-        open(latest, "wb").write(data[: len(data) // 2])
+        data = Path(latest).read_bytes()
+        Path(latest).write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
-        open(latest, "wb").write(b"\x00not a checkpoint" * 100)
+        Path(latest).write_bytes(b"\x00not a checkpoint" * 100)
     else:
         import torch
         torch.save({"weights": torch.zeros(3)}, latest)
@@ -96,7 +97,7 @@ def test_no_readable_checkpoint_is_a_clear_error(feats40, tmp_path):
     exp = str(tmp_path / "exp")
     assert train_dino(feats40, exp, max_steps=1).returncode == 0
     only = os.path.join(exp, "checkpoints", "ckpt-e0-s1.pt")
-    open(only, "wb").write(b"junk")
+    Path(only).write_bytes(b"junk")
     proc = train_dino(feats40, exp, max_steps=2)
     assert proc.returncode == 1
     no_traceback(proc)
@@ -109,8 +110,8 @@ def test_non_utf8_utterance_id_is_rejected_with_file_and_line(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
     for name in ("wav.scp", "utt2spk", "spk2utt"):
         path = os.path.join(data, name)
-        raw = open(path, "rb").read()
-        open(path, "wb").write(raw.replace(b"spk000-utt001", b"spk000-utt\xff1"))
+        raw = Path(path).read_bytes()
+        Path(path).write_bytes(raw.replace(b"spk000-utt001", b"spk000-utt\xff1"))
     proc = make_fbank(data)
     assert proc.returncode == 1
     no_traceback(proc)
@@ -124,14 +125,14 @@ def test_non_utf8_utterance_id_is_rejected_with_file_and_line(tmp_path):
 def test_make_fbank_on_invalid_dir_fails_and_fails_again(tmp_path, fault):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
     wav_scp = os.path.join(data, "wav.scp")
-    lines = open(wav_scp).readlines()
+    lines = Path(wav_scp).read_text().splitlines(keepends=True)
     if fault == "unsorted":
         lines = lines[::-1]
     elif fault == "missing":
         lines = lines[1:]
     else:
         lines = [line.replace("\n", "\r\n") for line in lines]
-    open(wav_scp, "w", newline="").writelines(lines)
+    Path(wav_scp).write_text("".join(lines), newline="")
 
     for _ in range(2):  # the re-run must not take the failed run as finished
         proc = make_fbank(data)
@@ -180,11 +181,11 @@ def test_second_training_in_the_same_exp_dir_refuses(feats40, tmp_path):
 def test_make_fbank_killed_then_rerun_leaves_no_temporaries(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
     wav_scp = os.path.join(data, "wav.scp")
-    lines = open(wav_scp).readlines()
+    lines = Path(wav_scp).read_text().splitlines(keepends=True)
     last_utt, last_wav = lines[-1].split()
     # The last utterance reads through a slow pipe, so the job is killed with its temporaries open.
     lines[-1] = f"{last_utt} sleep 30; cat {last_wav} |\n"
-    open(wav_scp, "w").writelines(lines)
+    Path(wav_scp).write_text("".join(lines))
     env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
                LC_ALL="C")
     job = subprocess.Popen(["steps/make_fbank.sh", "--nj", "1", data], cwd=ROOT, env=env, start_new_session=True,
@@ -198,20 +199,20 @@ def test_make_fbank_killed_then_rerun_leaves_no_temporaries(tmp_path):
     assert len(glob.glob(pattern)) == 2, "the job never opened its temporaries"
 
     lines[-1] = f"{last_utt} {last_wav}\n"
-    open(wav_scp, "w").writelines(lines)
+    Path(wav_scp).write_text("".join(lines))
     proc = make_fbank(data)
     assert proc.returncode == 0, proc.stderr
     assert glob.glob(os.path.join(data, "data", ".*")) == []
     assert glob.glob(os.path.join(data, "log", ".*")) == []
-    assert len(open(os.path.join(data, "feats.scp")).readlines()) == 4
+    assert len(Path(data, "feats.scp").read_text().splitlines()) == 4
 
 
 # 12 ---------------------------------------------------------------------------
 def test_unsafe_yaml_tag_in_config_is_refused_with_line(feats40, tmp_path):
     config = tmp_path / "evil.yaml"
-    config.write_text(open(DINO_TINY).read().replace("seed: 1", "seed: !!python/object/apply:os.system ['touch "
-                                                    f"{tmp_path}/pwned']"))
-    line = next(i for i, text in enumerate(open(config), 1) if "!!python" in text)
+    config.write_text(Path(DINO_TINY).read_text().replace("seed: 1", "seed: !!python/object/apply:os.system ['touch "
+                                                          f"{tmp_path}/pwned']"))
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "!!python" in text)
     exp = str(tmp_path / "exp")
     proc = train_dino(feats40, exp, config=str(config))
     assert proc.returncode == 1
@@ -238,7 +239,7 @@ def small_disk(tmp_path):
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root): {proc.stderr.strip()}")
     try:
@@ -290,14 +291,15 @@ def test_disk_full_in_extraction_is_reported_and_resumable(tmp_path, small_disk)
 def point_to(data, utt, target):
     """Make ``utt`` of ``data``'s feats.scp read from ``target``."""
     path = os.path.join(data, "feats.scp")
-    lines = [f"{utt} {target}\n" if line.split()[0] == utt else line for line in open(path)]
-    open(path, "w").writelines(lines)
+    lines = [f"{utt} {target}\n" if line.split()[0] == utt else line
+             for line in Path(path).read_text().splitlines(keepends=True)]
+    Path(path).write_text("".join(lines))
 
 
 def test_unreadable_training_utterances_are_counted(tmp_path):
     data = make_feats_data_dir(str(tmp_path / "feats"), n_spk=4, n_utt=3, min_frames=60, max_frames=100,
                                feat_dim=40)
-    utts = [line.split()[0] for line in open(os.path.join(data, "feats.scp"))]
+    utts = [line.split()[0] for line in Path(data, "feats.scp").read_text().splitlines()]
     garbage = tmp_path / "garbage.ark"
     garbage.write_bytes(b"not an ark at all")
     for utt in (utts[0], utts[5]):  # the first one is also the feature-dim probe
@@ -319,11 +321,11 @@ def test_nan_features_name_the_utterance(tmp_path):
 
     data = make_feats_data_dir(str(tmp_path / "feats"), n_spk=4, n_utt=3, min_frames=60, max_frames=100,
                                feat_dim=40)
-    utt = open(os.path.join(data, "feats.scp")).readlines()[4].split()[0]
+    utt = Path(data, "feats.scp").read_text().splitlines()[4].split()[0]
     bad = np.zeros((80, 40), dtype=np.float32)
     bad[10, 3] = np.nan
     kaldiio.save_ark(str(tmp_path / "nan.ark"), {utt: bad}, scp=str(tmp_path / "nan.scp"))
-    point_to(data, utt, open(tmp_path / "nan.scp").read().split()[1])
+    point_to(data, utt, (tmp_path / "nan.scp").read_text().split()[1])
     exp = str(tmp_path / "exp")
     proc = train_dino(data, exp, "train.epochs=1")
     assert proc.returncode == 0, proc.stderr
@@ -355,14 +357,14 @@ def snapshot(directory):
     for root, _, names in os.walk(directory):
         for name in names:
             path = os.path.join(root, name)
-            files[path] = (os.stat(path).st_mtime_ns, open(path, "rb").read())
+            files[path] = (os.stat(path).st_mtime_ns, Path(path).read_bytes())
     return files
 
 
 def test_back_end_steps_do_nothing_when_finished(tmp_path):
     feats = make_feats_data_dir(str(tmp_path / "data"), n_spk=4, n_utt=5, min_frames=60, max_frames=100,
                                 feat_dim=40)
-    utts = [line.split()[0] for line in open(os.path.join(feats, "utt2spk"))]
+    utts = [line.split()[0] for line in Path(feats, "utt2spk").read_text().splitlines()]
     trials = str(tmp_path / "trials")
     with open(trials, "w") as f:
         for i, enroll in enumerate(utts):
@@ -388,7 +390,7 @@ def test_back_end_steps_do_nothing_when_finished(tmp_path):
     for step in steps:
         run_script(step)
     before = {**snapshot(exp), **snapshot(tmp_path / "data_pl")}
-    results = open(exp / "results.txt").read()
+    results = (exp / "results.txt").read_text()
     assert results.count("system=plda ") == 1 and results.count("system=cosine ") == 1
 
     for step in steps:
@@ -409,31 +411,31 @@ def test_copy_data_dir_takes_a_suffix_starting_with_a_dash(tmp_path):
     dest = str(tmp_path / "dest")
     proc = run_script(["utils/copy_data_dir.sh", "--utt-suffix", "-reverb", src, dest], check=False)
     assert proc.returncode == 0, proc.stderr
-    utts = [line.split()[0] for line in open(os.path.join(dest, "utt2spk"))]
+    utts = [line.split()[0] for line in Path(dest, "utt2spk").read_text().splitlines()]
     assert utts and all(u.endswith("-reverb") for u in utts)
 
 
 def test_fix_data_dir_counts_a_dropped_malformed_line(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=3)
     utt2spk = os.path.join(data, "utt2spk")
-    lines = open(utt2spk).readlines()
+    lines = Path(utt2spk).read_text().splitlines(keepends=True)
     lines[2] = lines[2].split()[0] + "\n"  # no speaker: malformed
-    open(utt2spk, "w").writelines(lines)
+    Path(utt2spk).write_text("".join(lines))
     proc = run_script(["utils/fix_data_dir.sh", data], check=False)
     assert proc.returncode == 0, proc.stderr
     no_traceback(proc)
     assert "kept 5 utterances out of 6" in proc.stdout
     assert "kept all" not in proc.stdout
-    assert len(open(utt2spk).readlines()) == 5
+    assert len(Path(utt2spk).read_text().splitlines()) == 5
 
 
 def test_validate_rejects_spk2utt_out_of_utt2spk_order(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=3)
     spk2utt = os.path.join(data, "spk2utt")
-    lines = open(spk2utt).readlines()
+    lines = Path(spk2utt).read_text().splitlines(keepends=True)
     spk, *utts = lines[0].split()
     lines[0] = " ".join([spk, utts[1], utts[0], *utts[2:]]) + "\n"
-    open(spk2utt, "w").writelines(lines)
+    Path(spk2utt).write_text("".join(lines))
     proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", data], check=False)
     assert proc.returncode == 1
     no_traceback(proc)
@@ -444,10 +446,10 @@ def test_validate_rejects_spk2utt_out_of_utt2spk_order(tmp_path):
 def test_fix_data_dir_on_utt2spk_not_sorted_by_speaker_says_kaldi_rejects_it(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
     utt2spk = os.path.join(data, "utt2spk")
-    lines = open(utt2spk).readlines()
+    lines = Path(utt2spk).read_text().splitlines(keepends=True)
     # Speakers that are not prefixes: the first utterances belong to the last speaker.
     swapped = {"spk000": "zz", "spk001": "aa"}
-    open(utt2spk, "w").writelines(f"{u} {swapped[s]}\n" for u, s in (line.split() for line in lines))
+    Path(utt2spk).write_text("".join(f"{u} {swapped[s]}\n" for u, s in (line.split() for line in lines)))
     proc = run_script(["utils/fix_data_dir.sh", data], check=False)
     assert proc.returncode == 0, proc.stderr
     assert "is not sorted by speaker ('aa' after 'zz')" in proc.stdout
@@ -471,11 +473,11 @@ def test_finished_training_says_changed_overrides_were_not_applied(feats40, tmp_
 
 def test_stereo_warning_names_the_utterance(tmp_path):
     data = make_wav_data_dir(str(tmp_path), n_spk=1, n_utt=2)
-    utt, wav = open(os.path.join(data, "wav.scp")).readline().split()
+    utt, wav = Path(data, "wav.scp").read_text().splitlines()[0].split()
     samples, rate = sf.read(wav, dtype="int16")
     sf.write(wav, np.stack([samples, samples], axis=1), rate, subtype="PCM_16")
     assert make_fbank(data).returncode == 0
-    log_text = open(os.path.join(data, "log", "make_fbank_data.1.log")).read()
+    log_text = Path(data, "log", "make_fbank_data.1.log").read_text()
     assert f"{utt}: audio has 2 channels and --channel=-1: using the first" in log_text
 
 
@@ -494,7 +496,7 @@ def test_empty_trials_are_reported_as_empty(tmp_path):
 def test_unsafe_yaml_tag_in_backend_yaml_is_refused_with_line(tmp_path):
     feats = make_feats_data_dir(str(tmp_path / "data"), n_spk=4, n_utt=5, min_frames=60, max_frames=100,
                                 feat_dim=40)
-    utts = [line.split()[0] for line in open(os.path.join(feats, "utt2spk"))]
+    utts = [line.split()[0] for line in Path(feats, "utt2spk").read_text().splitlines()]
     trials = tmp_path / "trials"
     trials.write_text(f"{utts[0]} {utts[1]} target\n{utts[0]} {utts[-1]} nontarget\n")
     model, xv = str(tmp_path / "model.pt"), str(tmp_path / "xv")
@@ -503,8 +505,8 @@ def test_unsafe_yaml_tag_in_backend_yaml_is_refused_with_line(tmp_path):
     run_script(["steps/extract_embeddings.sh", "--nj", "1", model, feats, xv])
     run_script(["steps/train_plda.sh", "--lda-dim", "3", xv, feats, f"{xv}/plda"])
     backend_yaml = os.path.join(xv, "plda", "backend.yaml")
-    text = open(backend_yaml).read()
-    open(backend_yaml, "w").write(text + f"evil: !!python/object/apply:os.system ['touch {tmp_path}/pwned']\n")
+    text = Path(backend_yaml).read_text()
+    Path(backend_yaml).write_text(text + f"evil: !!python/object/apply:os.system ['touch {tmp_path}/pwned']\n")
     line = len(text.splitlines()) + 1
     proc = run_script(["steps/score_plda.sh", f"{xv}/plda", str(trials), xv, xv, str(tmp_path / "scores")],
                       check=False)

@@ -1,7 +1,9 @@
 """Feature extraction library: audio reading, Kaldi conf parsing, fbank, arks, VAD."""
 
+import itertools
 import os
 import struct
+from pathlib import Path
 
 import kaldi_native_fbank as knf
 import kaldiio
@@ -9,10 +11,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pyspk.features.audio import (UtteranceError, UtteranceSource, cut_segment, iter_utterance_audio, read_audio,
-                                  shard, utterance_sources)
-from pyspk.features.fbank import (ArkScpWriter, FbankConfig, KaldiOptionError, compute_fbank, prepare_waveform,
-                                  read_kaldi_conf, run_feature_job)
+from pyspk.features.audio import (
+    UtteranceError,
+    UtteranceSource,
+    cut_segment,
+    iter_utterance_audio,
+    read_audio,
+    shard,
+    utterance_sources,
+)
+from pyspk.features.fbank import (
+    ArkScpWriter,
+    FbankConfig,
+    KaldiOptionError,
+    compute_fbank,
+    prepare_waveform,
+    read_kaldi_conf,
+    run_feature_job,
+)
 from pyspk.features.vad import VadConfig, compute_vad, frame_log_energy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +69,8 @@ def test_conf_file_sets_kaldi_options(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("--sample-frequency=16000\n--num-mel-bin=80\n", r"fbank.conf:2: unknown option '--num-mel-bin' \(did you mean --num-mel-bins\?\)"),
+    ("--sample-frequency=16000\n--num-mel-bin=80\n",
+     r"fbank.conf:2: unknown option '--num-mel-bin' \(did you mean --num-mel-bins\?\)"),
     ("--num-mel-bins=eighty\n", r"fbank.conf:1: bad value 'eighty' for --num-mel-bins \(expected int\)"),
     ("--snip-edges=maybe\n", r"fbank.conf:1: bad value 'maybe' for --snip-edges \(expected bool\)"),
     ("num_mel_bins=80\n", r"fbank.conf:1: expected '--name=value'"),
@@ -74,7 +91,7 @@ def test_vad_conf_errors(tmp_path):
         VadConfig.from_file(write_conf(tmp_path / "vad.conf", "--vad-energy-treshold=5\n"))
     with pytest.raises(KaldiOptionError, match=r"vad.conf: --vad-proportion-threshold must be in \(0, 1\)"):
         VadConfig.from_file(write_conf(tmp_path / "vad.conf", "--vad-proportion-threshold=1.5\n"))
-    with pytest.raises(KaldiOptionError, match="absent.conf: cannot read config: No such file"):
+    with pytest.raises(KaldiOptionError, match=r"absent\.conf: cannot read config: No such file"):
         read_kaldi_conf(str(tmp_path / "absent.conf"), {})
 
 
@@ -120,7 +137,7 @@ def test_waveform_checks(tmp_path):
     stereo = np.ones((16000, 2), dtype=np.float32) * [1, 2]
     with pytest.raises(UtteranceError, match=r"sample rate 8000 Hz does not match --sample-frequency=16000 in my.conf"):
         prepare_waveform(stereo, 8000, config)
-    with pytest.raises(UtteranceError, match="under --min-duration=0.5"):
+    with pytest.raises(UtteranceError, match=r"under --min-duration=0\.5"):
         prepare_waveform(stereo[:4000], 16000, config)
     np.testing.assert_array_equal(prepare_waveform(stereo, 16000, config), 1)  # --channel=-1: first channel
     assert prepare_waveform(stereo, 16000, FbankConfig({"channel": 1}))[0] == 2
@@ -144,7 +161,7 @@ def test_read_audio_int16_scale_and_pipes(tmp_path):
 def test_pipe_wav_with_streaming_sizes(tmp_path):
     """A writer on a pipe leaves 0 or 0xFFFFFFFF as sizes; all samples must still be read."""
     wav = write_wav(str(tmp_path / "a.wav"))
-    data = bytearray(open(wav, "rb").read())
+    data = bytearray(Path(wav).read_bytes())
     data_pos = data.index(b"data")
     for size in (0, 0xFFFFFFFF):
         streamed = bytearray(data)
@@ -210,7 +227,7 @@ def test_segments_cut_and_read_each_recording_once(tmp_path):
 def test_shard_is_contiguous_partition():
     items = list(range(10))
     shards = [shard(items, job, 3) for job in (1, 2, 3)]
-    assert sum(shards, []) == items and [len(s) for s in shards] == [3, 4, 3]
+    assert list(itertools.chain.from_iterable(shards)) == items and [len(s) for s in shards] == [3, 4, 3]
     assert sorted(len(shard(items[:2], job, 4)) for job in (1, 2, 3, 4)) == [0, 0, 1, 1]
     with pytest.raises(ValueError):
         shard(items, 4, 3)
@@ -240,10 +257,9 @@ def test_ark_scp_round_trip(tmp_path, compress):
 
 
 def test_ark_writer_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError):
-        with ArkScpWriter(str(tmp_path / "x.ark"), str(tmp_path / "x.scp")) as writer:
-            writer.write("a", np.zeros((3, 2), dtype=np.float32))
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), ArkScpWriter(str(tmp_path / "x.ark"), str(tmp_path / "x.scp")) as writer:
+        writer.write("a", np.zeros((3, 2), dtype=np.float32))
+        raise RuntimeError("killed")
     assert os.listdir(tmp_path) == []
 
 

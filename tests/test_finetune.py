@@ -1,12 +1,13 @@
 """Transfer fine-tuning: stages freeze and train what they should, resume, evaluation metrics, CLIs."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
 from conftest import run_script
+
 from pyspk.bin import evaluate_classifier
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError
@@ -86,7 +87,7 @@ def train_steps(objective, config, data_dir, steps):
     groups = objective.param_groups(model)
     optimizer = torch.optim.AdamW([{"params": g["params"]} for g in groups], lr=0.05)
     sampler = ResumableBatchSampler(len(dataset), 4, seed=0)
-    for step, keys in zip(range(steps), sampler):
+    for step, keys in zip(range(steps), sampler, strict=False):  # the sampler runs on
         items = [dataset[key] for key in keys]
         batch = {"crops": {"chunk": torch.stack([it["crops"]["chunk"] for it in items])},
                  "index": torch.tensor([it["index"] for it in items])}
@@ -110,7 +111,8 @@ def test_stage_freezes_and_trains_what_it_should(dirs, what):
     backbone, head = objective.classifier.backbone, objective.classifier.head
     # Stage 1 starts from the SSL backbone (the file's default, the teacher).
     initial = load_backbone(dirs["init"])
-    assert all(torch.equal(a, b) for a, b in zip(initial.state_dict().values(), backbone.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(initial.state_dict().values(), backbone.state_dict().values(), strict=True))
     before_backbone, before_head = snapshot(backbone), snapshot(head)
     loss, stats = train_steps(objective, config, dirs["train"], 3)
     assert torch.isfinite(loss) and 0.0 <= float(stats["accuracy"]) <= 1.0
@@ -137,7 +139,7 @@ def test_last_layer_prefixes_defaults_and_errors():
     tdnn = build_model({"name": "tdnn", "feat_dim": 24, "channels": 8, "stats_channels": 8, "embed_dim": 4})
     assert last_layer_prefixes(tdnn) == ["segment6"]
     assert last_layer_prefixes(build_model(MODEL), ["stages.1", "embedding"]) == ["stages.1", "embedding"]
-    with pytest.raises(ConfigError, match="'pool_norm' names no parameter.*top-level modules are embedding"):
+    with pytest.raises(ConfigError, match=r"'pool_norm' names no parameter.*top-level modules are embedding"):
         last_layer_prefixes(build_model(MODEL), ["pool_norm"])
 
 
@@ -189,7 +191,7 @@ def test_random_init_and_crop_options(dirs):
     train_cli.main(["--config", dirs["config"], "--init-model", dirs["init"], "--device", "cpu", dirs["train"], exp,
                     "finetune.random_init=true", "finetune.chunk_frames=30", "finetune.augment=false",
                     "finetune.stages=[{train: all, epochs: 1}]"])
-    saved = yaml.safe_load(open(os.path.join(exp, "stage1_all", "config.yaml")))
+    saved = yaml.safe_load(Path(exp, "stage1_all", "config.yaml").read_text())
     assert saved["data"]["crops"]["chunk"]["frames"] == 30 and saved["data"]["aug_prob"] == 0.0
     assert saved["data"]["specaug"]["prob"] == 0.0 and saved["finetune"]["init"]["random_init"] is True
     assert saved["model"]["embed_dim"] == 16  # the architecture of --init

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run_script
+
 from pyspk.backend.fusion import fuse_score_files, parse_weights
 from pyspk.backend.scoring import read_scores
 from pyspk.bin import fuse_scores
@@ -26,7 +26,7 @@ def write_lines(path, rows):
 def systems(tmp_path):
     """(trials, scores-1 in trials order, scores-2 in another order) with SCORES_1 and SCORES_2."""
     trials = write_lines(tmp_path / "trials", TRIALS)
-    scores_1 = write_lines(tmp_path / "scores_1", [(e, t, s) for (e, t, _), s in zip(TRIALS, SCORES_1)])
+    scores_1 = write_lines(tmp_path / "scores_1", [(e, t, s) for (e, t, _), s in zip(TRIALS, SCORES_1, strict=True)])
     order = [2, 0, 3, 1]
     scores_2 = write_lines(tmp_path / "scores_2", [(*TRIALS[i][:2], SCORES_2[i]) for i in order])
     return trials, scores_1, scores_2
@@ -38,7 +38,7 @@ def test_weighted_mean(systems, tmp_path):
     fused = fuse_score_files(trials, [scores_1, scores_2], out)
     np.testing.assert_allclose(fused, [1.9, -0.45, 0.6, 2.8])  # (s1 + s2) / 2 by hand
     enroll, test, written = read_scores(out)
-    assert list(zip(enroll, test)) == [t[:2] for t in TRIALS]  # trials order, though scores_2 is shuffled
+    assert list(zip(enroll, test, strict=True)) == [t[:2] for t in TRIALS]  # trials order, though scores_2 is shuffled
     np.testing.assert_allclose(written, fused, atol=1e-6)
     fused = fuse_score_files(trials, [scores_1, scores_2], out, weights=[0.75, 0.25])
     np.testing.assert_allclose(fused, [1.35, -0.175, 0.4, 1.7])
@@ -53,20 +53,21 @@ def test_mean_std_normalisation(systems, tmp_path):
     z2 = (np.array(SCORES_2) - 2.0) / np.sqrt(5.0)
     np.testing.assert_allclose(fused, 0.5 * (z1 + z2))
     # Standardising makes the fusion blind to each system's scale and offset.
-    scaled = write_lines(tmp_path / "scaled", [(e, t, 100 * s - 7) for (e, t, _), s in zip(TRIALS, SCORES_1)])
+    scaled = write_lines(tmp_path / "scaled",
+                         [(e, t, 100 * s - 7) for (e, t, _), s in zip(TRIALS, SCORES_1, strict=True)])
     again = fuse_score_files(trials, [scaled, scores_2], str(tmp_path / "fused2"), normalize="mean-std")
     np.testing.assert_allclose(again, fused)
 
 
 @pytest.mark.parametrize("rows, message", [
     (lambda rows: rows[:-1], r"scores_bad: no score for trial 'b y' \(.*trials:4\)"),
-    (lambda rows: rows + [("c", "x", 0.5)], r"scores_bad:5: 'c x' is not a trial of"),
-    (lambda rows: rows + [rows[1]], r"scores_bad:5: second score for trial 'a y'"),
-    (lambda rows: [rows[0], ("a", "y", "high")] + rows[2:], r"scores_bad:2: score 'high' is not a number"),
+    (lambda rows: [*rows, ("c", "x", 0.5)], r"scores_bad:5: 'c x' is not a trial of"),
+    (lambda rows: [*rows, rows[1]], r"scores_bad:5: second score for trial 'a y'"),
+    (lambda rows: [rows[0], ("a", "y", "high"), *rows[2:]], r"scores_bad:2: score 'high' is not a number"),
 ])
 def test_bad_score_file_names_file_and_line(systems, tmp_path, rows, message):
     trials, scores_1, _ = systems
-    good = [(e, t, s) for (e, t, _), s in zip(TRIALS, SCORES_1)]
+    good = [(e, t, s) for (e, t, _), s in zip(TRIALS, SCORES_1, strict=True)]
     bad = write_lines(tmp_path / "scores_bad", rows(good))
     out = tmp_path / "fused"
     with pytest.raises(DataDirError, match=message):
@@ -76,7 +77,7 @@ def test_bad_score_file_names_file_and_line(systems, tmp_path, rows, message):
 
 def test_duplicate_trial_is_an_error(systems, tmp_path):
     _, scores_1, scores_2 = systems
-    trials = write_lines(tmp_path / "trials_dup", TRIALS + [TRIALS[0]])
+    trials = write_lines(tmp_path / "trials_dup", [*TRIALS, TRIALS[0]])
     with pytest.raises(DataDirError, match=r"trials_dup:5: duplicate trial 'a x' \(first on line 1\)"):
         fuse_score_files(trials, [scores_1, scores_2], str(tmp_path / "fused"))
 
@@ -85,7 +86,7 @@ def test_weights_must_match_systems():
     np.testing.assert_allclose(parse_weights("", 3), [1 / 3] * 3)
     np.testing.assert_allclose(parse_weights("0.6 0.4", 2), [0.6, 0.4])
     np.testing.assert_allclose(parse_weights("2,1", 2), [2, 1])
-    with pytest.raises(ValueError, match="got 3 weights .* for 2 score files"):
+    with pytest.raises(ValueError, match=r"got 3 weights .* for 2 score files"):
         parse_weights("0.2 0.3 0.5", 2)
     with pytest.raises(ValueError, match="must be numbers"):
         parse_weights("0.5 half", 2)
@@ -95,7 +96,7 @@ def test_weights_must_match_systems():
 
 def test_cli_reports_user_errors(systems, tmp_path, capsys):
     trials, scores_1, scores_2 = systems
-    with pytest.raises(SystemExit, match="fuse_scores: got 1 weights .* for 2 score files"):
+    with pytest.raises(SystemExit, match=r"fuse_scores: got 1 weights .* for 2 score files"):
         fuse_scores.main(["--weights", "1", trials, scores_1, scores_2, str(tmp_path / "fused")])
     with pytest.raises(SystemExit):
         fuse_scores.main([trials, scores_1, str(tmp_path / "fused")])  # only one input system
@@ -108,7 +109,7 @@ def test_fuse_scores_sh(systems, tmp_path):
     proc = run_script(["steps/fuse_scores.sh", "--weights", "0.75 0.25", trials, scores_1, scores_2, str(out)])
     assert f"wrote 4 fused scores of 2 systems on {trials} to {out}" in proc.stdout
     enroll, test, fused = read_scores(str(out))
-    assert list(zip(enroll, test)) == [t[:2] for t in TRIALS]
+    assert list(zip(enroll, test, strict=True)) == [t[:2] for t in TRIALS]
     np.testing.assert_allclose(fused, [1.35, -0.175, 0.4, 1.7], atol=1e-6)
     log = out.parent / "log" / "fuse_scores.fused.log"
     assert "EER" in log.read_text()

@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import ROOT, run_script
 
 FAKE_NVIDIA_SMI = """#!/bin/sh

@@ -2,13 +2,14 @@
 
 import os
 import re
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import ROOT, make_wav_data_dir, run_script
+
 from pyspk.data.datadir import DataDir, read_kv
 from pyspk.features.audio import read_audio
 from pyspk.features.fbank import FbankConfig, compute_fbank
@@ -29,7 +30,7 @@ def add_utterance(data_dir, utt, entry):
                        ("spk2utt", f"{utt} {utt}\n")):
         path = os.path.join(data_dir, name)
         with open(path) as f:
-            lines = f.readlines() + [line]
+            lines = [*f.readlines(), line]
         with open(path, "w") as f:
             f.writelines(sorted(lines))
 
@@ -52,8 +53,8 @@ def test_make_fbank_writes_kaldi_features_and_is_idempotent(tmp_path):
     wav_scp = DataDir(data).wav_scp()
     feats_scp = DataDir(data).feats_scp()
     assert list(feats_scp) == sorted(wav_scp)
-    assert open(os.path.join(data, "feats.scp")).read().splitlines() == sorted(
-        open(os.path.join(data, "feats.scp")).read().splitlines())
+    assert Path(data, "feats.scp").read_text().splitlines() == sorted(
+        Path(data, "feats.scp").read_text().splitlines())
     num_frames = read_kv(os.path.join(data, "utt2num_frames"), int)
     durations = read_kv(os.path.join(data, "utt2dur"), float)
     for utt, feats in kaldiio.load_scp(os.path.join(data, "feats.scp")).items():
@@ -96,7 +97,7 @@ def test_make_fbank_failure_accounting(tmp_path):
 
     proc = run_script(["steps/make_fbank.sh", "--nj", "2", "--max-fail-fraction", "0.4", data])
     assert [done_failed(log) for log in logs] == [(6, 3), (6, 3)]
-    log_text = open(logs[0]).read() + open(logs[1]).read()
+    log_text = Path(logs[0]).read_text() + Path(logs[1]).read_text()
     for utt, (_, reason) in bad_utts.items():
         assert re.search(rf"WARNING .*{utt}: .*{reason}", log_text), utt
     assert "6 of 18 utterances failed" in proc.stdout and "utils/fix_data_dir.sh" in proc.stdout
@@ -119,14 +120,15 @@ def test_segments_and_vad_decision(tmp_path):
     proc = run_script(["steps/make_fbank.sh", "--nj", "2", "--compress", "false", "--max-fail-fraction", "0.3",
                        str(data)])
     assert "1 of 4 utterances failed" in proc.stdout
-    assert "rec2-0150-0500: segment end 5.0 s is beyond the end" in open(data / "log" / "make_fbank_data.2.log").read()
+    log_text = (data / "log" / "make_fbank_data.2.log").read_text()
+    assert "rec2-0150-0500: segment end 5.0 s is beyond the end" in log_text
     feats = kaldiio.load_scp(str(data / "feats.scp"))
     assert sorted(feats) == sorted(segments)[:3]
     durations = read_kv(str(data / "utt2dur"), float)
     for utt in feats:
         rec, start, end = segments[utt]
         whole, _ = read_audio(rec1 if rec == "rec1" else rec2)
-        cut = whole[int(round(start * 16000)):int(round(end * 16000))]
+        cut = whole[round(start * 16000):round(end * 16000)]
         np.testing.assert_allclose(feats[utt], reference_fbank(cut[:, 0]), rtol=1e-6, atol=1e-5)
         assert durations[utt] == pytest.approx(end - start)
 
@@ -153,7 +155,7 @@ def test_vad_rejects_features_made_with_other_framing(tmp_path):
     assert proc.returncode == 1
     assert "2 of 2 utterances failed" in proc.stderr
     assert "but 3 feature frames: is conf/fbank.conf the conf the features were made with?" in \
-        open(os.path.join(data, "log", "vad_data.1.log")).read()
+        Path(data, "log", "vad_data.1.log").read_text()
     assert not os.path.exists(os.path.join(data, "vad.scp"))
 
 

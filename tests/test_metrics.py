@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from pyspk.metrics import (compute_eer, compute_min_dcf, det_curve, eer_and_threshold,
-                           min_dcf_and_threshold)
+from pyspk.metrics import compute_eer, compute_min_dcf, det_curve, eer_and_threshold, min_dcf_and_threshold
 
 
 def kaldi_compute_eer_loop(target, nontarget):
@@ -130,8 +129,8 @@ def test_det_curve_matches_roc():
     roc_miss, roc_fa = roc_error_rates(scores, labels)
     assert (p_miss[0], p_fa[0]) == (0.0, 1.0) and (p_miss[-1], p_fa[-1]) == (1.0, 0.0)
     # sklearn lists thresholds from high to low; ours go from accept-all upward.
-    np.testing.assert_allclose(np.sort(p_miss), np.sort(roc_miss[1:].tolist() + [1.0]))
-    np.testing.assert_allclose(np.sort(p_fa), np.sort(roc_fa[1:].tolist() + [0.0]))
+    np.testing.assert_allclose(np.sort(p_miss), np.sort([*roc_miss[1:].tolist(), 1.0]))
+    np.testing.assert_allclose(np.sort(p_fa), np.sort([*roc_fa[1:].tolist(), 0.0]))
 
 
 @pytest.mark.parametrize("labels,message", [([True, True], "no non-target"), ([False, False], "no target")])

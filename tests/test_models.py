@@ -5,8 +5,14 @@ import torch
 import yaml
 
 from pyspk.config import ConfigError
-from pyspk.models import (BackboneFileError, build_model, list_backbones, load_backbone, read_backbone_file,
-                          save_backbones)
+from pyspk.models import (
+    BackboneFileError,
+    build_model,
+    list_backbones,
+    load_backbone,
+    read_backbone_file,
+    save_backbones,
+)
 
 # Small sizes keep the tests fast; the structure is the same as at full size.
 SMALL = {
@@ -149,7 +155,7 @@ def test_init_model_writes_a_seeded_backbone_file(tmp_path):
     init_model.main(["--config", str(config), "--seed", "3", "model.embed_dim=24", str(tmp_path / "b.pt")])
     a, b = load_backbone(tmp_path / "a.pt"), load_backbone(tmp_path / "b.pt")
     assert a.embed_dim == 24 and list_backbones(tmp_path / "a.pt") == ["model"]
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
     config.write_text(yaml.safe_dump({"optim": {"lr": 0.1}}))
     with pytest.raises(SystemExit) as exit_info:

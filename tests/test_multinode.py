@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import ROOT, free_port, run_script
-from pyspk.train.synthetic import make_feats_data_dir
 from test_ddp import WORKER
+
+from pyspk.train.synthetic import make_feats_data_dir
 
 
 def test_two_nodes_stay_in_sync(tmp_path):
@@ -29,7 +29,7 @@ def test_two_nodes_stay_in_sync(tmp_path):
         nodes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    for node, output in zip(nodes, outputs):
+    for node, output in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, output[-3000:]
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]

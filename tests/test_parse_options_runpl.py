@@ -4,7 +4,6 @@ import glob
 import os
 
 import pytest
-
 from conftest import ROOT, run_script
 
 SCRIPT = """#!/usr/bin/env bash

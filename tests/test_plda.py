@@ -55,7 +55,7 @@ def test_plda_em_increases_likelihood_and_diagonalises(model):
 
 
 def gaussian_logpdf(x, cov):
-    sign, logdet = np.linalg.slogdet(cov)
+    _sign, logdet = np.linalg.slogdet(cov)
     return -0.5 * (x.size * np.log(2 * np.pi) + logdet + x @ np.linalg.solve(cov, x))
 
 
@@ -78,7 +78,7 @@ def test_plda_llr_equals_closed_form(model, num_enroll):
     x, labels = gaussian_speakers(rng, 4, plda.dim, *plda.covariances()[::-1], plda.mean, 4, 4)
     enroll_utts = [x[labels == s][:num_enroll] for s in range(4)]
     tests = x[[4 * s + 3 for s in (0, 1, 2, 3)]][[0, 2, 1, 3]]  # 2 same-speaker, 2 different
-    expected = [naive_llr(plda, e, t) for e, t in zip(enroll_utts, tests)]
+    expected = [naive_llr(plda, e, t) for e, t in zip(enroll_utts, tests, strict=True)]
 
     enroll_means = np.array([e.mean(axis=0) for e in enroll_utts])
     enroll_t, _ = plda.transform_vectors(enroll_means, num_enroll, normalize_length=False)

@@ -2,6 +2,7 @@
 
 import os
 import shlex
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_script
@@ -73,7 +74,7 @@ def test_recipe_runs_end_to_end_on_a_few_speakers(tmp_path):
                        "dino_pl_r1_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"}
     assert len(DataDir(os.path.join(root, "data", "train")).utt2spk()) == 2 * 2 * 10
     report = os.path.join(root, "exp", "pl_dino_r1", "cluster", "cluster_report.txt")
-    assert "truth_all.nmi" in open(report).read()
+    assert "truth_all.nmi" in Path(report).read_text()
 
 
 @pytest.mark.parametrize("option,value", [("--ssl", "wav2vec"), ("--num-clusters", "many")])

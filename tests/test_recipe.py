@@ -1,10 +1,11 @@
 """The default recipe, ./run.sh, end to end on a tiny corpus with the tiny configs."""
 
 import os
+from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_script
+
 from pyspk.data.datadir import DataDir
 from pyspk.train.data import group_copies
 
@@ -34,7 +35,7 @@ def results(root):
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     root = make_recipe_root(tmp_path_factory.mktemp("run"))
-    proc = run_script(["./run.sh", "--stage", "1"] + TINY, cwd=root)
+    proc = run_script(["./run.sh", "--stage", "1", *TINY], cwd=root)
     return root, proc
 
 
@@ -44,7 +45,7 @@ def test_every_stage_runs_and_reports_each_system(recipe):
     assert sorted(results(root)) == sorted(SYSTEMS)
     for r in (1, 2):
         report = os.path.join(root, "exp", f"pl_dino_r{r}", "cluster", "cluster_report.txt")
-        assert "truth_all.nmi" in open(report).read()
+        assert "truth_all.nmi" in Path(report).read_text()
 
 
 def test_training_draws_on_the_augmented_copies(recipe):
@@ -76,7 +77,7 @@ def snapshot(root):
 def test_rerunning_finished_stages_rewrites_nothing(recipe):
     root, _ = recipe
     before = snapshot(root)
-    proc = run_script(["./run.sh", "--stage", "2"] + TINY, cwd=root)
+    proc = run_script(["./run.sh", "--stage", "2", *TINY], cwd=root)
     assert "round 2/2 is finished" in proc.stdout and "upper bound is finished" in proc.stdout
     after = snapshot(root)
     assert sorted(after) == sorted(before)

@@ -1,20 +1,20 @@
 """Trial scoring, AS-norm, score/result files, x-vector dirs and the steps/ scripts."""
 
 import os
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
-
 from conftest import run_script
+
 from pyspk.backend.cosine import CosineScorer
 from pyspk.backend.embeddings import EmbeddingDir, read_vector_scp, write_vector_scp
 from pyspk.backend.norm import asnorm_trials
 from pyspk.backend.plda import Plda, PldaScorer
 from pyspk.backend.plots import plot_det, plot_score_histogram
 from pyspk.backend.results import format_result, update_results
-from pyspk.backend.scoring import (index_trials, match_scores_to_trials, read_scores, score_pairs,
-                                   write_scores)
+from pyspk.backend.scoring import index_trials, match_scores_to_trials, read_scores, score_pairs, write_scores
 from pyspk.backend.trials import load_cohort
 from pyspk.data.datadir import DataDirError, read_trials, write_trials
 from pyspk.metrics import compute_eer
@@ -30,7 +30,7 @@ def test_cosine_scores_equal_naive():
     def cosine(a, b):
         return (a - mean) @ (b - mean) / np.linalg.norm(a - mean) / np.linalg.norm(b - mean)
 
-    np.testing.assert_allclose(scores, [cosine(enroll_x[e], test_x[t]) for e, t in zip(ei, ti)], rtol=1e-5)
+    np.testing.assert_allclose(scores, [cosine(enroll_x[e], test_x[t]) for e, t in zip(ei, ti, strict=True)], rtol=1e-5)
     dot = score_pairs(CosineScorer(lnorm=False).enroll_side(enroll_x), CosineScorer(lnorm=False).test_side(test_x),
                       ei, ti)
     np.testing.assert_allclose(dot, np.einsum("ij,ij->i", enroll_x[ei], test_x[ti]), rtol=1e-5)
@@ -39,7 +39,7 @@ def test_cosine_scores_equal_naive():
 def naive_asnorm(score_fn, enroll_x, test_x, cohort_x, ei, ti, top_n):
     """Per trial: sort each side's cohort scores, keep the top n, normalise both ways."""
     out = []
-    for e, t in zip(ei, ti):
+    for e, t in zip(ei, ti, strict=True):
         s = score_fn(enroll_x[e], test_x[t])
         e_top = sorted((score_fn(enroll_x[e], c) for c in cohort_x), reverse=True)[:top_n]
         t_top = sorted((score_fn(test_x[t], c) for c in cohort_x), reverse=True)[:top_n]
@@ -81,7 +81,7 @@ def test_asnorm_plda_uses_enrolment_counts():
         return plda.log_likelihood_ratio(tx, n, plda.transform_vectors(y[None], 1)[0])[0]
 
     expected = []
-    for e, t, s in zip(ei, ti, raw):
+    for e, t, s in zip(ei, ti, raw, strict=True):
         e_top = sorted((llr(enroll_x[e], counts[e], c) for c in cohort_x), reverse=True)[:10]
         t_top = sorted((llr(test_x[t], 1, c) for c in cohort_x), reverse=True)[:10]
         expected.append(0.5 * ((s - np.mean(e_top)) / np.std(e_top) + (s - np.mean(t_top)) / np.std(t_top)))
@@ -132,7 +132,7 @@ def test_results_file_keeps_one_line_per_system(tmp_path):
     update_results(path, "cos", format_result("cos", 0.03224, [(0.01, 0.3492), (0.05, 0.2)], "trials"))
     update_results(path, "plda", format_result("plda", 0.02, [(0.01, 0.25)], "trials"))
     update_results(path, "cos", format_result("cos", 0.031, [(0.01, 0.3)], "trials"))
-    lines = open(path).read().splitlines()
+    lines = Path(path).read_text().splitlines()
     assert lines == ["system=cos EER=3.1% minDCF(p=0.01)=0.3000 trials=trials",
                      "system=plda EER=2% minDCF(p=0.01)=0.2500 trials=trials"]
     assert os.listdir(tmp_path / "exp") == ["results.txt"]
@@ -157,7 +157,7 @@ def test_vector_scp_io_and_errors(tmp_path):
 def write_xvector_dir(path, keys, vectors, utt2spk=None):
     os.makedirs(path, exist_ok=True)
     with kaldiio.WriteHelper(f"ark,scp:{path}/xvector.ark,{path}/xvector.scp") as writer:
-        for key, vector in zip(keys, vectors):
+        for key, vector in zip(keys, vectors, strict=True):
             writer(key, vector.astype(np.float32))
     if utt2spk:  # as Kaldi's extract_xvectors.sh: speaker means and counts
         speakers = sorted(set(utt2spk.values()))
@@ -209,7 +209,7 @@ def plda_dir(corpus):
 def test_steps_train_score_and_metrics(corpus, plda_dir):
     root = str(corpus)
     assert sorted(os.listdir(plda_dir)) == ["backend.yaml", "log", "mean.vec", "plda", "transform.mat"]
-    assert open(f"{plda_dir}/plda").read().startswith("<Plda>  [ ")
+    assert Path(f"{plda_dir}/plda").read_text().startswith("<Plda>  [ ")
     run_script(["steps/score_plda.sh", "--asnorm-cohort", f"{root}/xv_train", "--cohort-data", f"{root}/data_train",
                 "--cohort-level", "spk", "--top-n", "50", plda_dir,
                 f"{root}/trials", f"{root}/xv_test", f"{root}/xv_test", f"{root}/scores/plda"])
@@ -226,10 +226,10 @@ def test_steps_train_score_and_metrics(corpus, plda_dir):
         proc = run_script(["steps/compute_metrics.sh", "--name", name, "--results", results, *plot,
                            f"{root}/trials", f"{root}/scores/{name}"])
         assert "EER: " in proc.stdout
-    lines = open(results).read().splitlines()
+    lines = Path(results).read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["system=plda", "system=cosine"]
     assert lines[0].split()[2].startswith("minDCF(p=0.01)=") and lines[0].split()[3].startswith("minDCF(p=0.05)=")
-    assert open(f"{root}/plda.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(f"{root}/plda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_steps_speaker_enrolment(corpus, plda_dir):
@@ -246,7 +246,7 @@ def test_steps_speaker_enrolment(corpus, plda_dir):
 
 def test_steps_report_bad_trials(corpus, tmp_path):
     root = str(corpus)
-    trials = read_trials(f"{root}/trials")[:3] + [("te000-0", "unknown-utt", False)]
+    trials = [*read_trials(f"{root}/trials")[:3], ("te000-0", "unknown-utt", False)]
     write_trials(tmp_path / "trials", trials)
     proc = run_script(["steps/score_cosine.sh", str(tmp_path / "trials"), f"{root}/xv_test", f"{root}/xv_test",
                        str(tmp_path / "scores")], check=False)
@@ -255,7 +255,7 @@ def test_steps_report_bad_trials(corpus, tmp_path):
     assert not os.path.exists(tmp_path / "scores")
     run_script(["steps/score_cosine.sh", "--skip-missing", "true", str(tmp_path / "trials"), f"{root}/xv_test",
                 f"{root}/xv_test", str(tmp_path / "scores")])
-    assert len(open(tmp_path / "scores").read().splitlines()) == 3
+    assert len((tmp_path / "scores").read_text().splitlines()) == 3
 
     assert all(t[2] for t in trials[:3])  # te000-0 against other te000 utterances
     write_trials(tmp_path / "targets", trials[:3])
@@ -300,4 +300,4 @@ def test_plots_write_png(tmp_path):
     plot_det({"sys": (scores, labels)}, str(tmp_path / "det.png"), {"sys": 0.16})
     plot_score_histogram(scores, labels, str(tmp_path / "hist.png"))
     for name in ("det.png", "hist.png"):
-        assert open(tmp_path / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, free_port, make_wav_data_dir, run_script
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -32,7 +31,7 @@ def install_slurm():
         return None, "slurm-wlm/munge not installed and not root with apt-get to install them"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode != 0:
             return None, f"{' '.join(cmd)} failed: {proc.stderr[-500:]}"
     paths = find_daemons()
@@ -117,7 +116,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
         def node_idle():
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True).stdout
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True,
+                                 check=False).stdout
             return out.strip().startswith("idle")
         if not wait_for(node_idle, 60):
             logs = "".join((top / "log" / f).read_text()[-800:] for f in ("slurmctld.log", "slurmd.log")

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
+
 from pyspk.config import ConfigError, load_config
 from pyspk.ssl.dino import DINOObjective
 from pyspk.train import checkpoint as ckpt
@@ -115,7 +115,7 @@ def test_killed_process_resumes_exactly(feats_dir, straight, tmp_path):
 def test_resume_refuses_a_different_config(feats_dir, tmp_path):
     exp = str(tmp_path / "exp")
     Trainer(DINOObjective(), load_config(TINY, OVERRIDES), feats_dir, exp, device="cpu").run(max_steps=1)
-    changed = load_config(TINY, OVERRIDES + ["optim.lr.base=0.5"])
+    changed = load_config(TINY, [*OVERRIDES, "optim.lr.base=0.5"])
     with pytest.raises(ConfigError, match="differs from this run's config"):
         Trainer(DINOObjective(), changed, feats_dir, exp, device="cpu").run()
 

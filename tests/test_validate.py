@@ -4,10 +4,10 @@ import os
 import re
 
 import pytest
-
 from conftest import run_script
-from pyspk.data.datadir import DataDirError
+
 from pyspk.bin import validate_data_dir as validate_bin
+from pyspk.data.datadir import DataDirError
 from pyspk.data.validate import check_data_dir, validate_data_dir
 
 UTTS = [("s1-a", "s1"), ("s1-b", "s1"), ("s2-a", "s2"), ("s2-b", "s2"), ("s3-a", "s3")]
@@ -127,7 +127,8 @@ MALFORMED = {
     "bad gender": (lambda f: mutate(f, "spk2gender", "s2 f", "s2 x"), r"spk2gender:2: gender must be 'm' or 'f'"),
     "cmvn speaker missing": (lambda f: mutate(f, "cmvn.scp", "s3 /feats/cmvn.ark:2\n", ""),
                              r"cmvn.scp: missing speaker 's3' \(listed at \S+/spk2utt:3\)"),
-    "tilde in wav.scp": (lambda f: mutate(f, "wav.scp", "s2-a /corpus", "s2-a ~/corpus"), r"wav.scp:3: do not use tilde"),
+    "tilde in wav.scp": (lambda f: mutate(f, "wav.scp", "s2-a /corpus", "s2-a ~/corpus"),
+                         r"wav.scp:3: do not use tilde"),
     "speaker not a prefix": (lambda f: f.update(utt2spk=f["utt2spk"].replace("s1-a s1", "s1-a s9"),
                                                 spk2utt=f["spk2utt"].replace("s1 s1-a s1-b", "s1 s1-b")
                                                 + "s9 s1-a\n",

@@ -65,7 +65,7 @@ def utt_of(rel):
 
 
 def run_local(args, check=True):
-    return run_script(["python"] + args, cwd=RECIPE, check=check)
+    return run_script(["python", *args], cwd=RECIPE, check=check)
 
 
 def assert_sorted_consistent(data_dir):
@@ -80,7 +80,7 @@ def assert_sorted_consistent(data_dir):
 
 def test_voxceleb1_dirs_and_trials(tmp_path):
     root = str(tmp_path / "VoxCeleb1")
-    rels, lists = make_vox1(root)
+    _rels, lists = make_vox1(root)
     data = str(tmp_path / "data")
     proc = run_local(["local/make_voxceleb1.py", root, data])
     assert "VoxCeleb1: 20 utterances, 5 speakers (2 test)" in proc.stderr

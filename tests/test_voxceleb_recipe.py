@@ -9,12 +9,13 @@ generated files; tiny configs. Result lines for VoxCeleb1-O, -E and -H appear.
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import ROOT, make_fake_musan, make_fake_rirs, run_script, synth_voice
-from test_voxceleb_prep import VOX1_SPEAKERS, VOX2_SPEAKERS, VIDEOS, make_recipe_copy, make_vox1, make_vox2
+from test_voxceleb_prep import VIDEOS, VOX1_SPEAKERS, VOX2_SPEAKERS, make_recipe_copy, make_vox1, make_vox2
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (tools/install.sh)")
 
@@ -100,8 +101,8 @@ def test_rerun_of_finished_stages_does_nothing(voxceleb_run):
     recipe, args, _ = voxceleb_run
     final = os.path.join(recipe, "exp", "pl_dino_r1", "final.pt")
     mtime = os.path.getmtime(final)
-    before = open(os.path.join(recipe, "exp", "results.txt")).read()
-    proc = run_script(args[:2] + ["2"] + args[3:], cwd=recipe)
+    before = Path(recipe, "exp", "results.txt").read_text()
+    proc = run_script([*args[:2], "2", *args[3:]], cwd=recipe)
     assert "round 1/1 is finished" in proc.stdout
     assert os.path.getmtime(final) == mtime
-    assert open(os.path.join(recipe, "exp", "results.txt")).read() == before
+    assert Path(recipe, "exp", "results.txt").read_text() == before

@@ -32,12 +32,26 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from pyspk.augment.noise import (add_background, add_foreground, coloured_noise, musan_files, read_noise_file,
-                                 synth_music)
+from pyspk.augment.noise import (
+    add_background,
+    add_foreground,
+    coloured_noise,
+    musan_files,
+    read_noise_file,
+    synth_music,
+)
 from pyspk.augment.rir import RIR_SETS, read_rir, read_rir_list, resample, reverberate, simulate_rir
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, utt2spk_to_spk2utt
-from pyspk.features.audio import (KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, iter_utterance_audio, read_audio,
-                                  select_channel, shard, utterance_sources)
+from pyspk.features.audio import (
+    KALDI_SAMPLE_SCALE,
+    UtteranceError,
+    cut_segment,
+    iter_utterance_audio,
+    read_audio,
+    select_channel,
+    shard,
+    utterance_sources,
+)
 from pyspk.fileutil import atomic_open, atomic_path
 
 log = logging.getLogger(__name__)
@@ -84,7 +98,13 @@ def make_options(aug_type, seed=777, rir_dir=None, rir_sets=None, musan_dir=None
         if key.endswith("_dir"):
             value = os.path.abspath(value) if value else None
         options[key] = value
-    if aug_type == "reverb":
+    _normalise_values(options)
+    return options
+
+
+def _normalise_values(options):
+    """Convert ``options``' lists and numbers to their types in place; raise AugmentError on bad values."""
+    if options["type"] == "reverb":
         options["rir_sets"] = list(options["rir_sets"])
         unknown = [s for s in options["rir_sets"] if s not in RIR_SETS]
         if unknown or not options["rir_sets"]:
@@ -101,7 +121,6 @@ def make_options(aug_type, seed=777, rir_dir=None, rir_sets=None, musan_dir=None
         options["interval"] = float(options["interval"])
         if options["interval"] < 0:
             raise AugmentError("foreground interval must be >= 0")
-    return options
 
 
 def utterance_rng(seed, aug_type, utt):
@@ -164,7 +183,7 @@ class Augmenter:
         else:
             noises, names = self._babble_from_data(spk, count, rate, rng)
         out = add_background(signal, noises, snrs, rng)
-        return out, " ".join(f"{n}@{s:g}dB" for n, s in zip(names, snrs))
+        return out, " ".join(f"{n}@{s:g}dB" for n, s in zip(names, snrs, strict=True))
 
     def _reverb(self, signal, rate, rng):
         if self.rir_lists is None:
@@ -188,7 +207,7 @@ class Augmenter:
 
         out, segments = add_foreground(signal, draw, self.options["snrs"], self.options["interval"], rate, rng)
         return out, " ".join(f"{n}@{snr:g}dB[{a / rate:.2f}-{b / rate:.2f}s]"
-                             for n, (a, b, snr) in zip(names, segments))
+                             for n, (a, b, snr) in zip(names, segments, strict=True))
 
     def _babble_from_data(self, spk, count, rate, rng):
         # Distinct speakers other than ``spk``: draw among n-1 indices, then skip over spk's own.
@@ -276,7 +295,7 @@ def _read_part(path):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             for line in f:
-                new_utt, audio, duration, desc = (line.rstrip("\n").split(" ", 3) + [""])[:4]
+                new_utt, audio, duration, desc = [*line.rstrip("\n").split(" ", 3), ""][:4]
                 entries[new_utt] = (audio, duration, desc)
     return entries
 

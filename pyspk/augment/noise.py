@@ -42,7 +42,7 @@ def add_background(signal, noises, snrs, rng):
     signal = np.asarray(signal, dtype=np.float64)
     speech_power = float(np.mean(signal**2))
     out = signal.copy()
-    for noise, snr in zip(noises, snrs):
+    for noise, snr in zip(noises, snrs, strict=True):
         out += scale_to_snr(fit_length(noise, len(signal), rng), speech_power, snr)
     return out
 
@@ -57,7 +57,7 @@ def add_foreground(signal, draw_noise, snrs, interval, sample_rate, rng):
     speech_power = float(np.mean(signal**2))
     out = signal.copy()
     segments = []
-    start, gap = 0, int(round(interval * sample_rate))
+    start, gap = 0, round(interval * sample_rate)
     while start < len(signal):
         noise = draw_noise(len(signal) - start)
         if len(noise) == 0:
@@ -94,7 +94,7 @@ def synth_music(rng, length, sample_rate):
     out = np.zeros(length)
     pos = 0
     while pos < length:
-        n_note = int(round(t_beat * rng.choice([0.5, 1.0, 2.0]) * sample_rate))
+        n_note = round(t_beat * rng.choice([0.5, 1.0, 2.0]) * sample_rate)
         n_note = min(max(n_note, 1), length - pos)
         t = np.arange(n_note) / sample_rate
         degrees = rng.choice(len(scale) * 2, size=int(rng.integers(1, 4)), replace=False)
@@ -130,7 +130,7 @@ def read_noise_file(path, sample_rate, rng, max_samples=None):
     info = sf.info(path)
     start, frames = 0, info.frames
     if max_samples is not None:
-        want = int(math.ceil(max_samples * info.samplerate / sample_rate))
+        want = math.ceil(max_samples * info.samplerate / sample_rate)
         if info.frames > want:
             start, frames = int(rng.integers(info.frames - want + 1)), want
     audio, rate = sf.read(path, start=start, frames=frames, dtype="float64", always_2d=True)

@@ -57,10 +57,10 @@ def write_vector_scp(ark_path, scp_path, keys, matrix):
     scp_lines = io.StringIO()
     with atomic_path(ark_path) as tmp_ark:
         with open(tmp_ark, "wb") as ark:
-            kaldiio.save_ark(ark, {key: row for key, row in zip(keys, matrix)}, scp=scp_lines)
+            kaldiio.save_ark(ark, {key: row for key, row in zip(keys, matrix, strict=True)}, scp=scp_lines)
         offsets = [line.rsplit(":", 1)[1] for line in scp_lines.getvalue().splitlines()]
         with atomic_path(scp_path) as tmp_scp, open(tmp_scp, "w", encoding="utf-8") as scp:
-            for key, offset in zip(keys, offsets):
+            for key, offset in zip(keys, offsets, strict=True):
                 scp.write(f"{key} {ark_path}:{offset}\n")
 
 

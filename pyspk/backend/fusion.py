@@ -58,7 +58,8 @@ def align_scores(trials, trials_path, position, scores_path):
     if (len(scores) == len(trials) and enroll_keys == [t[0] for t in trials]
             and test_keys == [t[1] for t in trials]):
         return scores  # the usual case: written in trials order
-    trial_of_line = np.fromiter(map(position.get, zip(enroll_keys, test_keys), repeat(-1)), np.int64, len(scores))
+    trial_of_line = np.fromiter(map(position.get, zip(enroll_keys, test_keys, strict=True), repeat(-1)), np.int64,
+                                len(scores))
     if np.any(trial_of_line < 0):
         lineno = int(np.flatnonzero(trial_of_line < 0)[0]) + 1
         raise DataDirError(scores_path, lineno, f"'{enroll_keys[lineno - 1]} {test_keys[lineno - 1]}' "
@@ -98,7 +99,7 @@ def fuse_score_arrays(score_arrays, weights, normalize="none", sources=None):
     """``sum_k weights[k] * normalize(score_arrays[k])`` for arrays of one length (float64)."""
     sources = sources or [f"system {k + 1}" for k in range(len(score_arrays))]
     fused = np.zeros(len(score_arrays[0]), dtype=np.float64)
-    for weight, scores, source in zip(weights, score_arrays, sources):
+    for weight, scores, source in zip(weights, score_arrays, sources, strict=True):
         fused += weight * normalize_scores(np.asarray(scores, dtype=np.float64), normalize, source)
     return fused
 
@@ -135,7 +136,7 @@ def fuse_score_files(trials_path, scores_paths, out_path, weights=None, normaliz
         eer = f", EER {100 * compute_eer(scores, labels):.3f}%" if both_classes else ""
         return f"mean {scores.mean():.4f}, standard deviation {scores.std():.4f}{eer}"
 
-    for path, weight, scores in zip(scores_paths, weights.tolist(), score_arrays):
+    for path, weight, scores in zip(scores_paths, weights.tolist(), score_arrays, strict=True):
         logger.info("%s: weight %g, %s", path, weight, summary(scores))
     logger.info("fused %d systems (normalisation %s) over %d trials into %s: %s", len(scores_paths), normalize,
                 len(trials), out_path, summary(fused))

@@ -124,5 +124,5 @@ def train_plda_backend(x, labels, lda_dim=0, lnorm=True, num_em_iters=10, total_
     plda = estimate_plda(centred, labels, num_em_iters)
     info = {"lda_dim": int(lda_dim), "num_em_iters": int(num_em_iters),
             "total_covariance_factor": float(total_covariance_factor),
-            "num_speakers": int(np.unique(np.asarray(labels)).size), "num_utterances": int(len(x))}
+            "num_speakers": int(np.unique(np.asarray(labels)).size), "num_utterances": len(x)}
     return PldaBackend(plda, mean, lda, lnorm, info)

@@ -243,7 +243,7 @@ class _PldaEstimator:
         between_stats = np.zeros((s.dim, s.dim))
         between_inv, _ = _inverse_and_logdet(self.between, "between-class")
         within_inv, _ = _inverse_and_logdet(self.within, "within-class")
-        for n, means in zip(s.sizes.tolist(), s.centred_means):
+        for n, means in zip(s.sizes.tolist(), s.centred_means, strict=True):
             # Posterior of the speaker variable x given a class mean m of n examples:
             # covariance (B^-1 + n W^-1)^-1, mean w = that * n W^-1 m.
             mixed, _ = _inverse_and_logdet(between_inv + n * within_inv, "mixed")
@@ -263,7 +263,7 @@ class _PldaEstimator:
         part1 = -0.5 * ((s.num_examples - s.num_classes) * (within_logdet + LOG_2PI * s.dim)
                         + np.sum(within_inv * s.offset_scatter))
         part2 = 0.0
-        for n, means in zip(s.sizes.tolist(), s.centred_means):
+        for n, means in zip(s.sizes.tolist(), s.centred_means, strict=True):
             combined_inv, combined_logdet = _inverse_and_logdet(self.between + self.within / n, "combined")
             quad = np.einsum("ij,jk,ik->", means, combined_inv, means)
             part2 += -0.5 * (means.shape[0] * (combined_logdet + LOG_2PI * s.dim) + quad)

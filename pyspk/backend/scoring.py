@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
-from typing import Optional
 
 import numpy as np
 
@@ -31,15 +30,15 @@ BATCH_SIZE = 8192  # trials per gathered batch: rows stay in cache
 @dataclass
 class EnrollSide:
     feats: np.ndarray                      # (n_enroll, k)
-    bias: Optional[np.ndarray] = None      # (n_enroll,) or None for zero
-    group: Optional[np.ndarray] = None     # (n_enroll,) index into group_values
-    group_values: Optional[np.ndarray] = None
+    bias: np.ndarray | None = None      # (n_enroll,) or None for zero
+    group: np.ndarray | None = None     # (n_enroll,) index into group_values
+    group_values: np.ndarray | None = None
 
 
 @dataclass
 class TestSide:
     feats: np.ndarray                      # (n_test, k)
-    group_bias: Optional[np.ndarray] = None  # (n_test, n_groups) or None for zero
+    group_bias: np.ndarray | None = None  # (n_test, n_groups) or None for zero
 
 
 def score_pairs(enroll, test, enroll_index, test_index, batch_size=BATCH_SIZE):
@@ -115,7 +114,7 @@ def compact(index):
 def write_scores(path, enroll_keys, test_keys, scores):
     """Kaldi score file: ``enroll test score`` lines in the given order (atomic)."""
     with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write("".join(f"{e} {t} {s:.6f}\n" for e, t, s in zip(enroll_keys, test_keys, scores.tolist())))
+        f.write("".join(f"{e} {t} {s:.6f}\n" for e, t, s in zip(enroll_keys, test_keys, scores.tolist(), strict=True)))
 
 
 def read_scores(path):
@@ -156,7 +155,7 @@ def match_scores_to_trials(trials, trials_path, scores_path, skip_missing=False)
         if position.setdefault((enroll, test), i) != i:
             raise DataDirError(trials_path, i + 1, f"duplicate trial '{enroll} {test}'")
     trial_of_score = np.empty(len(scores), dtype=np.int64)
-    for lineno, pair in enumerate(zip(enroll_keys, test_keys), 1):
+    for lineno, pair in enumerate(zip(enroll_keys, test_keys, strict=True), 1):
         i = position.get(pair)
         if i is None:
             raise DataDirError(scores_path, lineno, f"'{pair[0]} {pair[1]}' is not a trial of {trials_path}")

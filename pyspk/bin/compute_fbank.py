@@ -21,11 +21,17 @@ import argparse
 import logging
 import sys
 
+from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError, write_table
 from pyspk.features.audio import shard, utterance_sources
-from pyspk.features.fbank import ArkScpWriter, FbankConfig, KaldiOptionError, compute_fbank, prepare_waveform, \
-    run_feature_job
-from pyspk.cli import bool_arg
+from pyspk.features.fbank import (
+    ArkScpWriter,
+    FbankConfig,
+    KaldiOptionError,
+    compute_fbank,
+    prepare_waveform,
+    run_feature_job,
+)
 from pyspk.logutil import setup_logging
 
 

@@ -97,7 +97,7 @@ def main(argv=None):
         sys.exit(1)
     if args.scores:
         with atomic_open(args.scores, "w") as f:
-            f.writelines(f"{e} {t} {s:.6f}\n" for (e, t, _), s in zip(trials, scores))
+            f.writelines(f"{e} {t} {s:.6f}\n" for (e, t, _), s in zip(trials, scores, strict=True))
     name = f"fbank {args.stats}{' vad' if used_vad else ''}{' centred' if args.center else ''}"
     print(f"baseline ({name}) cosine: EER {100 * eer:.2f}%  "
           f"minDCF(p=0.01) {min_dcf:.4f}  [{len(trials)} trials, {int(labels.sum())} target]")

@@ -48,7 +48,7 @@ def nmi(labels_true, labels_pred):
 
 def purity(labels_true, labels_pred):
     """Fraction of points whose cluster's majority true label is their own."""
-    t, p, n = contingency(labels_true, labels_pred)
+    _t, p, n = contingency(labels_true, labels_pred)
     best = np.zeros(int(p.max()) + 1, dtype=np.int64)
     np.maximum.at(best, p, n)
     return float(best.sum() / n.sum())

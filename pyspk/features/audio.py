@@ -62,7 +62,7 @@ def _patch_streamed_wav(data):
 
 def _run_pipe(command):
     """Run an extended-filename command with /bin/sh (as Kaldi's popen does); return stdout."""
-    proc = subprocess.run(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(command, shell=True, capture_output=True, check=False)
     if proc.returncode != 0:
         stderr = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = f": {stderr[-1]}" if stderr else ""
@@ -121,8 +121,8 @@ def cut_segment(samples, rate, start, end):
     less than 0.5 s is truncated, further out it is an error.
     """
     num_samples = samples.shape[0]
-    start_sample = int(round(start * rate))
-    end_sample = num_samples if end == -1 else int(round(end * rate))
+    start_sample = round(start * rate)
+    end_sample = num_samples if end == -1 else round(end * rate)
     duration = num_samples / rate
     if start_sample < 0 or start_sample >= num_samples:
         raise UtteranceError(f"segment start {start} s is outside the recording ({duration:g} s)")
@@ -138,7 +138,7 @@ def cut_segment(samples, rate, start, end):
 class UtteranceSource:
     """Where one utterance's audio comes from: a recording and optionally a time span."""
 
-    __slots__ = ("utt", "recording", "entry", "start", "end")
+    __slots__ = ("end", "entry", "recording", "start", "utt")
 
     def __init__(self, utt, recording, entry, start=None, end=None):
         self.utt, self.recording, self.entry, self.start, self.end = utt, recording, entry, start, end

@@ -44,7 +44,7 @@ class Option:
     not implement (then only its default value is accepted).
     """
 
-    __slots__ = ("kind", "default", "target")
+    __slots__ = ("default", "kind", "target")
 
     def __init__(self, kind, default, target):
         self.kind, self.default, self.target = kind, default, target
@@ -274,7 +274,7 @@ class ArkScpWriter:
         return self
 
     def write(self, key, array):
-        self._ark.write(f"{key} ".encode("utf-8"))
+        self._ark.write(f"{key} ".encode())
         offset = self._ark.tell()
         write_array(self._ark, array, compression_method=self.compression if array.ndim == 2 else None)
         self._lines.append((key, f"{key} {self.ark_path}:{offset}\n"))
@@ -299,7 +299,8 @@ def run_feature_job(sources, compute, writer, desc="features"):
     """
     infos, failed = {}, 0
     with tqdm(total=len(sources), desc=desc, unit="utt", file=sys.stderr, mininterval=10, ascii=True) as bar:
-        for source, samples, rate, error in iter_utterance_audio(sources):
+        for source, samples, rate, read_error in iter_utterance_audio(sources):
+            error = read_error
             if error is None:
                 try:
                     array, info = compute(source, samples, rate)

@@ -36,7 +36,7 @@ class Res2Conv1d(nn.Module):
         groups = torch.chunk(x, self.scale, dim=1)
         outputs = [groups[0]]
         previous = None
-        for group, conv in zip(groups[1:], self.convs):
+        for group, conv in zip(groups[1:], self.convs, strict=True):
             previous = conv(group if previous is None else group + previous)
             outputs.append(previous)
         return torch.cat(outputs, dim=1)

@@ -64,10 +64,10 @@ def _embed_pending(model, pending, batch_size, device):
             part = refs[start:start + batch_size]
             batch = torch.from_numpy(np.stack([pending[i][1][j] for i, j in part])).to(device)
             output = model(batch).float().cpu().numpy()
-            for (i, j), embedding in zip(part, output):
+            for (i, j), embedding in zip(part, output, strict=True):
                 chunk_embeddings[i][j] = embedding
-    for (utt, _, weights), embeddings in zip(pending, chunk_embeddings):
-        weights = np.asarray(weights, dtype=np.float64)
+    for (utt, _, chunk_weights), embeddings in zip(pending, chunk_embeddings, strict=True):
+        weights = np.asarray(chunk_weights, dtype=np.float64)
         mean = weights @ np.stack(embeddings).astype(np.float64) / weights.sum()
         yield utt, mean.astype(np.float32)
 
@@ -168,12 +168,11 @@ def write_vectors(ark_path, scp_path, items):
     ark_abs = os.path.abspath(ark_path)
     lines = []
     with atomic_open(scp_path, "w", encoding="utf-8") as scp:
-        with atomic_path(ark_path) as tmp_ark:
-            with open(tmp_ark, "wb") as ark:
-                for key, vector in items:
-                    ark.write(f"{key} ".encode("utf-8"))
-                    lines.append(f"{key} {ark_abs}:{ark.tell()}\n")
-                    kaldiio.matio.write_array(ark, np.asarray(vector, dtype=np.float32))
+        with atomic_path(ark_path) as tmp_ark, open(tmp_ark, "wb") as ark:
+            for key, vector in items:
+                ark.write(f"{key} ".encode())
+                lines.append(f"{key} {ark_abs}:{ark.tell()}\n")
+                kaldiio.matio.write_array(ark, np.asarray(vector, dtype=np.float32))
         try:
             scp.writelines(lines)
             scp.flush()

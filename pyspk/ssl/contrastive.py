@@ -131,7 +131,7 @@ class ContrastiveObjective(Objective):
         if self.inv_weight > 0:
             # One crop per utterance again through a different random channel: appended as an extra group.
             first = groups[0][:batch_size]
-            groups = groups + [self.perturb(first, step)]
+            groups = [*groups, self.perturb(first, step)]
         embeddings, projections = model(groups)
         n_rows = n_views * batch_size
         loss, accuracy = nt_xent(projections[:n_rows], n_views, self.temperature, self.gather)

@@ -269,7 +269,7 @@ class DINOObjective(Objective):
         check_keys(cfg, DINO_KEYS, "dino")
         check_values(cfg, DINO_VALUES, "dino")
         crops = config["data"]["crops"]
-        if "global" not in crops or list(crops)[0] != "global" or set(crops) - {"global", "local"}:
+        if "global" not in crops or next(iter(crops)) != "global" or set(crops) - {"global", "local"}:
             raise ConfigError("dino needs data.crops 'global' (first) and optionally 'local'")
         self.n_global = int(crops["global"]["count"])
         if self.n_global < 1 or self.n_global + int(crops.get("local", {}).get("count", 0)) < 2:

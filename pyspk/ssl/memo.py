@@ -119,7 +119,7 @@ class MeMoObjective(Objective):
             raise ConfigError("config needs a 'memo' section")
         check_keys(cfg, MEMO_KEYS, "memo")
         crops = config["data"]["crops"]
-        if "global" not in crops or list(crops)[0] != "global" or set(crops) - {"global", "local"}:
+        if "global" not in crops or next(iter(crops)) != "global" or set(crops) - {"global", "local"}:
             raise ConfigError("memo needs data.crops 'global' (first) and optionally 'local'")
         self.n_global = int(crops["global"]["count"])
         self.n_views = sum(int(c["count"]) for c in crops.values())

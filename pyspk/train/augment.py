@@ -80,7 +80,7 @@ def smooth_curves(gen, n, bins, tilt_db, eq_db, eq_bands, device):
 def reverb_kernels(gen, n, rt60_range, frame_shift, device):
     """Power-domain exponential tails ``(n, taps)``; tap 0 is the direct sound."""
     rt60 = uniform(rt60_range[0], rt60_range[1], (n, 1), gen, device)
-    taps = int(math.ceil(rt60_range[1] / frame_shift))
+    taps = math.ceil(rt60_range[1] / frame_shift)
     # Energy falls 60 dB over rt60 seconds.
     log_decay = -6.0 * math.log(10.0) * frame_shift / rt60
     kernels = torch.exp(log_decay * torch.arange(taps, device=device))

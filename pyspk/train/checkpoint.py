@@ -135,7 +135,7 @@ def average_backbones(paths):
         raise ValueError("no checkpoints to average")
     contents = [read_backbone_file(p) for p in paths]
     first = contents[0]
-    for path, content in zip(paths[1:], contents[1:]):
+    for path, content in zip(paths[1:], contents[1:], strict=True):
         if list(content["backbones"]) != list(first["backbones"]) or any(
                 content["backbones"][n]["config"] != first["backbones"][n]["config"] for n in first["backbones"]):
             raise BackboneFileError(f"{path}: holds other backbones than {paths[0]}; cannot average them")

@@ -36,40 +36,45 @@ def group_copies(data, utts, suffixes=AUG_SUFFIXES):
     ``utt2copies`` file the mapping is taken from it; otherwise ``X-<suffix>``
     is a copy of ``X`` when ``X`` itself is in ``utts``.
     """
-    known = set(utts)
     if data.has("utt2copies"):
-        path = data.file("utt2copies")
-        table = read_table(path, min_fields=1)
-        groups, seen = {}, set()
-        for lineno, (utt, copies) in enumerate(table.items(), 1):
-            for name in [utt] + copies:
-                if name not in known:
-                    raise DataDirError(path, lineno, f"'{name}' is not in feats.scp")
-                if name in seen:
-                    raise DataDirError(path, lineno, f"'{name}' is listed twice")
-                seen.add(name)
-            groups[utt] = copies
-        for utt in known - seen:  # utterances the file does not mention are clean on their own
-            groups[utt] = []
+        groups = _read_copies_file(data.file("utt2copies"), set(utts))
     else:
-        groups = {}
-        copy_of = {}
-        for utt in utts:
-            base, _, suffix = utt.rpartition("-")
-            if suffix in suffixes and base in known:
-                copy_of[utt] = base
-        for utt in utts:
-            if utt not in copy_of:
-                groups[utt] = []
-        for utt, base in copy_of.items():
-            if base in groups:
-                groups[base].append(utt)
-            else:  # a copy of a copy ("X-noise-reverb"): attach to the clean root
-                root = base
-                while root in copy_of:
-                    root = copy_of[root]
-                groups[root].append(utt)
+        groups = _copies_by_suffix(utts, suffixes)
     return {utt: sorted(groups[utt], key=c_sort_key) for utt in sorted(groups, key=c_sort_key)}
+
+
+def _read_copies_file(path, known):
+    """``{clean_utt: [copy_utt, ...]}`` from a utt2copies file; every name must be in ``known``, once."""
+    table = read_table(path, min_fields=1)
+    groups, seen = {}, set()
+    for lineno, (utt, copies) in enumerate(table.items(), 1):
+        for name in [utt, *copies]:
+            if name not in known:
+                raise DataDirError(path, lineno, f"'{name}' is not in feats.scp")
+            if name in seen:
+                raise DataDirError(path, lineno, f"'{name}' is listed twice")
+            seen.add(name)
+        groups[utt] = copies
+    for utt in known - seen:  # utterances the file does not mention are clean on their own
+        groups[utt] = []
+    return groups
+
+
+def _copies_by_suffix(utts, suffixes):
+    """``{clean_utt: [copy_utt, ...]}`` where ``X-<suffix>`` is a copy of ``X`` when ``X`` is in ``utts``."""
+    known = set(utts)
+    copy_of = {}
+    for utt in utts:
+        base, _, suffix = utt.rpartition("-")
+        if suffix in suffixes and base in known:
+            copy_of[utt] = base
+    groups = {utt: [] for utt in utts if utt not in copy_of}
+    for utt, base in copy_of.items():
+        root = base
+        while root in copy_of:  # a copy of a copy ("X-noise-reverb"): attach to the clean root
+            root = copy_of[root]
+        groups[root].append(utt)
+    return groups
 
 
 def parse_crops(crops):

@@ -219,7 +219,7 @@ def plot_metrics(metrics_path, png_path, series):
         return
     fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series)), sharex=True, squeeze=False)
     steps = [int(r["step"]) for r in rows]
-    for ax, name in zip(axes[:, 0], series):
+    for ax, name in zip(axes[:, 0], series, strict=True):
         ax.plot(steps, [float(r[name]) for r in rows], lw=1.2)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -246,10 +246,10 @@ class Trainer:
     def _prepare_exp_dir(self):
         """Save the merged config; refuse to resume an experiment started with another one."""
         config_path = os.path.join(self.exp_dir, "config.yaml")
-        if os.path.isfile(config_path) and ckpt.find_latest(self.ckpt_dir):
-            if load_yaml(config_path) != self.config:
-                raise ConfigError(f"{config_path}: differs from this run's config and checkpoints exist; "
-                                  "use a new experiment dir or the same config to resume")
+        if (os.path.isfile(config_path) and ckpt.find_latest(self.ckpt_dir)
+                and load_yaml(config_path) != self.config):
+            raise ConfigError(f"{config_path}: differs from this run's config and checkpoints exist; "
+                              "use a new experiment dir or the same config to resume")
         if self.dist.is_main:
             os.makedirs(self.ckpt_dir, exist_ok=True)
             ckpt.remove_stale_temporaries(self.ckpt_dir)
@@ -381,7 +381,7 @@ class Trainer:
             values /= self.dist.world_size
         row = {"step": step, "epoch": round(step / self.steps_per_epoch, 3), "lr": lr, "wd": wd}
         row.update(self.objective.schedule_values(step - 1))
-        row.update({n: float(v) for n, v in zip(names, values.tolist())})
+        row.update({n: float(v) for n, v in zip(names, values.tolist(), strict=True)})
         row.update({"sec_per_step": elapsed / count, "data_sec_per_step": data_time / count})
         if self.dist.is_main:
             self.metrics.append(row)

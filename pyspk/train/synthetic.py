@@ -52,8 +52,9 @@ def make_feats_data_dir(path, n_spk=4, n_utt=3, min_frames=150, max_frames=300, 
                     utt2spk[name] = spk
                     utt2num_frames[name] = frames
     # kaldiio writes in insertion order; Kaldi tools want C-sorted keys.
-    lines = open(scp, encoding="utf-8").read().splitlines()
-    write_table(scp, dict(line.split(maxsplit=1) for line in lines))
+    with open(scp, encoding="utf-8") as f:
+        rows = dict(line.split(maxsplit=1) for line in f.read().splitlines())
+    write_table(scp, rows)
     write_table(os.path.join(path, "utt2spk"), utt2spk)
     write_table(os.path.join(path, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_table(os.path.join(path, "utt2num_frames"), utt2num_frames)

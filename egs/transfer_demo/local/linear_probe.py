@@ -5,7 +5,8 @@ Usage: local/linear_probe.py <train-xvector-dir> <train-data> <test-xvector-dir>
 Reads xvector.scp (from steps/extract_embeddings.sh) and utt2label; standardises the
 embeddings, fits a class-balanced multinomial logistic regression on train, and
 writes <out-dir>/results.txt (accuracy, UAR, per-class recall) and utt2pred.
-e.g.: local/linear_probe.py exp/ssl_xvectors_train data/train_family exp/ssl_xvectors_test data/test_family exp/linear_probe
+e.g.: local/linear_probe.py exp/ssl_xvectors_train data/train_family \\
+        exp/ssl_xvectors_test data/test_family exp/linear_probe
 """
 
 import argparse
@@ -42,7 +43,7 @@ def main(argv=None):
     predicted = model.predict(test_x).tolist()
     metrics = classification_metrics(test_y, predicted)
     os.makedirs(args.out_dir, exist_ok=True)
-    write_table(os.path.join(args.out_dir, "utt2pred"), dict(zip(keys, predicted)))
+    write_table(os.path.join(args.out_dir, "utt2pred"), dict(zip(keys, predicted, strict=True)))
     write_results(os.path.join(args.out_dir, "results.txt"), metrics,
                   f"logistic regression on {args.train_xvectors}, tested on {args.test_xvectors}")
     print(f"linear_probe.py: accuracy {metrics['accuracy']:.4f} UAR {metrics['uar']:.4f}")

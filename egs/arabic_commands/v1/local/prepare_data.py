@@ -84,7 +84,7 @@ def cross_session_trials(utts, num_trials, target_fraction, seed):
     targets = np.flatnonzero(same_spk & (session[first] != session[second]))
     nontargets = np.flatnonzero(~same_spk)
     rng = np.random.default_rng(seed)
-    num_target = min(int(round(num_trials * target_fraction)), len(targets))
+    num_target = min(round(num_trials * target_fraction), len(targets))
     num_nontarget = min(num_trials - num_target, len(nontargets))
     chosen = np.concatenate([rng.choice(targets, num_target, replace=False),
                              rng.choice(nontargets, num_nontarget, replace=False)])
@@ -92,7 +92,7 @@ def cross_session_trials(utts, num_trials, target_fraction, seed):
     swap = rng.random(len(chosen)) < 0.5
     enroll = np.where(swap, second[chosen], first[chosen])
     test = np.where(swap, first[chosen], second[chosen])
-    trials = [(names[e], names[t], bool(x)) for e, t, x in zip(enroll, test, is_target)]
+    trials = [(names[e], names[t], bool(x)) for e, t, x in zip(enroll, test, is_target, strict=True)]
     trials.sort(key=lambda trial: (c_sort_key(trial[0]), c_sort_key(trial[1])))
     return trials
 

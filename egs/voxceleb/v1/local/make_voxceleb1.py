@@ -72,7 +72,7 @@ def prepare(root, data_root, lists, trials_dir):
     wav_scp = {utt: path for utt, (_, _, path) in utts.items()}
     utt2spk = {utt: spk for utt, (spk, _, _) in utts.items()}
     rel2utt = {rel: utt for utt, (_, rel, _) in utts.items()}
-    list_paths = {name: os.path.join(trials_dir, TRIAL_LISTS[name][0]) for name in ("o",) + tuple(lists)}
+    list_paths = {name: os.path.join(trials_dir, TRIAL_LISTS[name][0]) for name in ("o", *lists)}
     for path in list_paths.values():
         if not os.path.isfile(path):
             raise PrepError(f"{path}: no such trial list (the download stage fetches it)")
