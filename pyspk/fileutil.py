@@ -7,6 +7,9 @@ import os
 import socket
 import tempfile
 
+# What functions taking a file or directory name accept.
+PathLike = str | os.PathLike[str]
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -36,9 +39,8 @@ def atomic_path(path):
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
     """Open a temporary file for writing that replaces ``path`` on success."""
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, **kwargs) as f:
-            yield f
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
 
 
 def no_space_message(error, path):

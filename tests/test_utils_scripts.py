@@ -1,14 +1,16 @@
 """Kaldi-compatible utils/: fix, split, subset, combine, copy data dirs; filter_scp.pl and the spk2utt filters."""
 
+import itertools
 import os
 import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_script
+
 from pyspk.data.datadir import DataDirError, read_kv, read_scp, read_table
-from pyspk.data.ops import _balanced_cuts, copy_data_dir, fix_data_dir, split_data_dir, subset_data_dir
+from pyspk.data.ops import copy_data_dir, fix_data_dir, subset_data_dir
+from pyspk.data.split import _balanced_cuts, split_data_dir
 from pyspk.data.validate import check_data_dir
 
 # utterances per speaker; speaker ids are prefixes of utterance ids (Kaldi's convention)
@@ -55,7 +57,7 @@ def utts_of(data):
 
 def run_filter(args, stdin):
     return subprocess.run(args, cwd=ROOT, input=stdin, capture_output=True, text=True,
-                          env=dict(os.environ, LC_ALL="C"))
+                          env=dict(os.environ, LC_ALL="C"), check=False)
 
 
 def test_utt2spk_spk2utt_filters_round_trip(tmp_path):
@@ -196,8 +198,8 @@ def test_balanced_cuts():
         parts = int(rng.integers(1, len(counts) + 1))
         ends = _balanced_cuts(counts, parts)
         assert len(ends) == parts and ends[-1] == len(counts)
-        assert all(b > a for a, b in zip([0] + ends, ends))  # non-empty, increasing
-    sums = np.add.reduceat(np.ones(100, int), [0] + _balanced_cuts(np.ones(100, int), 7)[:-1])
+        assert all(b > a for a, b in itertools.pairwise([0, *ends]))  # non-empty, increasing
+    sums = np.add.reduceat(np.ones(100, int), [0, *_balanced_cuts(np.ones(100, int), 7)[:-1]])
     assert sums.max() - sums.min() <= 1
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from pyspk.cli import report_data_dir_operation
-from pyspk.data.ops import split_data_dir
+from pyspk.data.split import split_data_dir
 
 PROG = "split_data"
 

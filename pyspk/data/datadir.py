@@ -173,11 +173,9 @@ def format_table(table):
 
 def _format_lines(keys, values):
     lines = []
-    for key, value in zip(keys, values):
-        if isinstance(value, (list, tuple)):
-            value = " ".join(str(v) for v in value)
-        value = str(value)
-        lines.append(f"{key} {value}\n" if value else f"{key}\n")
+    for key, value in zip(keys, values, strict=True):
+        text = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+        lines.append(f"{key} {text}\n" if text else f"{key}\n")
     return "".join(lines)
 
 

@@ -19,6 +19,7 @@ their meaning is known (durations and frame counts positive, segments
 ``validate_data_dir`` raises the first as a DataDirError.
 """
 
+import itertools
 import math
 import os
 import re
@@ -205,58 +206,17 @@ class _Checker:
         Returns ``(rows, good)``: ``{key: (lineno, fields)}`` (fields include the key) of every
         line with a key, for comparing key sets, and of the well-formed lines only.
         """
-        path = self.file(name)
         counter = [0]
-        text = read_text(path)
+        text = read_text(self.file(name))
         if not text:
             self.problem(counter, name, 0, "empty file")
             return {}, {}
-        lines = text.split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        else:
-            self.problem(counter, name, len(lines), "last line has no newline")
-        fields = [line.split() for line in lines]
-        if "\r" in text:
-            for i, line in enumerate(lines):
-                if "\r" in line:
-                    self.problem(counter, name, i + 1, "carriage return in line (DOS line endings? run dos2unix)")
-        lengths = list(map(len, fields))
-        keyed = list(zip(range(1, len(fields) + 1), fields))
-        if min(lengths) == 0:
-            for lineno, f in keyed:
-                if not f:
-                    self.problem(counter, name, lineno, "empty line")
-            keyed = [(lineno, f) for lineno, f in keyed if f]
-            lengths = [length for length in lengths if length]
-            if not keyed:
-                return {}, {}
-        keys = [f[0] for _, f in keyed]
-        rows = dict(zip(keys, keyed))
-        if len(rows) < len(keyed):  # duplicates: the first line of a key wins
-            first = {}
-            for lineno, f in keyed:
-                if f[0] in first:
-                    self.problem(counter, name, lineno, f"duplicate key '{f[0]}' (first at line {first[f[0]][0]})")
-                else:
-                    first[f[0]] = rows[f[0]] = (lineno, f)
-        if not all(map(str.isascii, keys)) or keys != sorted(keys):
-            sort_keys = [c_sort_key(k) for k in keys]
-            for j in range(1, len(keys)):
-                if sort_keys[j] < sort_keys[j - 1]:
-                    self.problem(counter, name, keyed[j][0], f"not sorted: '{keys[j]}' after '{keys[j - 1]}' "
-                                 "(sort with LC_ALL=C, or run utils/fix_data_dir.sh)")
-                    break
-        low, high = spec.min_fields, spec.max_fields or max(lengths)
-        errors = []
-        if min(lengths) < low or max(lengths) > high:
-            want = spec.field_count()
-            errors = [(lineno, f, f"expected {want} fields, got {len(f)}")
-                      for lineno, f in keyed if not low <= len(f) <= high]
-        check = spec.check_value
-        if check is not None and (spec.all_good is None or errors
-                                  or not spec.all_good([f[1] for _, f in keyed])):
-            errors += [(lineno, f, error) for lineno, f in keyed if low <= len(f) <= high and (error := check(f))]
+        keyed = self._keyed_lines(counter, name, text)
+        if not keyed:
+            return {}, {}
+        rows = self._index_keys(counter, name, keyed)
+        self._check_key_order(counter, name, keyed)
+        errors = _field_errors(spec, keyed)
         good = rows
         if errors:
             good = dict(rows)
@@ -265,6 +225,49 @@ class _Checker:
                 if rows[f[0]][0] == lineno:
                     good.pop(f[0], None)
         return rows, good
+
+    def _keyed_lines(self, counter, name, text):
+        """``[(lineno, fields)]`` of the non-empty lines of ``text``; reports line-ending problems and empty lines."""
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        else:
+            self.problem(counter, name, len(lines), "last line has no newline")
+        if "\r" in text:
+            for i, line in enumerate(lines):
+                if "\r" in line:
+                    self.problem(counter, name, i + 1, "carriage return in line (DOS line endings? run dos2unix)")
+        keyed = list(enumerate((line.split() for line in lines), 1))
+        if all(f for _, f in keyed):
+            return keyed
+        for lineno, f in keyed:
+            if not f:
+                self.problem(counter, name, lineno, "empty line")
+        return [(lineno, f) for lineno, f in keyed if f]
+
+    def _index_keys(self, counter, name, keyed):
+        """``{key: (lineno, fields)}``; for a duplicated key the first line wins and the others are reported."""
+        rows = {f[0]: (lineno, f) for lineno, f in keyed}
+        if len(rows) < len(keyed):
+            first = {}
+            for lineno, f in keyed:
+                if f[0] in first:
+                    self.problem(counter, name, lineno, f"duplicate key '{f[0]}' (first at line {first[f[0]][0]})")
+                else:
+                    first[f[0]] = rows[f[0]] = (lineno, f)
+        return rows
+
+    def _check_key_order(self, counter, name, keyed):
+        """Report the first key out of C-locale order."""
+        keys = [f[0] for _, f in keyed]
+        if all(map(str.isascii, keys)) and keys == sorted(keys):
+            return
+        sort_keys = [c_sort_key(k) for k in keys]
+        for j in range(1, len(keys)):
+            if sort_keys[j] < sort_keys[j - 1]:
+                self.problem(counter, name, keyed[j][0], f"not sorted: '{keys[j]}' after '{keys[j - 1]}' "
+                             "(sort with LC_ALL=C, or run utils/fix_data_dir.sh)")
+                return
 
     def compare_keys(self, ref_name, ref_rows, name, rows, what):
         """Report keys of ``ref_rows`` missing from ``rows`` and keys of ``rows`` not in ``ref_rows``."""
@@ -277,6 +280,22 @@ class _Checker:
         for key, (lineno, _) in rows.items():
             if key not in ref_rows:
                 self.problem(counter, name, lineno, f"{what} '{key}' is not in {ref_name}")
+
+
+def _field_errors(spec, keyed):
+    """``[(lineno, fields, message)]`` for the lines of ``keyed`` with a wrong field count or a bad value."""
+    lengths = [len(f) for _, f in keyed]
+    low, high = spec.min_fields, spec.max_fields or max(lengths)
+    errors = []
+    if min(lengths) < low or max(lengths) > high:
+        want = spec.field_count()
+        errors = [(lineno, f, f"expected {want} fields, got {len(f)}")
+                  for lineno, f in keyed if not low <= len(f) <= high]
+    check = spec.check_value
+    if check is not None and (spec.all_good is None or errors
+                              or not spec.all_good([f[1] for _, f in keyed])):
+        errors += [(lineno, f, error) for lineno, f in keyed if low <= len(f) <= high and (error := check(f))]
+    return errors
 
 
 def _check_spk2utt(checker, utt2spk, spk2utt):
@@ -317,7 +336,7 @@ def _check_speaker_order(checker, utt2spk):
     """Kaldi's default: utt2spk sorted by utterance is also sorted by speaker."""
     lines = sorted(utt2spk.values())
     speakers = [f[1] for _, f in lines]
-    if all(a <= b for a, b in zip(speakers, speakers[1:])) and all(s.isascii() for s in speakers):
+    if all(a <= b for a, b in itertools.pairwise(speakers)) and all(s.isascii() for s in speakers):
         return
     previous = None
     for lineno, f in lines:
@@ -331,7 +350,7 @@ def _check_speaker_order(checker, utt2spk):
 
 def _check_text(checker, rows, non_print):
     counter = [0]
-    for utt, (lineno, fields) in rows.items():
+    for lineno, fields in rows.values():
         for word in fields[1:]:
             if any("\udc80" <= c <= "\udcff" for c in word):
                 checker.problem(counter, "text", lineno, "invalid UTF-8")
@@ -374,7 +393,12 @@ def check_data_dir(path, need_feats=False, need_wav=False, need_text=False, spk_
     for name, needed, option in requirements:
         if needed and name not in present:
             checker.problem([0], name, 0, f"no such file (if this is by design, specify {option})")
+    _check_tables(checker, present, utt2spk, spk2utt, non_print)
+    return report
 
+
+def _check_tables(checker, present, utt2spk, spk2utt, non_print):
+    """Scan each table file in ``present`` and compare its keys with those of the table it extends."""
     segments = segments_good = None
     if "segments" in present:
         segments, segments_good = checker.scan("segments", _SPECS["segments"])
@@ -393,14 +417,13 @@ def check_data_dir(path, need_feats=False, need_wav=False, need_text=False, spk_
         if name == "text":
             _check_text(checker, good, non_print)
         if name == "reco2file_and_channel" and any(f[2] == "1" for _, f in good.values()):
-            report.warnings.append(f"{checker.file(name)}: the channel should be marked as A or B, not 1")
+            checker.report.warnings.append(f"{checker.file(name)}: the channel should be marked as A or B, not 1")
         if spec.kind == "utt" or (spec.kind == "reco" and segments is None):
             checker.compare_keys("utt2spk", utt2spk, name, rows, "utterance")
         elif spec.kind == "spk":
             checker.compare_keys("spk2utt", spk2utt, name, rows, "speaker")
         else:
             checker.compare_keys("segments", recordings, name, rows, "recording")
-    return report
 
 
 def validate_data_dir(path, need_feats=False, need_wav=False, need_text=False, spk_sort=True, non_print=False):
