@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from pyspk.augment.noise import coloured_noise
 
@@ -96,8 +97,6 @@ def one_thread():
     Test modules that train or run models opt in with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``.
     """
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -13,6 +13,7 @@ from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
 from pyspk.ssl.contrastive import ContrastiveObjective, ProjectionHead, nt_xent
 from pyspk.train import checkpoint as ckpt
+from pyspk.train.data import CropDataset, ResumableBatchSampler
 from pyspk.train.loop import Trainer
 from pyspk.train.synthetic import make_feats_data_dir
 
@@ -111,8 +112,6 @@ def test_channel_invariant_term_is_optional_and_seeded():
 
 
 def test_loss_falls(feats_dir):
-    from pyspk.train.data import CropDataset, ResumableBatchSampler
-
     config = tiny_config("contrastive.channel_invariant.weight=0")
     torch.manual_seed(0)
     objective = build(config)

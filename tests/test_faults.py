@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import ROOT, make_wav_data_dir, run_script
 
 from pyspk.fileutil import dir_lock
@@ -80,7 +82,6 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(feats40, tmp_path, dam
     elif damage == "garbage":
         Path(latest).write_bytes(b"\x00not a checkpoint" * 100)
     else:
-        import torch
         torch.save({"weights": torch.zeros(3)}, latest)
 
     proc = train_dino(feats40, exp, max_steps=4)
@@ -317,8 +318,6 @@ def test_unreadable_training_utterances_are_counted(tmp_path):
 
 
 def test_nan_features_name_the_utterance(tmp_path):
-    import kaldiio
-
     data = make_feats_data_dir(str(tmp_path / "feats"), n_spk=4, n_utt=3, min_frames=60, max_frames=100,
                                feat_dim=40)
     utt = Path(data, "feats.scp").read_text().splitlines()[4].split()[0]

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import ROOT, run_script
 
+from pyspk.device import process_cuda_device
+
 FAKE_NVIDIA_SMI = """#!/bin/sh
 [ "$1" = -L ] || exit 1
 i=0
@@ -59,7 +61,6 @@ def test_too_many_gpus_per_job_fails(tmp_path, fake_gpus):
 
 
 def test_each_ddp_process_gets_its_own_visible_device(monkeypatch):
-    from pyspk.device import process_cuda_device
     assert [process_cuda_device(r, 4) for r in range(4)] == [torch.device("cuda", r) for r in range(4)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     with pytest.raises(RuntimeError, match=r"DDP process 1 needs a GPU of its own, but only 1 are visible "

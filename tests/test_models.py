@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 
+from pyspk.bin import init_model
 from pyspk.config import ConfigError
 from pyspk.models import (
     BackboneFileError,
@@ -147,8 +148,6 @@ def test_tdnn_rejects_too_short_input():
 
 
 def test_init_model_writes_a_seeded_backbone_file(tmp_path):
-    from pyspk.bin import init_model
-
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"model": dict(SMALL["ecapa"]), "optim": {"lr": 0.1}}))
     init_model.main(["--config", str(config), "--seed", "3", "model.embed_dim=24", str(tmp_path / "a.pt")])

@@ -8,6 +8,7 @@ from pyspk.backend.pipeline import PldaBackend, train_plda_backend
 from pyspk.backend.plda import Plda, PldaScorer, estimate_plda
 from pyspk.backend.scoring import score_matrix, score_pairs
 from pyspk.backend.transforms import apply_transform, compute_lda, length_normalize
+from pyspk.bin import copy_plda
 from pyspk.data.datadir import DataDirError
 
 
@@ -217,11 +218,10 @@ def test_plda_needs_repeated_speakers():
 
 
 def test_copy_plda_converts_and_smooths(model, tmp_path):
-    from pyspk.bin.copy_plda import main
     plda = model[0]
     plda.write(tmp_path / "plda.bin", binary=True)
     assert (tmp_path / "plda.bin").read_bytes().startswith(b"\0B<Plda> DV ")
-    main(["--smoothing", "0.1", str(tmp_path / "plda.bin"), str(tmp_path / "plda.txt")])
+    copy_plda.main(["--smoothing", "0.1", str(tmp_path / "plda.bin"), str(tmp_path / "plda.txt")])
     copied = Plda.read(tmp_path / "plda.txt")
     np.testing.assert_allclose(copied.psi, plda.smooth_within_class_covariance(0.1).psi)
 

@@ -16,9 +16,10 @@ import argparse
 import logging
 import sys
 
-from pyspk.cli import bool_arg
+from pyspk.backend.plots import plot_det, plot_score_histogram
 from pyspk.backend.results import format_result, update_results
 from pyspk.backend.scoring import match_scores_to_trials
+from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError, read_trials
 from pyspk.logutil import setup_logging
 from pyspk.metrics import eer_and_threshold, min_dcf_and_threshold
@@ -69,12 +70,10 @@ def main(argv=None):
         result = format_result(name, eer, min_dcfs, args.trials)
         if args.results:
             update_results(args.results, name, result)
-        if args.det_plot or args.hist_plot:
-            from pyspk.backend.plots import plot_det, plot_score_histogram
-            if args.det_plot:
-                plot_det({name: (scores, labels)}, args.det_plot, {name: eer})
-            if args.hist_plot:
-                plot_score_histogram(scores, labels, args.hist_plot, title=name)
+        if args.det_plot:
+            plot_det({name: (scores, labels)}, args.det_plot, {name: eer})
+        if args.hist_plot:
+            plot_score_histogram(scores, labels, args.hist_plot, title=name)
     except (DataDirError, ValueError, OSError) as e:
         sys.exit(f"compute_metrics: {e}")
     log.info("Equal error rate is %.4g%%, at threshold %g", 100 * eer, eer_threshold)
