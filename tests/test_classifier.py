@@ -15,7 +15,7 @@ from conftest import ROOT, run_script
 
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_yaml, save_config
-from pyspk.data.datadir import DataDirError
+from pyspk.data.datadir import DataDir, DataDirError
 from pyspk.models import build_model, list_backbones, load_backbone, save_backbones
 from pyspk.supervised.aam import AAMSoftmax, MarginSchedule, build_margin_schedule
 from pyspk.supervised.classifier import ClassifierObjective, utterance_labels
@@ -112,9 +112,10 @@ def test_margin_warmup_values():
 def test_labels_follow_the_crop_dataset_order(feats_dir, tmp_path):
     classes, labels = utterance_labels(feats_dir)
     assert classes == ["spk000", "spk001", "spk002", "spk003"]
-    dataset = CropDataset(feats_dir, {"train": {"count": 1, "frames": 10}}, with_labels=True)
+    dataset = CropDataset(feats_dir, {"train": {"count": 1, "frames": 10}})
     assert len(labels) == len(dataset) == 16  # the -reverb copies are not extra examples
-    assert labels.tolist() == dataset.labels
+    utt2spk = DataDir(feats_dir).utt2spk()
+    assert [classes[i] for i in labels] == [utt2spk[u] for u in dataset.utts]
     # Pseudo-labels: any utt2spk, e.g. cluster ids, not necessarily the speaker prefix.
     d = make_feats_data_dir(str(tmp_path / "d"), n_spk=2, n_utt=2, feat_dim=8)
     with open(os.path.join(d, "utt2spk"), "w") as f:

@@ -57,7 +57,3 @@ class Conv1dReluBn(nn.Sequential):
             nn.BatchNorm1d(out_channels),
         )
 
-
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
-

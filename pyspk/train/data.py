@@ -94,13 +94,12 @@ def parse_crops(crops):
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Items ``{"crops": {name: (count, frames, dim) float32}, "index": i, "skipped": n[, "label": spk]}``.
+    """Items ``{"crops": {name: (count, frames, dim) float32}, "index": i, "skipped": n}``.
 
     Indexed by ``(index, epoch)`` keys (see :class:`ResumableBatchSampler`).
     """
 
-    def __init__(self, data_dir, crops, seed=0, use_vad=False, aug_prob=0.5, aug_suffixes=AUG_SUFFIXES,
-                 with_labels=False):
+    def __init__(self, data_dir, crops, seed=0, use_vad=False, aug_prob=0.5, aug_suffixes=AUG_SUFFIXES):
         data = DataDir(data_dir)
         self.feats_path = data.file("feats.scp")
         self.feats = data.feats_scp()
@@ -117,15 +116,6 @@ class CropDataset(torch.utils.data.Dataset):
             if not data.has("vad.scp"):
                 raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
             self.vad_scp = read_scp(data.file("vad.scp"))
-        self.labels = None
-        if with_labels:
-            utt2spk = data.utt2spk()
-            missing = [u for u in self.utts if u not in utt2spk]
-            if missing:
-                raise DataDirError(data.file("utt2spk"), 0, f"no speaker for utterance '{missing[0]}'")
-            self.speakers = sorted({utt2spk[u] for u in self.utts}, key=c_sort_key)
-            index = {spk: i for i, spk in enumerate(self.speakers)}
-            self.labels = [index[utt2spk[u]] for u in self.utts]
         self.num_copies = sum(len(c) for c in self.groups.values())
 
     def __len__(self):
@@ -195,10 +185,7 @@ class CropDataset(torch.utils.data.Dataset):
             raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} consecutive utterances from "
                                f"'{self.utts[index]}' on could not be read; see the warnings above")
         # "skipped": unreadable utterances passed over, summed and reported by the trainer per epoch.
-        item = {"crops": crops, "index": current, "skipped": attempt}
-        if self.labels is not None:
-            item["label"] = self.labels[current]
-        return item
+        return {"crops": crops, "index": current, "skipped": attempt}
 
 
 class ResumableBatchSampler(torch.utils.data.Sampler):
@@ -233,12 +220,12 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
             yield [(i, self.epoch) for i in mine[b * self.batch_size:(b + 1) * self.batch_size]]
 
 
-def build_dataset(data_dir, cfg, seed, with_labels=False):
+def build_dataset(data_dir, cfg, seed):
     """A :class:`CropDataset` from the ``data`` config section."""
     check_keys(cfg, DATA_KEYS, "data")
     return CropDataset(data_dir, cfg["crops"], seed=seed, use_vad=bool(cfg.get("use_vad", False)),
                        aug_prob=float(cfg.get("aug_prob", 0.5)),
-                       aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES), with_labels=with_labels)
+                       aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES))
 
 
 def build_loader(dataset, cfg, seed, rank=0, world_size=1, pin_memory=False):

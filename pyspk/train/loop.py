@@ -65,7 +65,6 @@ class Objective:
     section = None
     metric_names = ()
     schedule_names = ()
-    with_labels = False
 
     def __init__(self, data_dir: str | None = None):
         # The training data dir, for objectives that read more than the crops (labels, utt2label).
@@ -87,7 +86,7 @@ class Objective:
         """``(loss, {metric: scalar tensor})`` for one batch; ``model`` is trainable(), maybe DDP-wrapped.
 
         ``batch`` is already on the device and augmented: ``{"crops": {name:
-        (B, count, frames, dim)}, "index": (B,)[, "label": (B,)]}``.
+        (B, count, frames, dim)}, "index": (B,)}``.
         """
         raise NotImplementedError
 
@@ -263,7 +262,7 @@ class Trainer:
             torch.set_num_threads(threads)
         # Same seed on every process: identical initial weights, so DDP's broadcast changes nothing.
         torch.manual_seed(self.seed)
-        self.dataset = build_dataset(self.data_dir, cfg["data"], self.seed, self.objective.with_labels)
+        self.dataset = build_dataset(self.data_dir, cfg["data"], self.seed)
         feat_dim = self.dataset.feat_dim()
         if feat_dim != cfg["model"].get("feat_dim", 80):
             raise ConfigError(f"{self.data_dir}/feats.scp has {feat_dim}-dim features but model.feat_dim is "
