@@ -3,20 +3,23 @@
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
+from pyspk.backend.scoring import Scorer
 from pyspk.backend.trials import score_trials_file
 from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError
 from pyspk.logutil import setup_logging
 
 
-def level_arg(text):
+def level_arg(text: str) -> str:
+    """Embedding level option value: 'utt' or 'spk'."""
     if text in ("utt", "spk"):
         return text
     raise argparse.ArgumentTypeError(f"expected utt or spk, got '{text}'")
 
 
-def add_scoring_options(parser):
+def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     """Options common to cosine and PLDA scoring."""
     parser.add_argument("--enroll-level", type=level_arg, default="utt",
                         help="enrolment keys are utterances (xvector.scp) or speakers (spk_xvector.scp with "
@@ -35,7 +38,7 @@ def add_scoring_options(parser):
                              "(default: false)")
 
 
-def add_trials_arguments(parser):
+def add_trials_arguments(parser: argparse.ArgumentParser) -> None:
     """Positional arguments common to cosine and PLDA scoring (after the back-end's own)."""
     parser.add_argument("trials")
     parser.add_argument("enroll_dir")
@@ -43,7 +46,8 @@ def add_trials_arguments(parser):
     parser.add_argument("scores_out")
 
 
-def run_trials_scoring(prog, args, make_scorer):
+def run_trials_scoring(prog: str, args: argparse.Namespace,
+                       make_scorer: Callable[[], tuple[Scorer, int | None, str | None]]) -> None:
     """Score args.trials into args.scores_out with the options of add_scoring_options.
 
     make_scorer() returns (scorer, expected_dim, expected_from): the embedding

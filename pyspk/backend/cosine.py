@@ -5,12 +5,15 @@ An optional global mean (from a training set) is subtracted first; with
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pyspk.backend.scoring import EnrollSide, TestSide
 
 
 class CosineScorer:
-    def __init__(self, mean=None, lnorm=True):
+    """Cosine (or, without ``lnorm``, dot-product) scoring after subtracting an optional global ``mean``."""
+
+    def __init__(self, mean: ArrayLike | None = None, lnorm: bool = True):
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64).ravel()
         self.lnorm = lnorm
 
@@ -25,9 +28,10 @@ class CosineScorer:
             x = x / np.where(norms > 0, norms, 1.0)
         return x.astype(np.float32)
 
-    def enroll_side(self, x, counts=None):
+    def enroll_side(self, x: ArrayLike, counts: ArrayLike | None = None) -> EnrollSide:
         """Enrolment vectors; ``counts`` (utterances per enrolment) do not affect cosine scores."""
         return EnrollSide(self._prepare(x))
 
-    def test_side(self, x, group_values=None):
+    def test_side(self, x: ArrayLike, group_values: ArrayLike | None = None) -> TestSide:
+        """Test vectors; ``group_values`` (of the enrolment side) do not affect cosine scores."""
         return TestSide(self._prepare(x))

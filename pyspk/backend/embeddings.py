@@ -8,15 +8,17 @@ and writable by Kaldi's ``ivector-*`` and ``transform-vec`` programs.
 
 import io
 import os
+from collections.abc import Sequence
 
 import kaldiio
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pyspk.data.datadir import DataDirError, read_kv, read_scp
-from pyspk.fileutil import atomic_path
+from pyspk.fileutil import PathLike, atomic_path
 
 
-def read_vector_scp(path):
+def read_vector_scp(path: PathLike) -> tuple[list[str], np.ndarray]:
     """Read a Kaldi vector scp into ``(keys, matrix)`` (float32, one row per key, file order).
 
     Every entry must load as a 1-D vector of the same dimension with finite
@@ -48,7 +50,7 @@ def read_vector_scp(path):
     return keys, np.stack(rows).astype(np.float32, copy=False)
 
 
-def write_vector_scp(ark_path, scp_path, keys, matrix):
+def write_vector_scp(ark_path: PathLike, scp_path: PathLike, keys: Sequence[str], matrix: ArrayLike) -> None:
     """Write rows of ``matrix`` as Kaldi float vectors to an ark and its scp (both atomic)."""
     ark_path, scp_path = os.fspath(ark_path), os.fspath(scp_path)
     matrix = np.asarray(matrix, dtype=np.float32)
@@ -64,7 +66,7 @@ def write_vector_scp(ark_path, scp_path, keys, matrix):
                 scp.write(f"{key} {ark_path}:{offset}\n")
 
 
-def read_num_utts(path):
+def read_num_utts(path: PathLike) -> dict[str, int]:
     """Read ``num_utts.ark`` (text ``spk N`` lines) into a dict of positive ints."""
     counts = read_kv(path, int)
     for lineno, (spk, count) in enumerate(counts.items(), 1):
@@ -73,7 +75,7 @@ def read_num_utts(path):
     return counts
 
 
-def read_kaldi_object(path):
+def read_kaldi_object(path: PathLike) -> np.ndarray:
     """Read a Kaldi vector or matrix file (binary or text), e.g. ``mean.vec``, ``transform.mat``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -88,7 +90,7 @@ def read_kaldi_object(path):
     return value
 
 
-def write_kaldi_object(path, value):
+def write_kaldi_object(path: PathLike, value: ArrayLike) -> None:
     """Write a vector or matrix as a Kaldi binary float object (what Kaldi's tools write)."""
     with atomic_path(path) as tmp:
         kaldiio.save_mat(tmp, np.asarray(value, dtype=np.float32))
@@ -97,22 +99,22 @@ def write_kaldi_object(path, value):
 class EmbeddingDir:
     """A Kaldi x-vector directory (``xvector.scp`` and optionally speaker means)."""
 
-    def __init__(self, path):
+    def __init__(self, path: PathLike):
         self.path = os.fspath(path)
         if not os.path.isdir(self.path):
             raise DataDirError(self.path, 0, "embedding directory does not exist")
 
-    def file(self, name):
+    def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def has(self, name):
+    def has(self, name: str) -> bool:
         return os.path.isfile(self.file(name))
 
-    def xvectors(self):
+    def xvectors(self) -> tuple[list[str], np.ndarray]:
         """Utterance embeddings: ``(keys, matrix)``."""
         return read_vector_scp(self.file("xvector.scp"))
 
-    def spk_xvectors(self):
+    def spk_xvectors(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Speaker-mean embeddings with their utterance counts: ``(keys, matrix, counts)``."""
         keys, matrix = read_vector_scp(self.file("spk_xvector.scp"))
         num_utts_path = self.file("num_utts.ark")
@@ -123,7 +125,7 @@ class EmbeddingDir:
                                f"({len(missing)} speakers of spk_xvector.scp missing)")
         return keys, matrix, np.array([num_utts[key] for key in keys], dtype=np.int64)
 
-    def embeddings(self, level):
+    def embeddings(self, level: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(keys, matrix, counts)`` at ``level`` 'utt' (counts all 1) or 'spk'."""
         if level == "utt":
             keys, matrix = self.xvectors()
@@ -132,7 +134,7 @@ class EmbeddingDir:
             return self.spk_xvectors()
         raise ValueError(f"level must be 'utt' or 'spk', got '{level}'")
 
-    def mean(self):
+    def mean(self) -> np.ndarray:
         """Global mean: ``mean.vec`` if the directory has one, else the mean of ``xvector.scp``."""
         if self.has("mean.vec"):
             return read_kaldi_object(self.file("mean.vec")).ravel()

@@ -8,12 +8,15 @@ is equal weights summing to 1 (the plain mean).
 """
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pyspk.backend.scoring import read_scores, write_scores
 from pyspk.data.datadir import DataDirError, read_trials
+from pyspk.fileutil import PathLike
 from pyspk.metrics import compute_eer
 
 logger = logging.getLogger(__name__)
@@ -21,7 +24,7 @@ logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("none", "mean-std")
 
 
-def parse_weights(text, num_systems):
+def parse_weights(text: str, num_systems: int) -> np.ndarray:
     """Weights from ``"w1 w2 ..."`` (spaces or commas); empty text: equal weights summing to 1."""
     if not text.strip():
         return np.full(num_systems, 1.0 / num_systems)
@@ -37,7 +40,7 @@ def parse_weights(text, num_systems):
     return weights
 
 
-def trial_positions(trials, trials_path):
+def trial_positions(trials: Sequence[tuple[str, str, bool]], trials_path: PathLike) -> dict[tuple[str, str], int]:
     """``{(enroll, test): position}`` of the trials; a repeated trial is an error naming its line."""
     position = {}
     for i, (enroll, test, _) in enumerate(trials):
@@ -47,7 +50,8 @@ def trial_positions(trials, trials_path):
     return position
 
 
-def align_scores(trials, trials_path, position, scores_path):
+def align_scores(trials: Sequence[tuple[str, str, bool]], trials_path: PathLike,
+                 position: Mapping[tuple[str, str], int], scores_path: PathLike) -> np.ndarray:
     """Scores of ``scores_path`` in the order of ``trials``.
 
     The file must hold every trial exactly once: a line that is not a trial,
@@ -83,7 +87,7 @@ def align_scores(trials, trials_path, position, scores_path):
     return aligned
 
 
-def normalize_scores(scores, method, source):
+def normalize_scores(scores: np.ndarray, method: str, source: PathLike) -> np.ndarray:
     """``scores`` unchanged ('none') or standardised to mean 0, standard deviation 1 ('mean-std')."""
     if method == "none":
         return scores
@@ -95,7 +99,8 @@ def normalize_scores(scores, method, source):
     return (scores - scores.mean()) / std
 
 
-def fuse_score_arrays(score_arrays, weights, normalize="none", sources=None):
+def fuse_score_arrays(score_arrays: Sequence[ArrayLike], weights: Sequence[float] | np.ndarray, normalize: str = "none",
+                      sources: Sequence[PathLike] | None = None) -> np.ndarray:
     """``sum_k weights[k] * normalize(score_arrays[k])`` for arrays of one length (float64)."""
     sources = sources or [f"system {k + 1}" for k in range(len(score_arrays))]
     fused = np.zeros(len(score_arrays[0]), dtype=np.float64)
@@ -104,7 +109,8 @@ def fuse_score_arrays(score_arrays, weights, normalize="none", sources=None):
     return fused
 
 
-def fuse_score_files(trials_path, scores_paths, out_path, weights=None, normalize="none"):
+def fuse_score_files(trials_path: PathLike, scores_paths: Iterable[PathLike], out_path: PathLike,
+                     weights: ArrayLike | None = None, normalize: str = "none") -> np.ndarray:
     """Fuse the score files of ``scores_paths`` on the trials of ``trials_path`` into ``out_path``.
 
     ``weights``: one per file (None: equal, summing to 1). The output has one

@@ -15,14 +15,14 @@ import logging
 
 import numpy as np
 
-from pyspk.backend.scoring import score_matrix, subset_enroll
+from pyspk.backend.scoring import EnrollSide, Scorer, TestSide, score_matrix, subset_enroll
 
 logger = logging.getLogger(__name__)
 
 BLOCK_ELEMENTS = 1 << 24  # score-matrix elements per block (128 MiB of float64)
 
 
-def top_n_stats(enroll, cohort, top_n):
+def top_n_stats(enroll: EnrollSide, cohort: TestSide, top_n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (ddof 0) of each enrolment row's ``top_n`` highest cohort scores.
 
     ``top_n <= 0`` or larger than the cohort uses the whole cohort.
@@ -47,12 +47,15 @@ def top_n_stats(enroll, cohort, top_n):
     return means, stds
 
 
-def as_norm(scores, enroll_mean, enroll_std, test_mean, test_std):
+def as_norm(scores: np.ndarray, enroll_mean: np.ndarray, enroll_std: np.ndarray, test_mean: np.ndarray,
+            test_std: np.ndarray) -> np.ndarray:
     """Symmetric normalisation of trial scores given per-trial cohort statistics."""
     return 0.5 * ((scores - enroll_mean) / enroll_std + (scores - test_mean) / test_std)
 
 
-def asnorm_trials(scorer, enroll_x, enroll_counts, test_x, cohort_x, enroll_index, test_index, scores, top_n):
+def asnorm_trials(scorer: Scorer, enroll_x: np.ndarray, enroll_counts: np.ndarray, test_x: np.ndarray,
+                  cohort_x: np.ndarray, enroll_index: np.ndarray, test_index: np.ndarray, scores: np.ndarray,
+                  top_n: int) -> np.ndarray:
     """AS-norm of trial ``scores`` (trial k: ``enroll_x[enroll_index[k]]`` vs ``test_x[test_index[k]]``)."""
     enroll = scorer.enroll_side(enroll_x, enroll_counts)
     enroll_mean, enroll_std = top_n_stats(enroll, scorer.test_side(cohort_x, enroll.group_values), top_n)

@@ -14,22 +14,28 @@ transform-vec | ivector-normalize-length`` pipes.
 """
 
 import os
+from collections.abc import Mapping
+from typing import Any, Self
 
 import numpy as np
 import yaml
+from numpy.typing import ArrayLike
 
 from pyspk.backend.embeddings import read_kaldi_object, write_kaldi_object
 from pyspk.backend.plda import Plda, PldaScorer, estimate_plda
 from pyspk.backend.transforms import apply_transform, compute_lda, length_normalize
 from pyspk.config import check_keys, load_yaml
 from pyspk.data.datadir import DataDirError
-from pyspk.fileutil import atomic_open
+from pyspk.fileutil import PathLike, atomic_open
 
 BACKEND_KEYS = ("lda_dim", "lnorm", "num_em_iters", "total_covariance_factor", "num_speakers", "num_utterances")
 
 
 class PldaBackend:
-    def __init__(self, plda, mean=None, lda=None, lnorm=True, info=None):
+    """Global mean, optional LDA, optional length norm, then PLDA: what a PLDA directory holds."""
+
+    def __init__(self, plda: Plda, mean: ArrayLike | None = None, lda: ArrayLike | None = None, lnorm: bool = True,
+                 info: Mapping[str, Any] | None = None):
         self.plda = plda
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64).ravel()
         self.lda = None if lda is None else np.asarray(lda, dtype=np.float64)
@@ -43,7 +49,7 @@ class PldaBackend:
             raise ValueError(f"mean.vec has dimension {self.mean.size}, transform.mat has shape {self.lda.shape}")
 
     @property
-    def input_dim(self):
+    def input_dim(self) -> int | None:
         """Dimension of the raw embeddings this back-end takes (None if unconstrained)."""
         if self.mean is not None:
             return self.mean.size
@@ -51,7 +57,7 @@ class PldaBackend:
             return None  # linear or affine: apply_transform checks it
         return self.plda.dim
 
-    def preprocess(self, x):
+    def preprocess(self, x: ArrayLike) -> np.ndarray:
         """Raw embeddings -> PLDA input: minus mean, LDA, length norm to sqrt(dim)."""
         x = np.asarray(x, dtype=np.float64)
         if self.input_dim is not None and x.shape[1] != self.input_dim:
@@ -64,11 +70,14 @@ class PldaBackend:
             x = length_normalize(x)
         return x
 
-    def scorer(self, normalize_length=True, simple_length_norm=False, smoothing=0.0):
+    def scorer(self, normalize_length: bool = True, simple_length_norm: bool = False,
+               smoothing: float = 0.0) -> PldaScorer:
+        """A PldaScorer of this back-end (``smoothing``: ivector-copy-plda --smoothing)."""
         plda = self.plda.smooth_within_class_covariance(smoothing) if smoothing else self.plda
         return PldaScorer(plda, self.preprocess, normalize_length, simple_length_norm)
 
-    def save(self, directory):
+    def save(self, directory: PathLike) -> None:
+        """Write the PLDA directory (Kaldi files and backend.yaml)."""
         os.makedirs(directory, exist_ok=True)
         if self.mean is not None:
             write_kaldi_object(os.path.join(directory, "mean.vec"), self.mean)
@@ -82,7 +91,8 @@ class PldaBackend:
             yaml.safe_dump({"lnorm": self.lnorm, **self.info}, f, sort_keys=False)
 
     @classmethod
-    def load(cls, directory):
+    def load(cls, directory: PathLike) -> Self:
+        """Read a PLDA directory written by ``save`` or by Kaldi's recipe."""
         if not os.path.isdir(directory):
             raise DataDirError(directory, 0, "PLDA directory does not exist")
 
@@ -105,8 +115,8 @@ class PldaBackend:
             raise DataDirError(directory, 0, str(e)) from None
 
 
-def train_plda_backend(x, labels, lda_dim=0, lnorm=True, num_em_iters=10, total_covariance_factor=0.0,
-                       mean=None):
+def train_plda_backend(x: ArrayLike, labels: ArrayLike, lda_dim: int = 0, lnorm: bool = True, num_em_iters: int = 10,
+                       total_covariance_factor: float = 0.0, mean: ArrayLike | None = None) -> PldaBackend:
     """Train mean + LDA + PLDA as the voxceleb v2 recipe does.
 
     ``x``: utterance embeddings with speaker ``labels``; ``mean``: the global

@@ -19,13 +19,16 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Callable
+from typing import Self
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pyspk.backend.scoring import EnrollSide, TestSide
 from pyspk.backend.transforms import group_sums
 from pyspk.data.datadir import DataDirError
-from pyspk.fileutil import atomic_open
+from pyspk.fileutil import PathLike, atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ LOG_2PI = np.log(2 * np.pi)
 
 
 class Plda:
-    def __init__(self, mean, transform, psi):
+    def __init__(self, mean: ArrayLike, transform: ArrayLike, psi: ArrayLike):
         self.mean = np.asarray(mean, dtype=np.float64).ravel()
         self.transform = np.asarray(transform, dtype=np.float64)
         self.psi = np.asarray(psi, dtype=np.float64).ravel()
@@ -46,10 +49,11 @@ class Plda:
         self.offset = -self.transform @ self.mean
 
     @property
-    def dim(self):
+    def dim(self) -> int:
         return self.mean.size
 
-    def transform_vectors(self, x, num_examples=1, normalize_length=True, simple_length_norm=False):
+    def transform_vectors(self, x: ArrayLike, num_examples: ArrayLike = 1, normalize_length: bool = True,
+                          simple_length_norm: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Kaldi ``TransformIvector`` for each row: ``(transformed, normalisation factors)``.
 
         ``num_examples``: utterances averaged into each row (scalar or per row);
@@ -73,7 +77,7 @@ class Plda:
             y = y * factors[:, None]
         return y, factors
 
-    def log_likelihood_ratio(self, enroll, num_enroll, test):
+    def log_likelihood_ratio(self, enroll: np.ndarray, num_enroll: ArrayLike, test: np.ndarray) -> np.ndarray:
         """Kaldi ``LogLikelihoodRatio`` of transformed row pairs ``(enroll[k], test[k])``.
 
         ``enroll`` rows are averages of ``num_enroll`` utterances (scalar or per row).
@@ -90,7 +94,7 @@ class Plda:
                                 + (test ** 2 / (1.0 + psi)).sum(axis=1))
         return given_class - without_class
 
-    def smooth_within_class_covariance(self, factor):
+    def smooth_within_class_covariance(self, factor: float) -> "Plda":
         """Kaldi ``SmoothWithinClassCovariance`` (``ivector-copy-plda --smoothing``): adds
         ``factor`` times the between-class covariance to the within-class one."""
         if not 0.0 <= factor <= 1.0:
@@ -98,27 +102,29 @@ class Plda:
         within = 1.0 + factor * self.psi
         return Plda(self.mean, self.transform / np.sqrt(within)[:, None], self.psi / within)
 
-    def covariances(self):
+    def covariances(self) -> tuple[np.ndarray, np.ndarray]:
         """``(within, between)`` covariances in the input space."""
         inverse = np.linalg.inv(self.transform)
         return inverse @ inverse.T, (inverse * self.psi) @ inverse.T
 
     # Kaldi's Plda object format: <Plda> mean-vector transform-matrix psi-vector </Plda>
 
-    def to_kaldi_text(self):
+    def to_kaldi_text(self) -> str:
+        """The model in Kaldi's text format."""
         def vector(v):
             return " [ " + "".join(f"{x!r} " for x in v.tolist()) + "]\n"
         rows = "".join("\n  " + "".join(f"{x!r} " for x in row) for row in self.transform.tolist())
         return "<Plda> " + vector(self.mean) + " [" + rows + "]\n" + vector(self.psi) + "</Plda> \n"
 
-    def to_kaldi_binary(self):
+    def to_kaldi_binary(self) -> bytes:
+        """The model in Kaldi's binary format."""
         def header(token, *sizes):
             return token + b" " + b"".join(b"\x04" + struct.pack("<i", s) for s in sizes)
         return (b"\0B<Plda> " + header(b"DV", self.dim) + self.mean.astype("<f8").tobytes()
                 + header(b"DM", self.dim, self.dim) + self.transform.astype("<f8").tobytes()
                 + header(b"DV", self.dim) + self.psi.astype("<f8").tobytes() + b"</Plda> ")
 
-    def write(self, path, binary=False):
+    def write(self, path: PathLike, binary: bool = False) -> None:
         """Write in Kaldi's format (text by default; Kaldi tools read either)."""
         if binary:
             with atomic_open(path, "wb") as f:
@@ -128,7 +134,7 @@ class Plda:
                 f.write(self.to_kaldi_text())
 
     @classmethod
-    def read(cls, path):
+    def read(cls, path: PathLike) -> Self:
         """Read a Kaldi Plda file, text or binary (as written by ``ivector-compute-plda``)."""
         if not os.path.isfile(path):
             raise DataDirError(path, 0, "no such file")
@@ -290,7 +296,8 @@ def _symmetric(matrix):
     return (matrix + matrix.T) / 2
 
 
-def estimate_plda(x, labels, num_em_iters=10, objectives=None):
+def estimate_plda(x: ArrayLike, labels: ArrayLike, num_em_iters: int = 10,
+                  objectives: list[float] | None = None) -> Plda:
     """Train a PLDA model (Kaldi ``ivector-compute-plda``) from rows of ``x`` and speaker ``labels``.
 
     If ``objectives`` is a list, the per-example log-likelihood after each
@@ -324,7 +331,8 @@ class PldaScorer:
     embeddings before the PLDA transform.
     """
 
-    def __init__(self, plda, preprocess=None, normalize_length=True, simple_length_norm=False):
+    def __init__(self, plda: Plda, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                 normalize_length: bool = True, simple_length_norm: bool = False):
         self.plda = plda
         self.preprocess = preprocess
         self.normalize_length = normalize_length
@@ -341,7 +349,8 @@ class PldaScorer:
         psi = self.plda.psi[None, :]
         return n * psi / (n * psi + 1.0), 1.0 + psi / (n * psi + 1.0)
 
-    def enroll_side(self, x, counts):
+    def enroll_side(self, x: ArrayLike, counts: ArrayLike) -> EnrollSide:
+        """Enrolment vectors ``x`` (raw embeddings), each the mean of ``counts`` utterances (scalar or per row)."""
         counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), (len(x),))
         t = self._transform(x, counts)
         group_values, group = np.unique(counts, return_inverse=True)
@@ -354,7 +363,8 @@ class PldaScorer:
         # (~1e-7 relative) is that of Kaldi, which keeps transformed vectors as float.
         return EnrollSide(feats.astype(np.float32), bias, group.ravel(), group_values)
 
-    def test_side(self, x, group_values):
+    def test_side(self, x: ArrayLike, group_values: ArrayLike) -> TestSide:
+        """Test vectors ``x`` (raw embeddings) against enrolments of ``group_values`` utterances."""
         t = self._transform(x, 1)
         _, variance = self._group_terms(group_values)
         weights = 1.0 / variance - 1.0 / (1.0 + self.plda.psi)[None, :]

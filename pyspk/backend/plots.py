@@ -1,10 +1,12 @@
 """DET curve and target/non-target score histogram as PNG files (matplotlib, Agg backend)."""
 
+from collections.abc import Mapping
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from pyspk.fileutil import atomic_path
+from pyspk.fileutil import PathLike, atomic_path
 from pyspk.metrics import det_curve
 
 DET_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
@@ -28,7 +30,8 @@ def _save(fig, path):
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def plot_det(curves, path, eer_points=None):
+def plot_det(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], path: PathLike,
+             eer_points: Mapping[str, float] | None = None) -> None:
     """DET plot of ``{label: (scores, labels)}`` on normal-deviate axes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
@@ -55,7 +58,8 @@ def plot_det(curves, path, eer_points=None):
     plt.close(fig)
 
 
-def plot_score_histogram(scores, labels, path, title=None, bins=100):
+def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: PathLike, title: str | None = None,
+                         bins: int = 100) -> None:
     """Overlaid, density-normalised histograms of target and non-target scores."""
     plt = _pyplot()
     scores = np.asarray(scores, dtype=np.float64)

@@ -3,11 +3,12 @@
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterable
 
-from pyspk.fileutil import atomic_open
+from pyspk.fileutil import PathLike, atomic_open
 
 
-def format_result(name, eer, min_dcfs, trials_path):
+def format_result(name: str, eer: float, min_dcfs: Iterable[tuple[float, float]], trials_path: PathLike) -> str:
     """``system=<name> EER=3.224% minDCF(p=0.01)=0.3492 ... trials=<file>`` (Kaldi's precisions)."""
     if any(c.isspace() for c in name) or not name:
         raise ValueError(f"system name must be non-empty without spaces, got '{name}'")
@@ -17,7 +18,7 @@ def format_result(name, eer, min_dcfs, trials_path):
     return " ".join(fields)
 
 
-def update_results(path, name, line):
+def update_results(path: PathLike, name: str, line: str) -> None:
     """Put ``line`` into ``path``, replacing the line of the same system (atomic, process-safe)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

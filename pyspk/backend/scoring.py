@@ -13,14 +13,17 @@ scores for AS-norm use the full-matrix form.
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
+from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pyspk.data.datadir import DataDirError, iter_lines
-from pyspk.fileutil import atomic_open
+from pyspk.fileutil import PathLike, atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +32,30 @@ BATCH_SIZE = 8192  # trials per gathered batch: rows stay in cache
 
 @dataclass
 class EnrollSide:
-    feats: np.ndarray                      # (n_enroll, k)
-    bias: np.ndarray | None = None      # (n_enroll,) or None for zero
-    group: np.ndarray | None = None     # (n_enroll,) index into group_values
+    feats: np.ndarray                       # (n_enroll, k)
+    bias: np.ndarray | None = None          # (n_enroll,) or None for zero
+    group: np.ndarray | None = None         # (n_enroll,) index into group_values
     group_values: np.ndarray | None = None
 
 
 @dataclass
 class TestSide:
-    feats: np.ndarray                      # (n_test, k)
-    group_bias: np.ndarray | None = None  # (n_test, n_groups) or None for zero
+    feats: np.ndarray                       # (n_test, k)
+    group_bias: np.ndarray | None = None    # (n_test, n_groups) or None for zero
 
 
-def score_pairs(enroll, test, enroll_index, test_index, batch_size=BATCH_SIZE):
+class Scorer(Protocol):
+    """A back-end (CosineScorer, PldaScorer): embeddings -> the two sides of every score."""
+
+    def enroll_side(self, x: ArrayLike, counts: ArrayLike) -> EnrollSide:
+        """Enrolment embeddings ``x`` (rows), each the mean of ``counts`` utterances (scalar or per row)."""
+
+    def test_side(self, x: ArrayLike, group_values: ArrayLike | None) -> TestSide:
+        """Test embeddings ``x``; ``group_values`` are the enrolment side's (PLDA needs them)."""
+
+
+def score_pairs(enroll: EnrollSide, test: TestSide, enroll_index: ArrayLike, test_index: ArrayLike,
+                batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Scores of the trials ``(enroll_index[k], test_index[k])`` (float64)."""
     if enroll.feats.shape[1] != test.feats.shape[1]:
         raise ValueError(f"enrollment dimension {enroll.feats.shape[1]} != test dimension {test.feats.shape[1]}")
@@ -61,7 +75,7 @@ def score_pairs(enroll, test, enroll_index, test_index, batch_size=BATCH_SIZE):
     return scores
 
 
-def score_matrix(enroll, test):
+def score_matrix(enroll: EnrollSide, test: TestSide) -> np.ndarray:
     """All enrolment x test scores, shape ``(n_enroll, n_test)`` (float64)."""
     scores = (enroll.feats @ test.feats.T).astype(np.float64)
     if enroll.bias is not None:
@@ -71,12 +85,15 @@ def score_matrix(enroll, test):
     return scores
 
 
-def subset_enroll(side, rows):
+def subset_enroll(side: EnrollSide, rows: np.ndarray) -> EnrollSide:
+    """The enrolment side restricted to ``rows`` (indices or a mask)."""
     return EnrollSide(side.feats[rows], None if side.bias is None else side.bias[rows],
                       None if side.group is None else side.group[rows], side.group_values)
 
 
-def index_trials(trials, trials_path, enroll_keys, test_keys, enroll_source, test_source, skip_missing=False):
+def index_trials(trials: Sequence[tuple[str, str, bool]], trials_path: PathLike, enroll_keys: Sequence[str],
+                 test_keys: Sequence[str], enroll_source: str, test_source: str,
+                 skip_missing: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map trials to row indices of the enrolment and test embeddings.
 
     Returns ``(kept, enroll_index, test_index)`` where ``kept`` are the
@@ -105,19 +122,19 @@ def index_trials(trials, trials_path, enroll_keys, test_keys, enroll_source, tes
     return kept, enroll_index[kept], test_index[kept]
 
 
-def compact(index):
+def compact(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, new_index)``: the distinct rows used and ``index`` renumbered into them."""
     rows, new_index = np.unique(index, return_inverse=True)
     return rows, new_index.ravel()
 
 
-def write_scores(path, enroll_keys, test_keys, scores):
+def write_scores(path: PathLike, enroll_keys: Sequence[str], test_keys: Sequence[str], scores: np.ndarray) -> None:
     """Kaldi score file: ``enroll test score`` lines in the given order (atomic)."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write("".join(f"{e} {t} {s:.6f}\n" for e, t, s in zip(enroll_keys, test_keys, scores.tolist(), strict=True)))
 
 
-def read_scores(path):
+def read_scores(path: PathLike) -> tuple[list[str], list[str], np.ndarray]:
     """Read ``enroll test score`` lines: ``(enroll_keys, test_keys, scores)``; bad lines are errors."""
     enroll_keys, test_keys, scores = [], [], []
     for lineno, fields in iter_lines(path):
@@ -137,7 +154,8 @@ def read_scores(path):
     return enroll_keys, test_keys, np.array(scores, dtype=np.float64)
 
 
-def match_scores_to_trials(trials, trials_path, scores_path, skip_missing=False):
+def match_scores_to_trials(trials: Sequence[tuple[str, str, bool]], trials_path: PathLike, scores_path: PathLike,
+                           skip_missing: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Pair each trial with its score: ``(scores, labels, num_skipped)``.
 
     Every score line must be a trial (once); a trial without a score is an

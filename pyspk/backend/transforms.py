@@ -12,11 +12,12 @@ the projected between-class covariance are kept. The result is Kaldi's affine
 import logging
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 logger = logging.getLogger(__name__)
 
 
-def length_normalize(x, scaleup=True):
+def length_normalize(x: ArrayLike, scaleup: bool = True) -> np.ndarray:
     """Kaldi ``ivector-normalize-length``: rows scaled to norm ``sqrt(dim)`` (or 1).
 
     Zero rows are left unchanged, as Kaldi does (with a warning).
@@ -32,7 +33,7 @@ def length_normalize(x, scaleup=True):
     return x / norms
 
 
-def apply_transform(matrix, x):
+def apply_transform(matrix: ArrayLike, x: ArrayLike) -> np.ndarray:
     """Kaldi ``transform-vec``: linear (``d x dim``) or affine (``d x (dim + 1)``) transform of rows."""
     matrix = np.asarray(matrix, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
@@ -45,7 +46,7 @@ def apply_transform(matrix, x):
     return y
 
 
-def group_sums(x, group_index, group_counts):
+def group_sums(x: np.ndarray, group_index: np.ndarray, group_counts: np.ndarray) -> np.ndarray:
     """Row sums of ``x`` per group (groups ``0..G-1``, every group non-empty)."""
     order = np.argsort(group_index, kind="stable")
     starts = np.concatenate(([0], np.cumsum(group_counts)[:-1]))
@@ -65,7 +66,8 @@ def _normalizing_transform(covar, floor):
     return eigvecs.T / np.sqrt(eigvals)[:, None]
 
 
-def compute_lda(x, labels, lda_dim, total_covariance_factor=0.0, covariance_floor=1.0e-6):
+def compute_lda(x: ArrayLike, labels: ArrayLike, lda_dim: int, total_covariance_factor: float = 0.0,
+                covariance_floor: float = 1.0e-6) -> np.ndarray:
     """Kaldi ``ivector-compute-lda``: affine LDA matrix of shape ``(lda_dim, dim + 1)``.
 
     ``x``: utterance embeddings (rows); ``labels``: a speaker label per row.

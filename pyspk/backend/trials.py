@@ -6,9 +6,10 @@ import numpy as np
 
 from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.backend.norm import asnorm_trials
-from pyspk.backend.scoring import compact, index_trials, score_pairs, write_scores
+from pyspk.backend.scoring import Scorer, compact, index_trials, score_pairs, write_scores
 from pyspk.backend.transforms import group_sums
 from pyspk.data.datadir import DataDir, read_trials
+from pyspk.fileutil import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ def _check_dim(matrix, source, expected_dim, expected_from):
                          f"{expected_from} has {expected_dim}")
 
 
-def load_cohort(cohort_dir, level="utt", data_dir=None):
+def load_cohort(cohort_dir: PathLike, level: str = "utt",
+                data_dir: PathLike | None = None) -> tuple[np.ndarray, str]:
     """AS-norm cohort embeddings ``(matrix, source)`` from an x-vector dir.
 
     With ``data_dir``, only the utterances of its utt2spk are used and, at
@@ -43,9 +45,11 @@ def load_cohort(cohort_dir, level="utt", data_dir=None):
     return group_sums(x[rows].astype(np.float64), spk_index.ravel(), counts) / counts[:, None], source
 
 
-def score_trials_file(scorer, trials_path, enroll_dir, test_dir, scores_path, enroll_level="utt",
-                      cohort_dir=None, cohort_level="utt", top_n=300, skip_missing=False,
-                      expected_dim=None, expected_from=None, cohort_data=None):
+def score_trials_file(scorer: Scorer, trials_path: PathLike, enroll_dir: PathLike, test_dir: PathLike,
+                      scores_path: PathLike, enroll_level: str = "utt", cohort_dir: PathLike | None = None,
+                      cohort_level: str = "utt", top_n: int = 300, skip_missing: bool = False,
+                      expected_dim: int | None = None, expected_from: str | None = None,
+                      cohort_data: PathLike | None = None) -> tuple[int, int]:
     """Score ``trials_path`` into ``scores_path`` (Kaldi ``enroll test score``, trials order).
 
     Enrolment keys are utterances of ``enroll_dir/xvector.scp`` (``enroll_level``

@@ -8,15 +8,17 @@ atomically; parse errors name the file and line.
 import contextlib
 import gc
 import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TextIO
 
-from pyspk.fileutil import atomic_open
+from pyspk.fileutil import PathLike, atomic_open
 
 # Kaldi files are byte strings: undecodable bytes survive a read/write round
 # trip, and only "\n" ends a line (a stray "\r" stays inside the line).
 ENCODING = dict(encoding="utf-8", errors="surrogateescape")
 
 
-def open_text(path, mode="r"):
+def open_text(path: PathLike, mode: str = "r") -> TextIO:
     """Open a data-dir file the way Kaldi reads it (see ENCODING)."""
     return open(path, mode, newline="\n", **ENCODING)
 
@@ -24,7 +26,7 @@ def open_text(path, mode="r"):
 class DataDirError(ValueError):
     """A malformed data-dir file; the message names the file and line."""
 
-    def __init__(self, path, lineno, message):
+    def __init__(self, path: PathLike, lineno: int, message: str):
         where = f"{path}:{lineno}" if lineno else str(path)
         super().__init__(f"{where}: {message}")
         self.path = str(path)
@@ -33,7 +35,7 @@ class DataDirError(ValueError):
 
 
 @contextlib.contextmanager
-def gc_paused():
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while building big tables of strings.
 
     Millions of new lists and tuples trigger full collections that scan them
@@ -48,12 +50,12 @@ def gc_paused():
             gc.enable()
 
 
-def c_sort_key(key):
+def c_sort_key(key: str) -> bytes:
     """Sort key equal to ``LC_ALL=C sort`` (byte order of UTF-8)."""
     return key.encode("utf-8", "surrogateescape")
 
 
-def c_sorted(keys):
+def c_sorted(keys: Iterable[str]) -> list[str]:
     """``sorted(keys, key=c_sort_key)``, faster: code-point order equals UTF-8 byte order except for
     undecodable bytes, so plain sorting is used unless a key holds some."""
     keys = list(keys)
@@ -66,7 +68,7 @@ def _has_raw_bytes(text):
     return any("\udc80" <= c <= "\udcff" for c in text)
 
 
-def read_text(path):
+def read_text(path: PathLike) -> str:
     """The whole text of a data-dir file (see ENCODING)."""
     if not os.path.isfile(path):
         raise DataDirError(path, 0, "no such file")
@@ -74,7 +76,7 @@ def read_text(path):
         return f.read()
 
 
-def read_lines(path):
+def read_lines(path: PathLike) -> tuple[list[str], bool]:
     """All lines of a file without their newlines, and whether the last line had one."""
     lines = read_text(path).split("\n")
     if lines[-1] == "":
@@ -83,7 +85,7 @@ def read_lines(path):
     return lines, False
 
 
-def iter_raw_lines(path):
+def iter_raw_lines(path: PathLike) -> Iterator[tuple[int, str, bool]]:
     """Yield ``(lineno, line, has_newline)`` with the newline removed; nothing else is stripped."""
     lines, final_newline = read_lines(path)
     last = len(lines)
@@ -91,7 +93,7 @@ def iter_raw_lines(path):
         yield lineno, line, final_newline or lineno < last
 
 
-def iter_lines(path):
+def iter_lines(path: PathLike) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(lineno, fields)`` for each line of a whitespace-separated file."""
     for lineno, line, _ in iter_raw_lines(path):
         fields = line.split()
@@ -100,7 +102,7 @@ def iter_lines(path):
         yield lineno, fields
 
 
-def check_utf8_keys(path):
+def check_utf8_keys(path: PathLike) -> None:
     """Fail (file:line) on a first field that is not valid UTF-8.
 
     Data-dir files keep such bytes, but Kaldi archives written by pyspk need
@@ -113,7 +115,7 @@ def check_utf8_keys(path):
             raise DataDirError(path, lineno, f"id '{shown}' is not valid UTF-8; rename it")
 
 
-def read_table(path, min_fields=2, max_fields=None):
+def read_table(path: PathLike, min_fields: int = 2, max_fields: int | None = None) -> dict[str, list[str]]:
     """Read ``key value...`` lines into a dict of key -> list of values."""
     table = {}
     for lineno, fields in iter_lines(path):
@@ -132,7 +134,7 @@ def read_table(path, min_fields=2, max_fields=None):
     return table
 
 
-def read_scp(path):
+def read_scp(path: PathLike) -> dict[str, str]:
     """Read a ``key rest-of-line`` file (wav.scp, feats.scp); values keep inner spaces."""
     table = {}
     for lineno, line, _ in iter_raw_lines(path):
@@ -147,7 +149,7 @@ def read_scp(path):
     return table
 
 
-def read_kv(path, convert=str):
+def read_kv(path: PathLike, convert: Callable[[str], Any] = str) -> dict[str, Any]:
     """Read a two-column file (utt2spk, utt2num_frames ...) into a dict."""
     table = {}
     for lineno, fields in iter_lines(path):
@@ -162,7 +164,7 @@ def read_kv(path, convert=str):
     return table
 
 
-def format_table(table):
+def format_table(table: Mapping[str, Any]) -> str:
     """The text of ``write_table``: sorted ``key value`` lines (a bare key when the value is empty)."""
     keys = c_sorted(table)
     values = list(map(table.__getitem__, keys))
@@ -179,13 +181,13 @@ def _format_lines(keys, values):
     return "".join(lines)
 
 
-def write_table(path, table):
+def write_table(path: PathLike, table: Mapping[str, Any]) -> None:
     """Write a dict as sorted ``key value`` lines; list values are space-joined."""
     with atomic_open(path, "w", newline="\n", **ENCODING) as f:
         f.write(format_table(table))
 
 
-def utt2spk_to_spk2utt(utt2spk):
+def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     """Invert utt2spk; utterance lists follow the sorted utterance order."""
     spk2utt = {}
     for utt in c_sorted(utt2spk):
@@ -193,11 +195,11 @@ def utt2spk_to_spk2utt(utt2spk):
     return spk2utt
 
 
-def spk2utt_to_utt2spk(spk2utt):
+def spk2utt_to_utt2spk(spk2utt: Mapping[str, Iterable[str]]) -> dict[str, str]:
     return {utt: spk for spk, utts in spk2utt.items() for utt in utts}
 
 
-def read_trials(path):
+def read_trials(path: PathLike) -> list[tuple[str, str, bool]]:
     """Read a Kaldi trials file: ``enroll test target|nontarget`` per line.
 
     Returns a list of ``(enroll, test, is_target)``.
@@ -212,7 +214,7 @@ def read_trials(path):
     return trials
 
 
-def write_trials(path, trials):
+def write_trials(path: PathLike, trials: Iterable[tuple[str, str, bool]]) -> None:
     """Write ``(enroll, test, is_target)`` triples in Kaldi trials format (order kept)."""
     with atomic_open(path, "w", newline="\n", **ENCODING) as f:
         for enroll, test, is_target in trials:
@@ -222,30 +224,30 @@ def write_trials(path, trials):
 class DataDir:
     """A Kaldi data directory; files are read lazily on access."""
 
-    def __init__(self, path):
+    def __init__(self, path: PathLike):
         self.path = os.fspath(path)
         if not os.path.isdir(self.path):
             raise DataDirError(self.path, 0, "data directory does not exist")
 
-    def file(self, name):
+    def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def has(self, name):
+    def has(self, name: str) -> bool:
         return os.path.isfile(self.file(name))
 
-    def utt2spk(self):
+    def utt2spk(self) -> dict[str, str]:
         return read_kv(self.file("utt2spk"))
 
-    def spk2utt(self):
+    def spk2utt(self) -> dict[str, list[str]]:
         return read_table(self.file("spk2utt"))
 
-    def wav_scp(self):
+    def wav_scp(self) -> dict[str, str]:
         return read_scp(self.file("wav.scp"))
 
-    def feats_scp(self):
+    def feats_scp(self) -> dict[str, str]:
         return read_scp(self.file("feats.scp"))
 
-    def segments(self):
+    def segments(self) -> dict[str, tuple[str, float, float]] | None:
         """utt -> (recording, start, end) in seconds, or None when absent."""
         if not self.has("segments"):
             return None
@@ -263,8 +265,8 @@ class DataDir:
             segments[fields[0]] = (fields[1], start, end)
         return segments
 
-    def utt2num_frames(self):
+    def utt2num_frames(self) -> dict[str, int]:
         return read_kv(self.file("utt2num_frames"), int)
 
-    def utts(self):
+    def utts(self) -> list[str]:
         return c_sorted(self.utt2spk())

@@ -23,9 +23,11 @@ import itertools
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspk.data.datadir import DataDirError, c_sort_key, gc_paused, read_text
+from pyspk.fileutil import PathLike
 
 # Each file reports at most this many problems; the rest are only counted.
 MAX_PROBLEMS_PER_CHECK = 5
@@ -97,10 +99,12 @@ class FileSpec:
     kind: str                # "utt", "spk" or "reco" (recordings; utterances when no segments)
     min_fields: int = 2      # including the key
     max_fields: int = 0      # 0: no limit
-    check_value: object = None   # fields of a line (key first) -> error message or None
-    all_good: object = None      # second fields of all lines -> True when check_value would pass them all (fast)
+    # check_value: fields of a line (key first) -> error message or None;
+    # all_good: second fields of all lines -> True when check_value would pass them all (fast).
+    check_value: Callable[[list[str]], str | None] | None = None
+    all_good: Callable[[list[str]], bool] | None = None
 
-    def field_count(self):
+    def field_count(self) -> str:
         """The number of fields a line needs, in words."""
         if self.max_fields == self.min_fields:
             return str(self.min_fields)
@@ -146,7 +150,7 @@ _SPECS = {
 }
 
 
-def file_spec(name):
+def file_spec(name: str) -> FileSpec | None:
     """The FileSpec of data-dir file ``name``, or None when it is not a keyed table (spk2utt is special)."""
     if name in _SPECS:
         return _SPECS[name]
@@ -161,7 +165,7 @@ def file_spec(name):
     return None
 
 
-def table_files(path):
+def table_files(path: PathLike) -> list[str]:
     """Names of the keyed tables present in data dir ``path`` (sorted; utt2spk and spk2utt excluded)."""
     names = []
     for name in sorted(os.listdir(path)):
@@ -176,12 +180,12 @@ def table_files(path):
 class ValidationReport:
     """Outcome of check_data_dir: problems (DataDirError, at most a few per check) and warnings."""
     path: str
-    problems: list = field(default_factory=list)
+    problems: list[DataDirError] = field(default_factory=list)
     num_problems: int = 0
-    warnings: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.num_problems == 0
 
 
@@ -364,7 +368,8 @@ def _check_text(checker, rows, non_print):
 
 
 @gc_paused()
-def check_data_dir(path, need_feats=False, need_wav=False, need_text=False, spk_sort=True, non_print=False):
+def check_data_dir(path: PathLike, need_feats: bool = False, need_wav: bool = False, need_text: bool = False,
+                   spk_sort: bool = True, non_print: bool = False) -> ValidationReport:
     """Check data dir ``path``; returns a ValidationReport listing the problems found."""
     path = os.fspath(path)
     report = ValidationReport(path)
@@ -426,7 +431,8 @@ def _check_tables(checker, present, utt2spk, spk2utt, non_print):
             checker.compare_keys("segments", recordings, name, rows, "recording")
 
 
-def validate_data_dir(path, need_feats=False, need_wav=False, need_text=False, spk_sort=True, non_print=False):
+def validate_data_dir(path: PathLike, need_feats: bool = False, need_wav: bool = False, need_text: bool = False,
+                      spk_sort: bool = True, non_print: bool = False) -> list[str]:
     """Raise DataDirError naming the first problem of data dir ``path`` (and how many others); return warnings."""
     report = check_data_dir(path, need_feats, need_wav, need_text, spk_sort, non_print)
     if not report.ok:

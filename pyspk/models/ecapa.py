@@ -5,6 +5,9 @@ aggregation, attentive statistics pooling with global context, then
 BatchNorm + linear + BatchNorm to the embedding.
 """
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -26,13 +29,13 @@ DEFAULTS = {
 class Res2Conv1d(nn.Module):
     """Res2Net convolution: channel groups processed in a hierarchy of growing receptive fields."""
 
-    def __init__(self, channels, kernel_size, dilation, scale):
+    def __init__(self, channels: int, kernel_size: int, dilation: int, scale: int):
         super().__init__()
         self.scale = scale
         width = channels // scale
         self.convs = nn.ModuleList(Conv1dReluBn(width, width, kernel_size, dilation) for _ in range(scale - 1))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = torch.chunk(x, self.scale, dim=1)
         outputs = [groups[0]]
         previous = None
@@ -43,7 +46,7 @@ class Res2Conv1d(nn.Module):
 
 
 class SqueezeExcitation(nn.Module):
-    def __init__(self, channels, bottleneck):
+    def __init__(self, channels: int, bottleneck: int):
         super().__init__()
         self.gate = nn.Sequential(
             nn.Linear(channels, bottleneck),
@@ -52,12 +55,12 @@ class SqueezeExcitation(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x.mean(dim=-1)).unsqueeze(-1)
 
 
 class SERes2Block(nn.Module):
-    def __init__(self, channels, kernel_size, dilation, scale, se_channels):
+    def __init__(self, channels: int, kernel_size: int, dilation: int, scale: int, se_channels: int):
         super().__init__()
         self.body = nn.Sequential(
             Conv1dReluBn(channels, channels, 1),
@@ -66,15 +69,15 @@ class SERes2Block(nn.Module):
             SqueezeExcitation(channels, se_channels),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
 class ECAPATDNN(Backbone):
     last_layers = ("embedding", "embed_norm")
 
-    def __init__(self, feat_dim, embed_dim, cmn, channels, scale, dilations, se_channels, attention_channels,
-                 mfa_channels, global_context):
+    def __init__(self, feat_dim: int, embed_dim: int, cmn: bool, channels: int, scale: int, dilations: Sequence[int],
+                 se_channels: int, attention_channels: int, mfa_channels: int, global_context: bool):
         super().__init__(feat_dim, embed_dim, cmn)
         self.stem = Conv1dReluBn(feat_dim, channels, kernel_size=5)
         self.blocks = nn.ModuleList(SERes2Block(channels, 3, d, scale, se_channels) for d in dilations)
@@ -84,7 +87,7 @@ class ECAPATDNN(Backbone):
         self.embedding = nn.Linear(2 * mfa_channels, embed_dim)
         self.embed_norm = nn.BatchNorm1d(embed_dim)
 
-    def encode(self, feats):
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.stem(feats.transpose(1, 2))
         block_outputs = []
         for block in self.blocks:
@@ -95,7 +98,7 @@ class ECAPATDNN(Backbone):
         return self.embed_norm(self.embedding(x))
 
 
-def check(cfg):
+def check(cfg: Mapping[str, Any]) -> str | None:
     """Model-specific consistency checks; returns an error message or None."""
     if cfg["channels"] % cfg["scale"]:
         return f"channels ({cfg['channels']}) must be divisible by scale ({cfg['scale']})"

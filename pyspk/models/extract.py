@@ -15,17 +15,23 @@ failure accounting, and writing Kaldi vector arks with their scp.
 
 import logging
 import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import kaldiio
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
+from torch import nn
 
-from pyspk.fileutil import atomic_open, atomic_path
+from pyspk.fileutil import PathLike, atomic_open, atomic_path
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 
-def chunk_plan(num_frames, chunk_size, min_chunk_size):
+
+def chunk_plan(num_frames: int, chunk_size: int, min_chunk_size: int) -> list[tuple[int, int, float]]:
     """``[(start, length, weight)]`` of the chunks that embed an utterance of ``num_frames``."""
     if min_chunk_size > chunk_size:
         raise ValueError(f"min_chunk_size ({min_chunk_size}) must not exceed chunk_size ({chunk_size})")
@@ -38,12 +44,13 @@ def chunk_plan(num_frames, chunk_size, min_chunk_size):
     return plan
 
 
-def pad_by_repetition(feats, num_frames):
+def pad_by_repetition(feats: np.ndarray, num_frames: int) -> np.ndarray:
     """Repeat ``feats`` (frames, dim) cyclically to ``num_frames`` frames."""
     return feats[np.arange(num_frames) % len(feats)]
 
 
-def split_into_chunks(feats, chunk_size, min_chunk_size):
+def split_into_chunks(feats: np.ndarray, chunk_size: int,
+                      min_chunk_size: int) -> tuple[list[np.ndarray], list[float]]:
     """Chunks (views of ``feats``) and their averaging weights."""
     if len(feats) < min_chunk_size:
         return [pad_by_repetition(feats, min_chunk_size)], [1.0]
@@ -72,8 +79,9 @@ def _embed_pending(model, pending, batch_size, device):
         yield utt, mean.astype(np.float32)
 
 
-def extract_embeddings(model, feats_iter, chunk_size=1000, min_chunk_size=100, batch_size=32, device=None,
-                       buffer_chunks=None):
+def extract_embeddings(model: nn.Module, feats_iter: Iterable[tuple[str, ArrayLike]], chunk_size: int = 1000,
+                       min_chunk_size: int = 100, batch_size: int = 32, device: torch.device | str | None = None,
+                       buffer_chunks: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, float32 embedding)`` for each ``(utt, (frames, feat_dim) array)``, in input order.
 
     ``model`` is put in eval mode (and on ``device`` when given). Up to
@@ -100,7 +108,7 @@ def extract_embeddings(model, feats_iter, chunk_size=1000, min_chunk_size=100, b
         yield from _embed_pending(model, pending, batch_size, device)
 
 
-def job_share(items, job, num_jobs):
+def job_share(items: Sequence[_T], job: int, num_jobs: int) -> Sequence[_T]:
     """The contiguous block of ``items`` for ``job`` (1-based) of ``num_jobs``, as Kaldi's split_scp."""
     if not 1 <= job <= num_jobs:
         raise ValueError(f"job {job} is not in 1..{num_jobs}")
@@ -128,7 +136,9 @@ def _select_voiced(feats, vad):
     return voiced
 
 
-def iter_features(feats_scp, utts, feat_dim=None, vad_scp=None, failed=None):
+def iter_features(feats_scp: Mapping[str, str], utts: Iterable[str], feat_dim: int | None = None,
+                  vad_scp: Mapping[str, str] | None = None,
+                  failed: list[tuple[str, str]] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, float32 features)`` for ``utts`` (keys of the scp dicts); log and skip bad ones.
 
     ``feats_scp``/``vad_scp`` map utt -> Kaldi rxspecifier (``file.ark:offset``).
@@ -159,7 +169,7 @@ def iter_features(feats_scp, utts, feat_dim=None, vad_scp=None, failed=None):
             f.close()
 
 
-def write_vectors(ark_path, scp_path, items):
+def write_vectors(ark_path: PathLike, scp_path: PathLike, items: Iterable[tuple[str, ArrayLike]]) -> int:
     """Write ``(key, vector)`` items to a binary Kaldi ark and its scp; return the count.
 
     The scp names the ark by its absolute final path. The ark is renamed into

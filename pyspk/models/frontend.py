@@ -4,10 +4,13 @@ Mean normalisation lives inside the model's forward so that training crops and
 extraction chunks are always normalised the same way.
 """
 
+from typing import Any
+
+import torch
 from torch import nn
 
 
-def mean_normalise(feats):
+def mean_normalise(feats: torch.Tensor) -> torch.Tensor:
     """Subtract the mean over time from ``(batch, frames, feat_dim)`` features."""
     return feats - feats.mean(dim=1, keepdim=True)
 
@@ -24,17 +27,17 @@ class Backbone(nn.Module):
     # "train: last" stage updates besides the new head. Every model declares its own.
     last_layers: tuple[str, ...] = ()
 
-    def __init__(self, feat_dim, embed_dim, cmn=True):
+    def __init__(self, feat_dim: int, embed_dim: int, cmn: bool = True):
         super().__init__()
         self.feat_dim = feat_dim
         self.embed_dim = embed_dim
         self.cmn = cmn
-        self.config = None
+        self.config: dict[str, Any] | None = None
 
-    def encode(self, feats):
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, feats):
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
         if feats.dim() != 3 or feats.shape[2] != self.feat_dim:
             raise ValueError(f"{type(self).__name__} expects input (batch, frames, {self.feat_dim}), "
                              f"got {tuple(feats.shape)}")
@@ -48,7 +51,8 @@ class Backbone(nn.Module):
 class Conv1dReluBn(nn.Sequential):
     """Conv1d -> ReLU -> BatchNorm ('same' length when ``padding`` is None), as in Kaldi's relu-batchnorm."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1,
+                 padding: int | None = None):
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         super().__init__(

@@ -7,7 +7,7 @@ from torch import nn
 VAR_FLOOR = 1e-5
 
 
-def weighted_mean_std(x, weights=None):
+def weighted_mean_std(x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation over the last axis, optionally weighted (weights sum to 1)."""
     if weights is None:
         mean = x.mean(dim=-1)
@@ -21,7 +21,7 @@ def weighted_mean_std(x, weights=None):
 class StatsPool(nn.Module):
     """Mean and standard deviation over time (Kaldi x-vector statistics pooling)."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = weighted_mean_std(x)
         return torch.cat([mean, std], dim=1)
 
@@ -33,7 +33,7 @@ class AttentiveStatsPool(nn.Module):
     utterance's mean and standard deviation.
     """
 
-    def __init__(self, channels, attention_channels=128, global_context=True):
+    def __init__(self, channels: int, attention_channels: int = 128, global_context: bool = True):
         super().__init__()
         self.global_context = global_context
         in_channels = 3 * channels if global_context else channels
@@ -45,7 +45,7 @@ class AttentiveStatsPool(nn.Module):
             nn.Conv1d(attention_channels, channels, kernel_size=1),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_context:
             mean, std = weighted_mean_std(x)
             frames = x.shape[-1]

@@ -8,6 +8,10 @@ projected to the embedding (as the ResNet34 of WeSpeaker / VoxCeleb systems).
 ResNet34); ``resnet_thin`` is a small variant that trains on a CPU.
 """
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
 from torch import nn
 
 from pyspk.models.frontend import Backbone
@@ -30,7 +34,7 @@ THIN_DEFAULTS = {
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, stride):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
@@ -48,11 +52,11 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-def strided_size(size, stride):
+def strided_size(size: int, stride: int) -> int:
     """Output length of a 3x3 (padding 1) convolution with ``stride``."""
     return (size - 1) // stride + 1
 
@@ -60,7 +64,8 @@ def strided_size(size, stride):
 class ResNet(Backbone):
     last_layers = ("embedding",)
 
-    def __init__(self, feat_dim, embed_dim, cmn, blocks, base_width, stem_stride):
+    def __init__(self, feat_dim: int, embed_dim: int, cmn: bool, blocks: Sequence[int], base_width: int,
+                 stem_stride: int):
         super().__init__(feat_dim, embed_dim, cmn)
         self.stem = nn.Sequential(
             nn.Conv2d(1, base_width, 3, stride=stem_stride, padding=1, bias=False),
@@ -81,13 +86,13 @@ class ResNet(Backbone):
         self.pool = StatsPool()
         self.embedding = nn.Linear(2 * in_channels * freq, embed_dim)
 
-    def encode(self, feats):
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(feats.transpose(1, 2).unsqueeze(1)))
         x = x.flatten(1, 2)  # (batch, channels * freq, time)
         return self.embedding(self.pool(x))
 
 
-def check(cfg):
+def check(cfg: Mapping[str, Any]) -> str | None:
     if not cfg["blocks"] or min(cfg["blocks"]) < 1:
         return "blocks must be a non-empty list of positive block counts"
     return None

@@ -6,6 +6,10 @@ segment6 whose affine output is the embedding. Convolutions are unpadded as
 in Kaldi, so an input needs at least 15 frames.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 from torch import nn
 
 from pyspk.models.frontend import Backbone, Conv1dReluBn
@@ -24,7 +28,7 @@ FRAME_LAYERS = [(5, 1), (3, 2), (3, 3), (1, 1)]
 class XVectorTDNN(Backbone):
     last_layers = ("segment6",)
 
-    def __init__(self, feat_dim, embed_dim, cmn, channels, stats_channels):
+    def __init__(self, feat_dim: int, embed_dim: int, cmn: bool, channels: int, stats_channels: int):
         super().__init__(feat_dim, embed_dim, cmn)
         layers = []
         in_channels = feat_dim
@@ -37,9 +41,9 @@ class XVectorTDNN(Backbone):
         self.segment6 = nn.Linear(2 * stats_channels, embed_dim)
         self.min_frames = 1 + sum(dilation * (kernel_size - 1) for kernel_size, dilation in FRAME_LAYERS)
 
-    def encode(self, feats):
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
         return self.segment6(self.pool(self.frame_layers(feats.transpose(1, 2))))
 
 
-def check(cfg):
+def check(cfg: Mapping[str, Any]) -> str | None:
     return None

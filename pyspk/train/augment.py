@@ -15,6 +15,8 @@ drawn per crop: ``log(reverb(exp(x + filter)) + noise)``.
 """
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ CHANNEL_DEFAULTS = {"prob": 0.0, "gain_db": 6.0, "tilt_db": 10.0, "eq_db": 6.0, 
                     "frame_shift": 0.01}
 
 
-def merged_options(cfg, defaults, name):
+def merged_options(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], name: str) -> dict[str, Any]:
     """Defaults overridden by ``cfg`` (None = defaults), unknown keys rejected."""
     cfg = cfg or {}
     if not isinstance(cfg, dict):
@@ -41,11 +43,14 @@ def merged_options(cfg, defaults, name):
     return options
 
 
-def uniform(low, high, size, gen, device):
+def uniform(low: float, high: float, size: tuple[int, ...], gen: torch.Generator,
+            device: torch.device) -> torch.Tensor:
+    """Uniform draws in ``[low, high)`` of shape ``size``."""
     return low + (high - low) * torch.rand(size, generator=gen, device=device)
 
 
-def band_masks(gen, n, length, count, max_width, device):
+def band_masks(gen: torch.Generator, n: int, length: int, count: int, max_width: int,
+               device: torch.device) -> torch.Tensor:
     """Boolean ``(n, length)``: ``count`` random bands of width 0..max_width per row."""
     mask = torch.zeros(n, length, dtype=torch.bool, device=device)
     positions = torch.arange(length, device=device)[None, :]
@@ -56,7 +61,7 @@ def band_masks(gen, n, length, count, max_width, device):
     return mask
 
 
-def spec_augment(x, gen, opts):
+def spec_augment(x: torch.Tensor, gen: torch.Generator, opts: Mapping[str, Any]) -> torch.Tensor:
     """Time and frequency masking; each crop is masked with probability ``prob``."""
     n, frames, bins = x.shape
     chosen = torch.rand(n, generator=gen, device=x.device) < opts["prob"]
@@ -66,7 +71,8 @@ def spec_augment(x, gen, opts):
     return torch.where(mask, x.mean(dim=1, keepdim=True), x)
 
 
-def smooth_curves(gen, n, bins, tilt_db, eq_db, eq_bands, device):
+def smooth_curves(gen: torch.Generator, n: int, bins: int, tilt_db: float, eq_db: float, eq_bands: int,
+                  device: torch.device) -> torch.Tensor:
     """Random smooth curves over mel bins in dB: a linear tilt plus low cosine terms."""
     position = torch.linspace(0.0, 1.0, bins, device=device)
     curves = uniform(-tilt_db, tilt_db, (n, 1), gen, device) * (position - 0.5)
@@ -77,7 +83,8 @@ def smooth_curves(gen, n, bins, tilt_db, eq_db, eq_bands, device):
     return curves
 
 
-def reverb_kernels(gen, n, rt60_range, frame_shift, device):
+def reverb_kernels(gen: torch.Generator, n: int, rt60_range: Sequence[float], frame_shift: float,
+                   device: torch.device) -> torch.Tensor:
     """Power-domain exponential tails ``(n, taps)``; tap 0 is the direct sound."""
     rt60 = uniform(rt60_range[0], rt60_range[1], (n, 1), gen, device)
     taps = math.ceil(rt60_range[1] / frame_shift)
@@ -88,7 +95,7 @@ def reverb_kernels(gen, n, rt60_range, frame_shift, device):
     return torch.cat([kernels[:, :1], kernels[:, 1:] * drr], dim=1)
 
 
-def channel_augment(x, gen, opts):
+def channel_augment(x: torch.Tensor, gen: torch.Generator, opts: Mapping[str, Any]) -> torch.Tensor:
     """Per-crop random filter + gain on speech, then reverberation and coloured noise.
 
     Random parameters are drawn for every crop (fixed draw sizes); the work is
@@ -138,24 +145,26 @@ class BatchAugmenter:
     the draws depend only on the step and resume exactly.
     """
 
-    def __init__(self, specaug, channel, seed, rank=0):
+    def __init__(self, specaug: Mapping[str, Any] | None, channel: Mapping[str, Any] | None, seed: int, rank: int = 0):
         self.specaug = merged_options(specaug, SPECAUG_DEFAULTS, "data.specaug")
         self.channel = merged_options(channel, CHANNEL_DEFAULTS, "data.channel")
         self.seed, self.rank = int(seed), int(rank)
         self.generators = {}
 
     @property
-    def active(self):
+    def active(self) -> bool:
+        """Whether any augmentation can apply."""
         return self.specaug["prob"] > 0 or self.channel["prob"] > 0
 
-    def generator(self, device, step, group):
+    def generator(self, device: torch.device, step: int, group: int) -> torch.Generator:
+        """The generator of ``device``, seeded for this step, rank and crop group."""
         if device not in self.generators:
             self.generators[device] = torch.Generator(device=device)
         seed = int(np.random.SeedSequence([self.seed, step, self.rank, group]).generate_state(1)[0])
         return self.generators[device].manual_seed(seed)
 
     @torch.no_grad()
-    def __call__(self, crops, step):
+    def __call__(self, crops: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """``{name: (B, n, T, D)}`` -> same shapes, augmented."""
         if not self.active:
             return crops

@@ -12,10 +12,13 @@ import logging
 import os
 import random
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from pyspk.fileutil import PathLike
 from pyspk.models import BackboneFileError, read_backbone_file
 
 log = logging.getLogger(__name__)
@@ -23,11 +26,12 @@ log = logging.getLogger(__name__)
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 
 
-def checkpoint_name(epoch, step):
+def checkpoint_name(epoch: int, step: int) -> str:
+    """File name of the checkpoint written at ``step`` of ``epoch``."""
     return f"ckpt-e{epoch}-s{step}.pt"
 
 
-def list_checkpoints(ckpt_dir):
+def list_checkpoints(ckpt_dir: PathLike) -> list[tuple[int, str]]:
     """Complete checkpoints in ``ckpt_dir`` as ``[(step, path)]`` sorted by step."""
     found = []
     if os.path.isdir(ckpt_dir):
@@ -38,13 +42,13 @@ def list_checkpoints(ckpt_dir):
     return sorted(found)
 
 
-def find_latest(ckpt_dir):
+def find_latest(ckpt_dir: PathLike) -> str | None:
     """Path of the checkpoint with the most steps, or None."""
     found = list_checkpoints(ckpt_dir)
     return found[-1][1] if found else None
 
 
-def prune_checkpoints(ckpt_dir, keep):
+def prune_checkpoints(ckpt_dir: PathLike, keep: int) -> None:
     """Delete all but the ``keep`` most recent checkpoints (keep <= 0 keeps all)."""
     if keep <= 0:
         return
@@ -52,13 +56,14 @@ def prune_checkpoints(ckpt_dir, keep):
         os.remove(path)
 
 
-def remove_stale_temporaries(ckpt_dir):
+def remove_stale_temporaries(ckpt_dir: PathLike) -> None:
     """Delete temporary files left by a write that was killed half-way."""
     for path in glob.glob(os.path.join(ckpt_dir, ".*.tmp")):
         os.remove(path)
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Whatever ``path`` holds, loaded with ``weights_only`` (tensors, containers, numbers, strings)."""
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
@@ -66,7 +71,8 @@ class CheckpointError(ValueError):
     pass
 
 
-def load_latest_good(ckpt_dir, required_keys, map_location="cpu"):
+def load_latest_good(ckpt_dir: PathLike, required_keys: Iterable[str],
+                     map_location: str | torch.device = "cpu") -> tuple[str, dict[str, Any]] | tuple[None, None]:
     """``(path, state)`` of the newest checkpoint that loads and has ``required_keys``, or ``(None, None)``.
 
     A newer one that is truncated, corrupted or not a training checkpoint is
@@ -95,7 +101,7 @@ def load_latest_good(ckpt_dir, required_keys, map_location="cpu"):
     return None, None
 
 
-def capture_rng_state():
+def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch (and CUDA) generator states as tensors and lists."""
     version, py_state, gauss = random.getstate()
     kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
@@ -111,7 +117,8 @@ def capture_rng_state():
     return state
 
 
-def restore_rng_state(state):
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Set the generators to a state from ``capture_rng_state`` (CUDA only with as many devices)."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
     np_state = state["numpy"]
@@ -124,7 +131,7 @@ def restore_rng_state(state):
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
 
 
-def average_backbones(paths):
+def average_backbones(paths: Sequence[PathLike]) -> dict[str, Any]:
     """A backbone-file dict whose every backbone is the mean of the same backbone in ``paths``.
 
     Floating-point tensors (weights, BN running statistics) are averaged;

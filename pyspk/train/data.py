@@ -13,6 +13,8 @@ augmentation runs later, on whole batches on the device (pyspk.train.augment).
 """
 
 import logging
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import kaldiio
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 
 from pyspk.config import ConfigError, check_keys
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, read_table
+from pyspk.fileutil import PathLike
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ CROP_KEYS = ("count", "frames")
 MAX_CONSECUTIVE_FAILURES = 10
 
 
-def group_copies(data, utts, suffixes=AUG_SUFFIXES):
+def group_copies(data: DataDir, utts: Sequence[str], suffixes: Container[str] = AUG_SUFFIXES) -> dict[str, list[str]]:
     """Split ``utts`` into clean utterances and their augmented copies.
 
     Returns ``{clean_utt: [copy_utt, ...]}`` (C-sorted keys). With a
@@ -77,7 +80,7 @@ def _copies_by_suffix(utts, suffixes):
     return groups
 
 
-def parse_crops(crops):
+def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, int]]:
     """``{name: {count, frames}}`` -> ordered ``[(name, count, frames)]``."""
     if not isinstance(crops, dict) or not crops:
         raise ConfigError("data.crops must be a mapping name -> {count, frames}")
@@ -99,7 +102,8 @@ class CropDataset(torch.utils.data.Dataset):
     Indexed by ``(index, epoch)`` keys (see :class:`ResumableBatchSampler`).
     """
 
-    def __init__(self, data_dir, crops, seed=0, use_vad=False, aug_prob=0.5, aug_suffixes=AUG_SUFFIXES):
+    def __init__(self, data_dir: PathLike, crops: Mapping[str, Mapping[str, Any]], seed: int = 0, use_vad: bool = False,
+                 aug_prob: float = 0.5, aug_suffixes: Iterable[str] = AUG_SUFFIXES):
         data = DataDir(data_dir)
         self.feats_path = data.file("feats.scp")
         self.feats = data.feats_scp()
@@ -121,7 +125,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.utts)
 
-    def feat_dim(self):
+    def feat_dim(self) -> int:
         """Dimension of the first readable utterance (unreadable ones are warned about and skipped)."""
         problems = []
         for utt in self.utts[:MAX_CONSECUTIVE_FAILURES]:
@@ -133,7 +137,7 @@ class CropDataset(torch.utils.data.Dataset):
         raise DataDirError(self.feats_path, 0, f"the first {len(problems)} utterances cannot be read "
                                                f"({'; '.join(problems[:3])} ...)")
 
-    def load(self, utt):
+    def load(self, utt: str) -> np.ndarray:
         """The feature matrix of ``utt`` (VAD-selected when enabled) as float32."""
         mat = np.asarray(kaldiio.load_mat(self.feats[utt]), dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] == 0:
@@ -149,7 +153,7 @@ class CropDataset(torch.utils.data.Dataset):
                     mat = mat[voiced]
         return mat
 
-    def sample(self, index, rng):
+    def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """All crop groups of utterance ``index`` under generator ``rng``."""
         utt = self.utts[index]
         choices = [utt] + self.groups[utt]
@@ -171,7 +175,7 @@ class CropDataset(torch.utils.data.Dataset):
             out[name] = torch.from_numpy(np.stack(rows))
         return out
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
         for attempt in range(MAX_CONSECUTIVE_FAILURES):
             current = (index + attempt) % len(self.utts)
@@ -197,7 +201,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     ``(index, epoch)`` keys for :class:`CropDataset`.
     """
 
-    def __init__(self, num_items, batch_size, seed=0, rank=0, world_size=1):
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.num_items, self.batch_size = int(num_items), int(batch_size)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.num_batches = self.num_items // self.world_size // self.batch_size
@@ -206,13 +210,14 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
                               f"on each of {world_size} process(es); lower data.batch_size")
         self.epoch, self.start_batch = 0, 0
 
-    def set_epoch(self, epoch, start_batch=0):
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Iterate over ``epoch``'s batches from batch ``start_batch`` on (to resume mid-epoch)."""
         self.epoch, self.start_batch = int(epoch), int(start_batch)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.num_batches - self.start_batch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.num_items, generator=generator)
         mine = order[self.rank::self.world_size][: self.num_batches * self.batch_size].tolist()
@@ -220,7 +225,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
             yield [(i, self.epoch) for i in mine[b * self.batch_size:(b + 1) * self.batch_size]]
 
 
-def build_dataset(data_dir, cfg, seed):
+def build_dataset(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> CropDataset:
     """A :class:`CropDataset` from the ``data`` config section."""
     check_keys(cfg, DATA_KEYS, "data")
     return CropDataset(data_dir, cfg["crops"], seed=seed, use_vad=bool(cfg.get("use_vad", False)),
@@ -228,7 +233,8 @@ def build_dataset(data_dir, cfg, seed):
                        aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES))
 
 
-def build_loader(dataset, cfg, seed, rank=0, world_size=1, pin_memory=False):
+def build_loader(dataset: CropDataset, cfg: Mapping[str, Any], seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
     """DataLoader over ``dataset`` with a :class:`ResumableBatchSampler`; returns (loader, sampler)."""
     sampler = ResumableBatchSampler(len(dataset), int(cfg["batch_size"]), seed, rank, world_size)
     workers = int(cfg.get("num_workers", 0))

@@ -20,14 +20,17 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
 from pyspk.device import cleanup_distributed, init_distributed
-from pyspk.fileutil import atomic_open, atomic_path, dir_lock
+from pyspk.fileutil import PathLike, atomic_open, atomic_path, dir_lock
 from pyspk.logutil import setup_logging
 from pyspk.models import save_backbones
 from pyspk.train import checkpoint as ckpt
@@ -62,27 +65,28 @@ class Objective:
     ``schedule_names``: scheduled scalars ``schedule_values`` returns.
     """
 
-    section = None
-    metric_names = ()
-    schedule_names = ()
+    section: str | None = None
+    metric_names: tuple[str, ...] = ()
+    schedule_names: tuple[str, ...] = ()
 
     def __init__(self, data_dir: str | None = None):
         # The training data dir, for objectives that read more than the crops (labels, utt2label).
         self.data_dir = data_dir
 
-    def build(self, config, steps_per_epoch, total_steps, device):
+    def build(self, config: dict[str, Any], steps_per_epoch: int, total_steps: int, device: torch.device) -> None:
         """Create the modules (on ``device``) and the method's own schedules."""
         raise NotImplementedError
 
-    def trainable(self):
+    def trainable(self) -> nn.Module:
         """The module whose parameters the optimiser updates (the trainer wraps it in DDP)."""
         raise NotImplementedError
 
-    def backbones(self):
+    def backbones(self) -> tuple[dict[str, nn.Module], str]:
         """``({name: backbone module}, default_name)`` written to checkpoints and final.pt."""
         raise NotImplementedError
 
-    def compute_loss(self, model, batch, step):
+    def compute_loss(self, model: nn.Module, batch: dict[str, Any],
+                     step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(loss, {metric: scalar tensor})`` for one batch; ``model`` is trainable(), maybe DDP-wrapped.
 
         ``batch`` is already on the device and augmented: ``{"crops": {name:
@@ -90,7 +94,7 @@ class Objective:
         """
         raise NotImplementedError
 
-    def param_groups(self, module):
+    def param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
         """Parameter groups; by convention biases and norm weights (1-D) get no weight decay."""
         decay, no_decay = [], []
         for param in module.parameters():
@@ -98,27 +102,29 @@ class Objective:
                 (no_decay if param.ndim <= 1 else decay).append(param)
         return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
 
-    def schedule_values(self, step):
+    def schedule_values(self, step: int) -> dict[str, float]:
+        """The values of the ``schedule_names`` scalars at ``step``."""
         return {}
 
-    def after_backward(self, step):
+    def after_backward(self, step: int) -> None:
         """Called after backward, before clipping and the optimiser step."""
 
-    def after_step(self, step):
+    def after_step(self, step: int) -> None:
         """Called after the optimiser step (e.g. an EMA update)."""
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Extra state to checkpoint besides the backbones (heads, teacher, centre ...)."""
         return {}
 
-    def load_state_dict(self, state):
-        pass
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
 
-    def synchronise(self):
+    def synchronise(self) -> None:
         """Make state that processes update independently equal before it is saved."""
 
 
-def check_config(config, objective):
+def check_config(config: Mapping[str, Any], objective: Objective) -> None:
+    """Raise ConfigError on unknown keys, missing sections or bad values of a training config."""
     allowed = TOP_KEYS + ((objective.section,) if objective.section else ())
     check_keys(config, allowed, "config")
     for name in ("data", "model", "optim", "train"):
@@ -139,7 +145,8 @@ def check_config(config, objective):
                           f"got {config['optim'].get('clip_mode')!r}")
 
 
-def build_optimizer(groups, cfg):
+def build_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD or AdamW (``optim.name``) over parameter ``groups``; the trainer sets lr and weight decay per step."""
     name = cfg.get("name", "sgd")
     if name == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=float(cfg.get("momentum", 0.9)),
@@ -149,7 +156,7 @@ def build_optimizer(groups, cfg):
 
 
 @torch.no_grad()
-def clip_gradients(parameters, max_norm, mode="global"):
+def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float, mode: str = "global") -> torch.Tensor:
     """Clip gradients and return the global gradient norm before clipping.
 
     ``global``: one scale for all (torch's clip_grad_norm_); ``per_param``:
@@ -170,7 +177,7 @@ def clip_gradients(parameters, max_norm, mode="global"):
     return total
 
 
-def to_device(batch, device):
+def to_device(batch: Any, device: torch.device) -> Any:
     """Tensors of a (nested dict) batch moved to ``device``."""
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
@@ -182,10 +189,10 @@ def to_device(batch, device):
 class MetricsLog:
     """Tab-separated metrics, one row per logged step; trimmed back on resume."""
 
-    def __init__(self, path, columns):
+    def __init__(self, path: PathLike, columns: Iterable[str]):
         self.path, self.columns = path, list(columns)
 
-    def trim(self, last_step):
+    def trim(self, last_step: int) -> None:
         """Keep only rows up to ``last_step`` (a killed run may have logged past its last checkpoint)."""
         if not os.path.isfile(self.path):
             return
@@ -196,7 +203,8 @@ class MetricsLog:
             writer.writeheader()
             writer.writerows(r for r in rows if int(r["step"]) <= last_step)
 
-    def append(self, row):
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one row (floats to 6 significant digits), with the header when the file is new."""
         new = not os.path.isfile(self.path)
         with open(self.path, "a", encoding="utf-8") as f:
             writer = csv.DictWriter(f, self.columns, delimiter="\t", extrasaction="ignore")
@@ -205,7 +213,7 @@ class MetricsLog:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def plot_metrics(metrics_path, png_path, series):
+def plot_metrics(metrics_path: PathLike, png_path: PathLike, series: Iterable[str]) -> None:
     """Loss (and the other ``series`` found) against step, one panel each, as PNG."""
     import matplotlib
     matplotlib.use("Agg")
@@ -232,7 +240,8 @@ def plot_metrics(metrics_path, png_path, series):
 class Trainer:
     """Runs an :class:`Objective` on a data dir into an experiment dir; resumable."""
 
-    def __init__(self, objective, config, data_dir, exp_dir, device="auto"):
+    def __init__(self, objective: Objective, config: dict[str, Any], data_dir: PathLike, exp_dir: PathLike,
+                 device: str = "auto"):
         check_config(config, objective)
         self.objective, self.config = objective, config
         self.data_dir, self.exp_dir = data_dir, exp_dir
@@ -302,7 +311,8 @@ class Trainer:
         dist.all_gather_object(states, state)
         return states
 
-    def save_checkpoint(self, step):
+    def save_checkpoint(self, step: int) -> None:
+        """Write the checkpoint of ``step`` (main process) and prune old ones."""
         self.objective.synchronise()
         rng_states = self._gather_rng()
         if not self.dist.is_main:
@@ -316,7 +326,7 @@ class Trainer:
         ckpt.prune_checkpoints(self.ckpt_dir, int(self.config["train"].get("keep_checkpoints", 3)))
         log.info("saved %s", path)
 
-    def resume(self):
+    def resume(self) -> int:
         """Load the latest checkpoint if any; return the step to continue from."""
         path, state = ckpt.load_latest_good(self.ckpt_dir, RESUME_KEYS, map_location=self.device)
         if path is None:
@@ -334,7 +344,8 @@ class Trainer:
         log.info("resumed from %s (step %d)", path, state["step"])
         return int(state["step"])
 
-    def export(self):
+    def export(self) -> None:
+        """Write the backbones of the finished training to final.pt."""
         backbones, default = self.objective.backbones()
         save_backbones(self.final_path, backbones, default,
                        {"config": self.config, "step": self.total_steps, "epoch": self.epochs})
@@ -386,7 +397,7 @@ class Trainer:
             self.metrics.append(row)
             log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
-    def run(self, max_steps=None):
+    def run(self, max_steps: int | None = None) -> int | None:
         """Train to the end (or stop after ``max_steps`` steps in total); returns the step reached."""
         self.dist, self.device = init_distributed(self.requested_device)
         try:

@@ -7,6 +7,8 @@ straight line) over the remaining steps. Steps past the end keep ``final``.
 """
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +21,8 @@ KINDS = ("cosine", "linear", "constant")
 class Schedule:
     """Values for steps ``0 .. total_steps-1``; ``schedule(step)`` indexes them."""
 
-    def __init__(self, base, final=None, total_steps=1, warmup_steps=0, warmup_start=None, kind="cosine"):
+    def __init__(self, base: float, final: float | None = None, total_steps: int = 1, warmup_steps: int = 0,
+                 warmup_start: float | None = None, kind: str = "cosine"):
         if kind not in KINDS:
             raise ConfigError(f"schedule kind '{kind}' unknown; known: {', '.join(KINDS)}")
         final = base if final is None or kind == "constant" else final
@@ -36,14 +39,14 @@ class Schedule:
         self.values = np.concatenate([ramp, body]).astype(np.float64)
         self.final = float(final)
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
         return float(self.values[step]) if step < len(self.values) else self.final
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.values)
 
 
-def build_schedule(cfg, steps_per_epoch, total_steps, name):
+def build_schedule(cfg: float | Mapping[str, Any], steps_per_epoch: int, total_steps: int, name: str) -> Schedule:
     """A :class:`Schedule` from a config value: a number (constant) or a mapping.
 
     Mapping keys: ``base`` (required), ``final`` (default = base),

@@ -9,6 +9,7 @@ survives it, so speakers are separable but not trivially.
 """
 
 import os
+from collections.abc import Iterable
 
 import kaldiio
 import numpy as np
@@ -16,8 +17,8 @@ import numpy as np
 from pyspk.data.datadir import utt2spk_to_spk2utt, write_table
 
 
-def make_feats_data_dir(path, n_spk=4, n_utt=3, min_frames=150, max_frames=300, feat_dim=80, seed=0,
-                        copies=()):
+def make_feats_data_dir(path: str, n_spk: int = 4, n_utt: int = 3, min_frames: int = 150, max_frames: int = 300,
+                        feat_dim: int = 80, seed: int = 0, copies: Iterable[str] = ()) -> str:
     """Write ``feats.ark/scp``, ``utt2spk``, ``spk2utt``, ``utt2num_frames`` under ``path``.
 
     ``copies``: suffixes (e.g. ``("reverb", "noise")``) of augmented copies
