@@ -99,8 +99,8 @@ def normalize_scores(scores: np.ndarray, method: str, source: PathLike) -> np.nd
     return (scores - scores.mean()) / std
 
 
-def fuse_score_arrays(score_arrays: Sequence[ArrayLike], weights: Sequence[float] | np.ndarray, normalize: str = "none",
-                      sources: Sequence[PathLike] | None = None) -> np.ndarray:
+def fuse_score_arrays(score_arrays: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray,
+                      normalize: str = "none", sources: Sequence[PathLike] | None = None) -> np.ndarray:
     """``sum_k weights[k] * normalize(score_arrays[k])`` for arrays of one length (float64)."""
     sources = sources or [f"system {k + 1}" for k in range(len(score_arrays))]
     fused = np.zeros(len(score_arrays[0]), dtype=np.float64)

@@ -349,7 +349,7 @@ class PldaScorer:
         psi = self.plda.psi[None, :]
         return n * psi / (n * psi + 1.0), 1.0 + psi / (n * psi + 1.0)
 
-    def enroll_side(self, x: ArrayLike, counts: ArrayLike) -> EnrollSide:
+    def enroll_side(self, x: np.ndarray, counts: ArrayLike) -> EnrollSide:
         """Enrolment vectors ``x`` (raw embeddings), each the mean of ``counts`` utterances (scalar or per row)."""
         counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), (len(x),))
         t = self._transform(x, counts)

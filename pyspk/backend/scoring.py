@@ -47,7 +47,7 @@ class TestSide:
 class Scorer(Protocol):
     """A back-end (CosineScorer, PldaScorer): embeddings -> the two sides of every score."""
 
-    def enroll_side(self, x: ArrayLike, counts: ArrayLike) -> EnrollSide:
+    def enroll_side(self, x: np.ndarray, counts: ArrayLike) -> EnrollSide:
         """Enrolment embeddings ``x`` (rows), each the mean of ``counts`` utterances (scalar or per row)."""
 
     def test_side(self, x: ArrayLike, group_values: ArrayLike | None) -> TestSide:
