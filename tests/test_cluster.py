@@ -310,7 +310,8 @@ def test_copies_from_errors_and_left_out_copies(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cluster_bin.main(args)
     message = capsys.readouterr().err
-    assert exit_info.value.code == 1 and f"cluster: error: {combined / 'feats.scp'}: " in message and f"'{missing}'" in message
+    assert exit_info.value.code == 1
+    assert f"cluster: error: {combined / 'feats.scp'}: " in message and f"'{missing}'" in message
     assert not dest.exists() and not (tmp_path / "pl2_combined").exists()
 
     # Copies the trainers could not group again once renamed (utt2copies names) are refused; corpus b has

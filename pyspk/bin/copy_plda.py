@@ -12,8 +12,8 @@ Reads text or binary Kaldi Plda objects; writes text (as copy-plda
 import argparse
 import sys
 
-from pyspk.cli import bool_arg
 from pyspk.backend.plda import Plda
+from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError
 
 

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pyspk.cli import bool_arg
 from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, utt2spk_to_spk2utt
 from pyspk.device import pick_device
 from pyspk.fileutil import atomic_open, no_space_message
-from pyspk.cli import bool_arg
 from pyspk.logutil import setup_logging
 from pyspk.models import BackboneFileError, load_backbone, read_backbone_file
 from pyspk.models.extract import extract_embeddings, iter_features, job_share, write_vectors

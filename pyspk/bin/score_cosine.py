@@ -13,9 +13,9 @@ ivector-compute-dot-products; writes "enroll test score" lines in trials order.
 import argparse
 
 from pyspk.backend.cli import add_scoring_options, add_trials_arguments, run_trials_scoring
-from pyspk.cli import bool_arg
 from pyspk.backend.cosine import CosineScorer
 from pyspk.backend.embeddings import EmbeddingDir
+from pyspk.cli import bool_arg
 
 
 def get_parser():

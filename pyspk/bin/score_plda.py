@@ -16,8 +16,8 @@ text). With --enroll-level spk the enrolment number of utterances
 import argparse
 
 from pyspk.backend.cli import add_scoring_options, add_trials_arguments, run_trials_scoring
-from pyspk.cli import bool_arg
 from pyspk.backend.pipeline import PldaBackend
+from pyspk.cli import bool_arg
 
 
 def get_parser():

@@ -19,8 +19,15 @@ from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.cluster import report
 from pyspk.cluster.agglomerative import agglomerative
 from pyspk.cluster.kmeans import ClusterResult, kmeans, length_normalize, minibatch_kmeans
-from pyspk.cluster.select import (CopySource, cluster_names, select_confident, usable_utterances,
-                                  write_assignments, write_combined_dir, write_pseudo_label_dir)
+from pyspk.cluster.select import (
+    CopySource,
+    cluster_names,
+    select_confident,
+    usable_utterances,
+    write_assignments,
+    write_combined_dir,
+    write_pseudo_label_dir,
+)
 from pyspk.data.datadir import DataDirError, read_kv
 
 log = logging.getLogger(__name__)
@@ -136,7 +143,7 @@ def clustering_section(result: ClusterResult, x: torch.Tensor, num_clusters: int
 def write_selection(src_data_dir: str, dest_data_dir: str, copies: CopySource | None, utts: list[str],
                     clusters: np.ndarray, distances: np.ndarray, keep: np.ndarray) -> dict:
     """Write the pseudo-labelled data dir (and its _combined twin); return the report's selection section."""
-    kept_utts = [utt for utt, k in zip(utts, keep) if k]
+    kept_utts = [utt for utt, k in zip(utts, keep, strict=True) if k]
     kept_clusters = len(np.unique(clusters[keep]))
     if copies is not None:
         copies.check_clean(kept_utts)  # before writing anything
@@ -144,7 +151,7 @@ def write_selection(src_data_dir: str, dest_data_dir: str, copies: CopySource | 
     selection = {"kept_utts": int(keep.sum()), "kept_fraction": float(keep.mean()), "kept_clusters": kept_clusters}
     if copies is not None:
         combined_dest = os.path.normpath(dest_data_dir) + "_combined"
-        uniq = [tables["utt2uniq"][f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep])]
+        uniq = [tables["utt2uniq"][f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep], strict=True)]
         selection["kept_copies"] = write_combined_dir(copies, combined_dest, kept_utts, clusters[keep],
                                                       distances[keep], uniq)
         log.info("wrote %s: %d kept utterances and %d augmented copies from %s", combined_dest, len(kept_utts),

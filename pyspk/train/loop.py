@@ -15,7 +15,6 @@ Experiment dir layout::
 """
 
 import contextlib
-import csv
 import logging
 import os
 import sys
@@ -30,12 +29,13 @@ from tqdm import tqdm
 
 from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
 from pyspk.device import cleanup_distributed, init_distributed
-from pyspk.fileutil import PathLike, atomic_open, atomic_path, dir_lock
+from pyspk.fileutil import PathLike, dir_lock
 from pyspk.logutil import setup_logging
 from pyspk.models import save_backbones
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.augment import BatchAugmenter
 from pyspk.train.data import build_dataset, build_loader
+from pyspk.train.metrics import MetricsLog, plot_metrics
 from pyspk.train.schedules import build_schedule
 
 log = logging.getLogger(__name__)
@@ -184,57 +184,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     return batch
-
-
-class MetricsLog:
-    """Tab-separated metrics, one row per logged step; trimmed back on resume."""
-
-    def __init__(self, path: PathLike, columns: Iterable[str]):
-        self.path, self.columns = path, list(columns)
-
-    def trim(self, last_step: int) -> None:
-        """Keep only rows up to ``last_step`` (a killed run may have logged past its last checkpoint)."""
-        if not os.path.isfile(self.path):
-            return
-        with open(self.path, encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        with atomic_open(self.path, "w", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, self.columns, delimiter="\t", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= last_step)
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Add one row (floats to 6 significant digits), with the header when the file is new."""
-        new = not os.path.isfile(self.path)
-        with open(self.path, "a", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, self.columns, delimiter="\t", extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def plot_metrics(metrics_path: PathLike, png_path: PathLike, series: Iterable[str]) -> None:
-    """Loss (and the other ``series`` found) against step, one panel each, as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(metrics_path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    series = [s for s in series if rows and s in rows[0]]
-    if not rows or not series:
-        return
-    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series)), sharex=True, squeeze=False)
-    steps = [int(r["step"]) for r in rows]
-    for ax, name in zip(axes[:, 0], series, strict=True):
-        ax.plot(steps, [float(r[name]) for r in rows], lw=1.2)
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 class Trainer:
