@@ -243,6 +243,16 @@ def test_failed_utterances_are_counted(tmp_path):
     assert sorted(DataDir(f"{src}_noise").wav_scp()) == [f"{u}-noise" for u in utts[2:]]
 
 
+def test_babble_with_fewer_other_speakers_than_asked_for(tmp_path):
+    """Two speakers: each utterance's babble has the one other speaker, however many were asked for."""
+    src = make_wav_data_dir(str(tmp_path / "corpus"), n_spk=2, n_utt=2, seed=5)
+    audio = tmp_path / "aug"
+    proc = run_script(["steps/augment_data_dir.sh", "--nj", "1", "--types", "babble", "--num-babble-speakers", "3",
+                       src, str(audio)])
+    assert "Done 4 utterances, failed 0" in proc.stderr
+    assert all(len(line.split()) == 2 for line in (audio / "babble" / "info.txt").read_text().splitlines())
+
+
 def test_bad_inputs_fail_with_clear_messages(tmp_path):
     src = make_wav_data_dir(str(tmp_path / "corpus"), n_spk=1, n_utt=2)
     proc = run_script(["steps/augment_data_dir.sh", "--types", "babble", src, str(tmp_path / "aug")], check=False)

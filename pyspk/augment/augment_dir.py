@@ -182,6 +182,7 @@ class Augmenter:
             noises, names = [synth_music(rng, len(signal), rate) for _ in range(count)], ["synthetic"] * count
         else:
             noises, names = self._babble_from_data(spk, count, rate, rng)
+            snrs = snrs[:len(noises)]  # fewer other speakers than ``count``: fewer noises
         out = add_background(signal, noises, snrs, rng)
         return out, " ".join(f"{n}@{s:g}dB" for n, s in zip(names, snrs, strict=True))
 
@@ -207,7 +208,8 @@ class Augmenter:
 
         out, segments = add_foreground(signal, draw, self.options["snrs"], self.options["interval"], rate, rng)
         return out, " ".join(f"{n}@{snr:g}dB[{a / rate:.2f}-{b / rate:.2f}s]"
-                             for n, (a, b, snr) in zip(names, segments, strict=True))
+                             # strict=False: a last, empty draw has a name but no segment
+                             for n, (a, b, snr) in zip(names, segments, strict=False))
 
     def _babble_from_data(self, spk, count, rate, rng):
         # Distinct speakers other than ``spk``: draw among n-1 indices, then skip over spk's own.
