@@ -43,7 +43,7 @@ def real_speech(minutes, utt_seconds, rate):
     audio = np.concatenate([sf.read(f, dtype="int16")[0].astype(np.float32) for f in files])
     utt_samples = int(utt_seconds * rate)
     utts = [audio[i:i + utt_samples] for i in range(0, len(audio) - utt_samples + 1, utt_samples)]
-    num_utts = max(1, int(round(minutes * 60 / utt_seconds)))
+    num_utts = max(1, round(minutes * 60 / utt_seconds))
     return [utts[i % len(utts)] for i in range(num_utts)]
 
 
@@ -71,7 +71,8 @@ def time_torch(utts, fbank, batch_size, device):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="total audio (default: %(default)s)")
-    parser.add_argument("--utt-seconds", type=float, default=3.0, help="length of each utterance (default: %(default)s)")
+    parser.add_argument("--utt-seconds", type=float, default=3.0,
+                        help="length of each utterance (default: %(default)s)")
     parser.add_argument("--batch-sizes", default="1,16,64", help="torch batch sizes (default: %(default)s)")
     parser.add_argument("--threads", default="1,2", help="torch CPU thread counts (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timings per row, fastest kept (default: %(default)s)")

@@ -2,14 +2,15 @@
 
 import glob
 import os
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import ROOT, run_script
+
 from pyspk.features.fbank import FBANK_SPEC, FbankConfig, KaldiOptionError, compute_fbank, read_kaldi_conf
 from pyspk.features.torch_fbank import TorchFbank
 
@@ -152,8 +153,8 @@ def test_make_fbank_torch_backend_matches_default(tmp_path):
         assert got[utt].shape == feats.shape
         assert np.abs(got[utt] - feats).max() <= TOLERANCE
     for name in ("utt2num_frames", "utt2dur"):
-        assert open(os.path.join(torch_data, name)).read() == open(os.path.join(data, name)).read()
-    log = open(os.path.join(torch_data, "log", "make_fbank_torch.1.log")).read()
+        assert Path(torch_data, name).read_text() == Path(data, name).read_text()
+    log = Path(torch_data, "log", "make_fbank_torch.1.log").read_text()
     assert "torch backend" in log and "Done 4 utterances, failed 0" in log
 
     bad = run_script(["steps/make_fbank.sh", "--backend", "numpy", torch_data], check=False)

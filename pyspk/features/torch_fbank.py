@@ -149,6 +149,25 @@ class TorchFbank(torch.nn.Module):
         index = torch.where(index >= n, 2 * n - 1 - index, index)
         return waves.gather(1, index).unfold(1, size, shift)
 
+    def _process_frames(self, frames: torch.Tensor,
+                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Dither, DC removal, pre-emphasis and window (Kaldi's ProcessWindow); also the log energy when used."""
+        if self.dither != 0:
+            noise = torch.randn(frames.shape, generator=generator, device=frames.device, dtype=frames.dtype)
+            frames = frames + self.dither * noise
+        if self.remove_dc_offset:
+            frames = frames - frames.mean(dim=-1, keepdim=True)
+        log_energy = None
+        if self.use_energy and self.raw_energy:
+            log_energy = frames.pow(2).sum(dim=-1).clamp(min=FLT_EPSILON).log()
+        if self.preemph_coeff != 0:
+            frames = torch.cat([frames[..., :1] * (1 - self.preemph_coeff),
+                                frames[..., 1:] - self.preemph_coeff * frames[..., :-1]], dim=-1)
+        frames = frames * self.window
+        if self.use_energy and not self.raw_energy:
+            log_energy = frames.pow(2).sum(dim=-1).clamp(min=FLT_EPSILON).log()
+        return frames, log_energy
+
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if waves.dim() != 2:
@@ -165,21 +184,7 @@ class TorchFbank(torch.nn.Module):
         if max_frames == 0:
             return waves.new_zeros(batch, 0, self.dim), num_frames
 
-        frames = self._frames(waves, lengths, max_frames)
-        if self.dither != 0:
-            noise = torch.randn(frames.shape, generator=generator, device=frames.device, dtype=frames.dtype)
-            frames = frames + self.dither * noise
-        if self.remove_dc_offset:
-            frames = frames - frames.mean(dim=-1, keepdim=True)
-        if self.use_energy and self.raw_energy:
-            log_energy = frames.pow(2).sum(dim=-1).clamp(min=FLT_EPSILON).log()
-        if self.preemph_coeff != 0:
-            frames = torch.cat([frames[..., :1] * (1 - self.preemph_coeff),
-                                frames[..., 1:] - self.preemph_coeff * frames[..., :-1]], dim=-1)
-        frames = frames * self.window
-        if self.use_energy and not self.raw_energy:
-            log_energy = frames.pow(2).sum(dim=-1).clamp(min=FLT_EPSILON).log()
-
+        frames, log_energy = self._process_frames(self._frames(waves, lengths, max_frames), generator)
         spectrum = torch.view_as_real(torch.fft.rfft(frames, n=self.fft_size)).pow(2).sum(dim=-1)
         if not self.use_power:
             spectrum = spectrum.sqrt()
