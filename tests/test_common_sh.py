@@ -3,7 +3,6 @@
 import subprocess
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -13,7 +12,7 @@ def run_bash(tmp_path, body):
     script.write_text(f"#!/usr/bin/env bash\nset -euo pipefail\n. {ROOT}/path.sh\n"
                       f". {ROOT}/steps/libs/common.sh\n{body}\n")
     script.chmod(0o755)
-    return subprocess.run([str(script)], cwd=tmp_path, capture_output=True, text=True)
+    return subprocess.run([str(script)], cwd=tmp_path, capture_output=True, text=True, check=False)
 
 
 def test_run_or_die_shows_the_end_of_the_log(tmp_path):
