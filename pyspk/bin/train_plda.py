@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 
-from pyspk.cli import bool_arg
 from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.backend.pipeline import train_plda_backend
+from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDir, DataDirError
 from pyspk.logutil import setup_logging
 
@@ -59,7 +59,7 @@ def main(argv=None):
             log.info("%d x-vectors have no speaker in utt2spk; used for the mean only", int((~labelled).sum()))
         if not labelled.any():
             raise ValueError(f"no utterance of {args.xvector_dir}/xvector.scp is in {args.data_dir}/utt2spk")
-        labels = [utt2spk[key] for key, keep in zip(keys, labelled) if keep]
+        labels = [utt2spk[key] for key, keep in zip(keys, labelled, strict=True) if keep]
         backend = train_plda_backend(x[labelled], labels, args.lda_dim, args.lnorm, args.num_em_iters,
                                      args.total_covariance_factor, mean=x.mean(axis=0, dtype=np.float64))
         backend.save(args.plda_dir)

@@ -130,14 +130,14 @@ def build_tables(src_dir, utts, speakers, distances, uniq=None):
     values (default: the source's utt2uniq, else the source ids).
     """
     src = DataDir(src_dir)
-    new_ids = [f"{spk}-{utt}" for utt, spk in zip(utts, speakers)]
-    tables = {name: {new: table[utt] for new, utt in zip(new_ids, utts)}
+    new_ids = [f"{spk}-{utt}" for utt, spk in zip(utts, speakers, strict=True)]
+    tables = {name: {new: table[utt] for new, utt in zip(new_ids, utts, strict=True)}
               for name, table in _per_utt_tables(src).items()}
     if uniq is not None:
-        tables["utt2uniq"] = dict(zip(new_ids, uniq))
-    tables.setdefault("utt2uniq", dict(zip(new_ids, utts)))
-    tables["utt2spk"] = dict(zip(new_ids, speakers))
-    tables["utt2dist"] = {new: f"{dist:.6f}" for new, dist in zip(new_ids, distances)}
+        tables["utt2uniq"] = dict(zip(new_ids, uniq, strict=True))
+    tables.setdefault("utt2uniq", dict(zip(new_ids, utts, strict=True)))
+    tables["utt2spk"] = dict(zip(new_ids, speakers, strict=True))
+    tables["utt2dist"] = {new: f"{dist:.6f}" for new, dist in zip(new_ids, distances, strict=True)}
     if "segments" in tables:
         recordings = {value.split()[0] for value in tables["segments"].values()}
         for name, table in _recording_tables(src).items():
@@ -251,7 +251,7 @@ def write_combined_dir(copies, dest_dir, utts, speakers, distances, uniq):
     speakers, distances, uniq = np.asarray(speakers), np.asarray(distances), np.asarray(uniq)
     clean_of = {f"{speakers[i]}-{utt}": utt for i, utt in enumerate(utts)}
     expected = {new: sorted(f"{speakers[i]}-{c}" for c in copies.groups[utt])
-                for i, (new, utt) in enumerate(zip(clean_of, utts))}
+                for i, (new, utt) in enumerate(zip(clean_of, utts, strict=True))}
 
     def check_groups(path):
         data = DataDir(path)

@@ -186,6 +186,6 @@ def init_from_file(backbone: Backbone, path: PathLike, name: str | None = None) 
 
 __all__ = [
     "MODELS", "Backbone", "BackboneFileError", "backbone_entry", "build_model", "extract_embeddings",
-    "full_config", "init_from_file", "list_backbones", "load_backbone", "mean_normalise", "read_backbone_entry", "read_backbone_file",
-    "save_backbones",
+    "full_config", "init_from_file", "list_backbones", "load_backbone", "mean_normalise", "read_backbone_entry",
+    "read_backbone_file", "save_backbones",
 ]

@@ -43,7 +43,7 @@ def predict(classifier, classes, feats_iter, chunk_size, min_chunk_size, batch_s
     if not utts:
         return
     logits = classifier.classify(torch.from_numpy(np.stack(embeddings)).to(device))
-    for utt, k in zip(utts, logits.argmax(1).tolist()):
+    for utt, k in zip(utts, logits.argmax(1).tolist(), strict=True):
         yield utt, classes[k]
 
 
@@ -63,7 +63,7 @@ def evaluate(model_path, data_dir, out_dir, label_file="utt2label", chunk_size=N
     data = DataDir(data_dir)
     feats = read_scp(data.file("feats.scp"))
     utts = sorted(feats, key=c_sort_key)
-    labels = dict(zip(utts, labels_for(utts, read_labels(data_dir, label_file), data.file(label_file))))
+    labels = dict(zip(utts, labels_for(utts, read_labels(data_dir, label_file), data.file(label_file)), strict=True))
     unknown = sorted(set(labels.values()) - set(classes), key=c_sort_key)
     if unknown:
         log.warning("test classes not seen in training (always wrong): %s", " ".join(unknown))

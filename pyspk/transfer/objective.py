@@ -34,8 +34,7 @@ def training_utterances(data_dir, data_cfg):
 class FinetuneObjective(Objective):
     """Cross-entropy on ``utt2label`` for one stage; config section ``finetune`` (see build_stage_config).
 
-    Labels are looked up by the dataset index of each crop, so ``with_labels``
-    (speaker labels from utt2spk) is not used.
+    Labels are looked up by the dataset index of each crop.
     """
 
     section = "finetune"
