@@ -1,6 +1,6 @@
 """YAML configs with command-line overrides, WeSpeaker style.
 
-``--config conf/x.yaml`` is read with ``yaml.safe_load``; overrides
+``--config conf/x.yaml`` is read with ``yaml.safe_load`` (a key given twice is an error); overrides
 ``section.key=value`` (value parsed as YAML) replace existing keys only, so a
 typo fails instead of being silently ignored. The merged config is saved
 into the experiment dir.
@@ -19,10 +19,25 @@ class ConfigError(ValueError):
     pass
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
+            # A SafeLoader subclass: exactly what yaml.safe_load constructs, plus the duplicate-key check.
+            config = yaml.load(f, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.constructor.ConstructorError as e:
