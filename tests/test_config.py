@@ -4,8 +4,8 @@ import glob
 import os
 
 import pytest
-
 from conftest import ROOT
+
 from pyspk.config import ConfigError, load_yaml
 from pyspk.train.objectives import OBJECTIVES
 
