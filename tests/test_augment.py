@@ -249,7 +249,7 @@ def test_babble_with_fewer_other_speakers_than_asked_for(tmp_path):
     audio = tmp_path / "aug"
     proc = run_script(["steps/augment_data_dir.sh", "--nj", "1", "--types", "babble", "--num-babble-speakers", "3",
                        src, str(audio)])
-    assert "Done 4 utterances, failed 0" in proc.stderr
+    assert "Done 4 utterances, failed 0" in proc.stdout
     assert all(len(line.split()) == 2 for line in (audio / "babble" / "info.txt").read_text().splitlines())
 
 
