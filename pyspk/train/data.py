@@ -27,8 +27,9 @@ from pyspk.fileutil import PathLike
 log = logging.getLogger(__name__)
 
 AUG_SUFFIXES = ("reverb", "noise", "music", "babble")
-DATA_KEYS = ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_suffixes", "specaug", "channel")
-CROP_KEYS = ("count", "frames")
+DATA_KEYS = ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_suffixes", "specaug", "channel",
+             "non_overlapping")
+CROP_KEYS = ("count", "frames", "aug_prob")
 MAX_CONSECUTIVE_FAILURES = 10
 
 
@@ -81,7 +82,7 @@ def _copies_by_suffix(utts, suffixes):
 
 
 def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, int]]:
-    """``{name: {count, frames}}`` -> ordered ``[(name, count, frames)]``."""
+    """``{name: {count, frames[, aug_prob]}}`` -> ordered ``[(name, count, frames)]``."""
     if not isinstance(crops, dict) or not crops:
         raise ConfigError("data.crops must be a mapping name -> {count, frames}")
     parsed = []
@@ -96,6 +97,11 @@ def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, 
     return parsed
 
 
+def crop_rows(mat: np.ndarray, start: int, frames: int) -> np.ndarray:
+    """``frames`` rows of ``mat`` from ``start``; shorter than the crop: wrap around (repeat the utterance)."""
+    return mat[(start + np.arange(frames)) % len(mat)]
+
+
 class CropDataset(torch.utils.data.Dataset):
     """Items ``{"crops": {name: (count, frames, dim) float32}, "index": i, "skipped": n}``.
 
@@ -103,7 +109,7 @@ class CropDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, data_dir: PathLike, crops: Mapping[str, Mapping[str, Any]], seed: int = 0, use_vad: bool = False,
-                 aug_prob: float = 0.5, aug_suffixes: Iterable[str] = AUG_SUFFIXES):
+                 aug_prob: float = 0.5, aug_suffixes: Iterable[str] = AUG_SUFFIXES, non_overlapping: bool = False):
         data = DataDir(data_dir)
         self.feats_path = data.file("feats.scp")
         self.feats = data.feats_scp()
@@ -113,7 +119,12 @@ class CropDataset(torch.utils.data.Dataset):
             raise DataDirError(data.file("feats.scp"), 0, "no utterances")
         self.crops = parse_crops(crops)
         self.seed = int(seed)
-        self.aug_prob = float(aug_prob)
+        # Per group: a milder chance of augmented copies for the teacher's (global) crops, say.
+        self.aug_prob = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
+        for name, prob in self.aug_prob.items():
+            if not 0.0 <= prob <= 1.0:
+                raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+        self.non_overlapping = bool(non_overlapping)
         self.clean_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
         self.vad_scp = None
         if use_vad:
@@ -155,25 +166,71 @@ class CropDataset(torch.utils.data.Dataset):
 
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """All crop groups of utterance ``index`` under generator ``rng``."""
+        if self.non_overlapping:
+            return self._sample_disjoint(index, rng)
         utt = self.utts[index]
         choices = [utt] + self.groups[utt]
         loaded = {}
         out = {}
         for name, count, frames in self.crops:
-            use_copy = (rng.random(count) < self.aug_prob) & (len(choices) > 1)
-            picks = np.where(use_copy, rng.integers(1, max(len(choices), 2), size=count), 0)
             rows = []
-            for pick in picks:
-                source = choices[pick]
+            for source in self._pick_sources(name, count, choices, rng):
                 if source not in loaded:
                     loaded[source] = self.load(source)
                 mat = loaded[source]
                 length = len(mat)
                 start = int(rng.integers(0, length - frames + 1 if length >= frames else length))
-                # Shorter than the crop: wrap around (repeat the utterance).
-                rows.append(mat[(start + np.arange(frames)) % length])
+                rows.append(crop_rows(mat, start, frames))
             out[name] = torch.from_numpy(np.stack(rows))
         return out
+
+    def _pick_sources(self, name: str, count: int, choices: list[str], rng: np.random.Generator) -> list[str]:
+        """The clean utterance or one of its copies, for each of the ``count`` crops of group ``name``."""
+        use_copy = (rng.random(count) < self.aug_prob[name]) & (len(choices) > 1)
+        picks = np.where(use_copy, rng.integers(1, max(len(choices), 2), size=count), 0)
+        return [choices[pick] for pick in picks]
+
+    def _sample_disjoint(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """As :meth:`sample`, with crops that do not overlap in time (see :meth:`disjoint_starts`)."""
+        utt = self.utts[index]
+        choices = [utt] + self.groups[utt]
+        sources = {name: self._pick_sources(name, count, choices, rng) for name, count, _ in self.crops}
+        loaded = {source: self.load(source) for group in sources.values() for source in group}
+        starts = self.disjoint_starts(len(next(iter(loaded.values()))), rng)
+        out = {}
+        for name, _, frames in self.crops:
+            rows = []
+            for k, source in enumerate(sources[name]):
+                mat = loaded[source]
+                length = len(mat)
+                if starts is None:
+                    start = int(rng.integers(0, length - frames + 1 if length >= frames else length))
+                else:  # copies may differ from the first source's length by a few frames
+                    start = min(starts[name][k], max(length - frames, 0))
+                rows.append(crop_rows(mat, start, frames))
+            out[name] = torch.from_numpy(np.stack(rows))
+        return out
+
+    def disjoint_starts(self, length: int, rng: np.random.Generator) -> dict[str, list[int]] | None:
+        """Start frames of every crop such that no two crops overlap, uniformly placed; None when they cannot fit.
+
+        The crops are put in a random order and the spare frames split at random
+        between the gaps, so teacher and student never see the same frames
+        (data.non_overlapping). An utterance shorter than all crops together
+        falls back to independent (overlapping) crops.
+        """
+        sizes = [(name, k, frames) for name, count, frames in self.crops for k in range(count)]
+        spare = length - sum(frames for _, _, frames in sizes)
+        if spare < 0:
+            return None
+        gaps = np.sort(rng.integers(0, spare + 1, size=len(sizes)))
+        starts = {name: [0] * count for name, count, _ in self.crops}
+        position = 0
+        for gap_end, i in zip(gaps, rng.permutation(len(sizes)), strict=True):
+            name, k, frames = sizes[i]
+            starts[name][k] = int(position + gap_end)
+            position += frames
+        return starts
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
@@ -230,7 +287,8 @@ def build_dataset(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> Crop
     check_keys(cfg, DATA_KEYS, "data")
     return CropDataset(data_dir, cfg["crops"], seed=seed, use_vad=bool(cfg.get("use_vad", False)),
                        aug_prob=float(cfg.get("aug_prob", 0.5)),
-                       aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES))
+                       aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES),
+                       non_overlapping=bool(cfg.get("non_overlapping", False)))
 
 
 def build_loader(dataset: CropDataset, cfg: Mapping[str, Any], seed: int, rank: int = 0, world_size: int = 1,

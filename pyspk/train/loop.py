@@ -41,20 +41,49 @@ from pyspk.train.schedules import build_schedule
 log = logging.getLogger(__name__)
 
 TOP_KEYS = ("objective", "seed", "data", "model", "optim", "train")
-OPTIM_KEYS = ("name", "lr", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad", "clip_mode")
+OPTIM_KEYS = ("name", "lr", "lr_reference_batch", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad",
+              "clip_mode")
 CLIP_MODES = ("global", "per_param")
-TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads")
+TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads", "sync_batchnorm")
 # What resume() reads from a checkpoint.
 RESUME_KEYS = ("steps_per_epoch", "backbones", "objective", "optimizer", "rng", "step")
 # Types and ranges of the scalar keys (schedules such as optim.lr are checked by build_schedule).
 VALUE_SCHEMAS = {
     "train": {"epochs": Value(int, 1), "log_every": Value(int, 1), "ckpt_every_steps": Value(int, 0),
-              "keep_checkpoints": Value(int, 0), "amp": Value(bool), "threads": Value(int, 0)},
+              "keep_checkpoints": Value(int, 0), "amp": Value(bool), "threads": Value(int, 0),
+              "sync_batchnorm": Value(bool)},
     "optim": {"momentum": Value(float, 0, 1), "nesterov": Value(bool), "eps": Value(float, 0, low_open=True),
-              "clip_grad": Value(float, 0)},
+              "clip_grad": Value(float, 0), "lr_reference_batch": Value(int, 1)},
     "data": {"batch_size": Value(int, 1), "num_workers": Value(int, 0), "use_vad": Value(bool),
              "aug_prob": Value(float, 0, 1)},
 }
+
+
+def lr_scale(optim: Mapping[str, Any], global_batch: int) -> float:
+    """The linear scaling rule (Goyal et al.; DINO): optim.lr is for ``optim.lr_reference_batch`` utterances.
+
+    With ``lr_reference_batch`` set, the learning rate is multiplied by global batch / reference batch,
+    so a config keeps its meaning on 1, 4 or 8 GPUs; without it, optim.lr is used as written.
+    """
+    reference = optim.get("lr_reference_batch")
+    if reference is None:
+        return 1.0
+    scale = global_batch / int(reference)
+    log.info("optim.lr x %.4g: global batch %d / optim.lr_reference_batch %d (linear scaling rule)", scale,
+             global_batch, int(reference))
+    return scale
+
+
+def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` with BatchNorm statistics computed over the whole global batch under DDP (train.sync_batchnorm).
+
+    torch synchronises BatchNorm only on CUDA (NCCL); on the CPU (gloo) each process keeps its own
+    statistics, and the log says so.
+    """
+    if device.type != "cuda":
+        log.warning("train.sync_batchnorm: needs CUDA; BatchNorm stays per process on %s", device)
+        return module
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 class Objective:
@@ -238,10 +267,13 @@ class Trainer:
         self.optimizer = build_optimizer(self.groups, cfg["optim"])
         optim = cfg["optim"]
         self.lr = build_schedule(optim.get("lr", 0.1), self.steps_per_epoch, self.total_steps, "optim.lr")
+        self.lr_scale = lr_scale(optim, int(cfg["data"]["batch_size"]) * self.dist.world_size)
         self.wd = build_schedule(optim.get("weight_decay", 0.0), self.steps_per_epoch, self.total_steps,
                                  "optim.weight_decay")
         self.clip_grad = float(optim.get("clip_grad", 0.0))
         self.clip_mode = optim.get("clip_mode", "global")
+        if self.dist.distributed and cfg["train"].get("sync_batchnorm", False):
+            module = sync_batchnorm(module, self.device)
         self.model = module
         if self.dist.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -301,7 +333,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def _set_schedules(self, step):
-        lr, wd = self.lr(step), self.wd(step)
+        lr, wd = self.lr(step) * self.lr_scale, self.wd(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0
