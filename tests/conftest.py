@@ -1,9 +1,11 @@
 """Shared fixtures: tiny data dirs made on the fly (the tests never download)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -137,3 +139,29 @@ def make_fake_musan(root):
         with open(os.path.join(musan, kind, sub, "ANNOTATIONS"), "w") as f:
             f.write("not audio\n")
     return musan
+
+
+def kill_training_at_checkpoint(command, exp, min_step=1):
+    """Start a training ``command`` (an argv), SIGKILL it once a checkpoint at step >= ``min_step`` exists.
+
+    Asserts that it was killed before finishing (no ``<exp>/.done``), so that re-running resumes.
+    """
+    from pyspk.train import checkpoint as ckpt
+
+    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt_dir = os.path.join(exp, "checkpoints")
+    deadline = time.time() + 900  # generous: a loaded CI machine can be slow to start torch
+    while proc.poll() is None and time.time() < deadline and \
+            not any(step >= min_step for step, _ in ckpt.list_checkpoints(ckpt_dir)):
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the training finished before it could be killed"
+    assert not os.path.exists(os.path.join(exp, ".done"))
+
+
+def no_traceback(proc):
+    """The finished process printed no Python traceback (user errors must read as messages)."""
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr

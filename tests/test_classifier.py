@@ -3,15 +3,13 @@
 import csv
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, kill_training_at_checkpoint, run_script
 
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_yaml, save_config
@@ -228,22 +226,13 @@ def test_killed_process_resumes_exactly(feats_dir, straight, tiny_yaml, tmp_path
     exp = str(tmp_path / "exp")
     command = [sys.executable, "-m", "pyspk.bin.train", "--config", tiny_yaml, "--device", "cpu",
                feats_dir, exp, "train.ckpt_every_steps=1"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt_dir = os.path.join(exp, "checkpoints")
-    deadline = time.time() + 900  # generous: a loaded CI machine can be slow to start torch
-    while proc.poll() is None and time.time() < deadline and not ckpt.list_checkpoints(ckpt_dir):
-        time.sleep(0.01)
-    killed = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert killed, "the training finished before it could be killed"
-    assert not os.path.exists(os.path.join(exp, ".done"))
+    kill_training_at_checkpoint(command, exp)
     # Re-running the command (in-process, to spare an interpreter start) resumes.
     config = load_yaml(os.path.join(exp, "config.yaml"))
     assert Trainer(ClassifierObjective(feats_dir), config, feats_dir, exp, device="cpu").run() == 8
     assert_same_tensors(os.path.join(straight, "final.pt"), os.path.join(exp, "final.pt"))
-    assert_same_tensors(ckpt.find_latest(os.path.join(straight, "checkpoints")), ckpt.find_latest(ckpt_dir))
+    assert_same_tensors(ckpt.find_latest(os.path.join(straight, "checkpoints")),
+                        ckpt.find_latest(os.path.join(exp, "checkpoints")))
 
 
 # Runs the trainer under torchrun, then dumps this rank's parameters for the test to compare.

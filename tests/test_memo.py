@@ -1,17 +1,15 @@
 """MeMo: head routing, dynamic stop of the contrastive term, kill + resume, extraction; DDP for both new trainers."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, kill_training_at_checkpoint, run_script
 
 from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
@@ -163,18 +161,8 @@ def test_killed_run_resumes_with_its_stop_state(feats_dir, straight, tmp_path):
     exp = str(tmp_path / "exp")
     command = [sys.executable, "-m", "pyspk.bin.train", "--config", DEMO, "--device", "cpu", feats_dir, exp,
                *TINY]
-    proc = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt_dir = os.path.join(exp, "checkpoints")
-    deadline = time.time() + 900  # generous: a loaded CI machine can be slow to start torch
     # Kill once a checkpoint past the stop (step 2) exists: the stop must come back from it.
-    while proc.poll() is None and time.time() < deadline and \
-            not any(step >= 3 for step, _ in ckpt.list_checkpoints(ckpt_dir)):
-        time.sleep(0.01)
-    killed = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert killed, "the training finished before it could be killed"
+    kill_training_at_checkpoint(command, exp, min_step=3)
     resumed = MeMoObjective()
     assert Trainer(resumed, tiny_config(), feats_dir, exp, device="cpu").run() == 8
     assert resumed.stop.stopped_step == 2

@@ -60,31 +60,64 @@ def slurm():
     os.chmod(top, 0o755)
     procs = []
     try:
-        # munged runs as user munge with its own key and socket in the temp dir.
-        munge_dir = top / "munge"
-        munge_dir.mkdir()
-        munge_dir.chmod(0o711)
-        key = munge_dir / "munge.key"
-        key.write_bytes(os.urandom(1024))
-        key.chmod(0o400)
-        socket_path = munge_dir / "munge.socket"
-        subprocess.run(["chown", "-R", "munge:munge", str(munge_dir)], check=True)
-        munged = [paths["munged"], "--foreground", "--force", f"--key-file={key}", f"--socket={socket_path}",
-                  f"--pid-file={munge_dir / 'munged.pid'}", f"--seed-file={munge_dir / 'seed'}",
-                  f"--log-file={munge_dir / 'munged.log'}"]
-        with open(top / "munged.out", "w") as out:
-            procs.append(subprocess.Popen(["runuser", "-u", "munge", "--", *munged], stdout=out, stderr=out))
-        if not wait_for(socket_path.exists, 20):
-            pytest.skip(f"munged did not start: {(top / 'munged.out').read_text()[-500:]}")
+        socket_path = start_munged(paths, top, procs)
+        conf = write_slurm_conf(top, socket_path)
+        env = dict(os.environ, SLURM_CONF=str(conf))
+        for daemon in ("slurmctld", "slurmd"):
+            procs.append(subprocess.Popen([paths[daemon], "-D", "-f", str(conf)], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        host = socket.gethostname().split(".")[0]
-        cpus = os.cpu_count() or 1
-        with open("/proc/meminfo") as f:
-            mem_mb = int(f.readline().split()[1]) // 1024 // 2
-        for d in ("state", "spool", "log"):
-            (top / d).mkdir()
-        conf = top / "slurm.conf"
-        conf.write_text(f"""ClusterName=pyspk{os.getpid()}
+        def node_idle():
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True,
+                                 check=False).stdout
+            return out.strip().startswith("idle")
+        if not wait_for(node_idle, 60):
+            logs = "".join((top / "log" / f).read_text()[-800:] for f in ("slurmctld.log", "slurmd.log")
+                           if (top / "log" / f).exists())
+            pytest.skip(f"the Slurm node did not become idle:\n{logs}")
+        yield env
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def start_munged(paths, top, procs):
+    """Start munged as user munge with its own key and socket under ``top``; return the socket path."""
+    munge_dir = top / "munge"
+    munge_dir.mkdir()
+    munge_dir.chmod(0o711)
+    key = munge_dir / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    socket_path = munge_dir / "munge.socket"
+    subprocess.run(["chown", "-R", "munge:munge", str(munge_dir)], check=True)
+    munged = [paths["munged"], "--foreground", "--force", f"--key-file={key}", f"--socket={socket_path}",
+              f"--pid-file={munge_dir / 'munged.pid'}", f"--seed-file={munge_dir / 'seed'}",
+              f"--log-file={munge_dir / 'munged.log'}"]
+    with open(top / "munged.out", "w") as out:
+        procs.append(subprocess.Popen(["runuser", "-u", "munge", "--", *munged], stdout=out, stderr=out))
+    if not wait_for(socket_path.exists, 20):
+        pytest.skip(f"munged did not start: {(top / 'munged.out').read_text()[-500:]}")
+    return socket_path
+
+
+def write_slurm_conf(top, socket_path):
+    """A slurm.conf for one node (this host) with free ports and state, spool and logs under ``top``."""
+    host = socket.gethostname().split(".")[0]
+    cpus = os.cpu_count() or 1
+    with open("/proc/meminfo") as f:
+        mem_mb = int(f.readline().split()[1]) // 1024 // 2
+    for d in ("state", "spool", "log"):
+        (top / d).mkdir()
+    conf = top / "slurm.conf"
+    conf.write_text(f"""ClusterName=pyspk{os.getpid()}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
@@ -110,30 +143,7 @@ JobCompType=jobcomp/none
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
-        env = dict(os.environ, SLURM_CONF=str(conf))
-        for daemon in ("slurmctld", "slurmd"):
-            procs.append(subprocess.Popen([paths[daemon], "-D", "-f", str(conf)], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-        def node_idle():
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True,
-                                 check=False).stdout
-            return out.strip().startswith("idle")
-        if not wait_for(node_idle, 60):
-            logs = "".join((top / "log" / f).read_text()[-800:] for f in ("slurmctld.log", "slurmd.log")
-                           if (top / "log" / f).exists())
-            pytest.skip(f"the Slurm node did not become idle:\n{logs}")
-        yield env
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(top, ignore_errors=True)
+    return conf
 
 
 def test_make_fbank_through_slurm(slurm, tmp_path):

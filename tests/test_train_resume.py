@@ -3,15 +3,12 @@
 import csv
 import os
 import random
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, kill_training_at_checkpoint
 
 from pyspk.config import ConfigError, load_config
 from pyspk.ssl.dino import DINOObjective
@@ -92,17 +89,7 @@ def test_killed_process_resumes_exactly(feats_dir, straight, tmp_path):
     exp = str(tmp_path / "exp")
     command = [sys.executable, "-m", "pyspk.bin.train", "--config", TINY, "--device", "cpu", feats_dir, exp,
                *OVERRIDES]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt_dir = os.path.join(exp, "checkpoints")
-    deadline = time.time() + 900  # generous: a loaded CI machine can be slow to start torch
-    while proc.poll() is None and time.time() < deadline and not ckpt.list_checkpoints(ckpt_dir):
-        time.sleep(0.01)
-    killed = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert killed, "the training finished before it could be killed"
-    assert not os.path.exists(os.path.join(exp, ".done"))
+    kill_training_at_checkpoint(command, exp)
     # Re-running the command (in-process here, to spare a second interpreter start) resumes.
     resumed = Trainer(DINOObjective(), load_config(TINY, OVERRIDES), feats_dir, exp, device="cpu")
     assert resumed.run() == 12

@@ -3,10 +3,11 @@
 import itertools
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, make_wav_data_dir, no_traceback, run_script
 
 from pyspk.data.datadir import DataDirError, read_kv, read_scp, read_table
 from pyspk.data.ops import copy_data_dir, fix_data_dir, subset_data_dir
@@ -389,3 +390,58 @@ def test_random_speaker_subset_is_reproducible(tmp_path):
     first = subset_data_dir(data, str(tmp_path / "a"), "speakers", 4)
     assert subset_data_dir(data, str(tmp_path / "b"), "speakers", 4) == first
     assert utts_of(str(tmp_path / "a")) == utts_of(str(tmp_path / "b"))
+
+
+# Faults of issue 14, item 14: data-dir scripts on awkward input ---------------------------
+def test_copy_data_dir_takes_a_suffix_starting_with_a_dash(tmp_path):
+    src = make_wav_data_dir(str(tmp_path / "src"), n_spk=2, n_utt=2)
+    dest = str(tmp_path / "dest")
+    proc = run_script(["utils/copy_data_dir.sh", "--utt-suffix", "-reverb", src, dest], check=False)
+    assert proc.returncode == 0, proc.stderr
+    utts = [line.split()[0] for line in Path(dest, "utt2spk").read_text().splitlines()]
+    assert utts and all(u.endswith("-reverb") for u in utts)
+
+
+def test_fix_data_dir_counts_a_dropped_malformed_line(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=3)
+    utt2spk = os.path.join(data, "utt2spk")
+    lines = Path(utt2spk).read_text().splitlines(keepends=True)
+    lines[2] = lines[2].split()[0] + "\n"  # no speaker: malformed
+    Path(utt2spk).write_text("".join(lines))
+    proc = run_script(["utils/fix_data_dir.sh", data], check=False)
+    assert proc.returncode == 0, proc.stderr
+    no_traceback(proc)
+    assert "kept 5 utterances out of 6" in proc.stdout
+    assert "kept all" not in proc.stdout
+    assert len(Path(utt2spk).read_text().splitlines()) == 5
+
+
+def test_validate_rejects_spk2utt_out_of_utt2spk_order(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=3)
+    spk2utt = os.path.join(data, "spk2utt")
+    lines = Path(spk2utt).read_text().splitlines(keepends=True)
+    spk, *utts = lines[0].split()
+    lines[0] = " ".join([spk, utts[1], utts[0], *utts[2:]]) + "\n"
+    Path(spk2utt).write_text("".join(lines))
+    proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", data], check=False)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert (f"{spk2utt}:1: utterances of speaker '{spk}' are not in utt2spk order ('{utts[0]}' after "
+            f"'{utts[1]}'") in proc.stderr
+
+
+def test_fix_data_dir_on_utt2spk_not_sorted_by_speaker_says_kaldi_rejects_it(tmp_path):
+    data = make_wav_data_dir(str(tmp_path), n_spk=2, n_utt=2)
+    utt2spk = os.path.join(data, "utt2spk")
+    lines = Path(utt2spk).read_text().splitlines(keepends=True)
+    # Speakers that are not prefixes: the first utterances belong to the last speaker.
+    swapped = {"spk000": "zz", "spk001": "aa"}
+    Path(utt2spk).write_text("".join(f"{u} {swapped[s]}\n" for u, s in (line.split() for line in lines)))
+    proc = run_script(["utils/fix_data_dir.sh", data], check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "is not sorted by speaker ('aa' after 'zz')" in proc.stdout
+    assert "Kaldi's validate_data_dir.sh rejects this dir" in proc.stdout
+    proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", data], check=False)
+    assert proc.returncode == 1
+    proc = run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", "--no-spk-sort", data], check=False)
+    assert proc.returncode == 0, proc.stderr
