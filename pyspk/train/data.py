@@ -97,6 +97,11 @@ def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, 
     return parsed
 
 
+def random_start(rng: np.random.Generator, length: int, frames: int) -> int:
+    """A uniformly drawn first frame of a crop of ``frames`` in an utterance of ``length`` frames."""
+    return int(rng.integers(0, length - frames + 1 if length >= frames else length))
+
+
 def crop_rows(mat: np.ndarray, start: int, frames: int) -> np.ndarray:
     """``frames`` rows of ``mat`` from ``start``; shorter than the crop: wrap around (repeat the utterance)."""
     return mat[(start + np.arange(frames)) % len(mat)]
@@ -179,7 +184,7 @@ class CropDataset(torch.utils.data.Dataset):
                     loaded[source] = self.load(source)
                 mat = loaded[source]
                 length = len(mat)
-                start = int(rng.integers(0, length - frames + 1 if length >= frames else length))
+                start = random_start(rng, length, frames)
                 rows.append(crop_rows(mat, start, frames))
             out[name] = torch.from_numpy(np.stack(rows))
         return out
@@ -195,7 +200,8 @@ class CropDataset(torch.utils.data.Dataset):
         utt = self.utts[index]
         choices = [utt] + self.groups[utt]
         sources = {name: self._pick_sources(name, count, choices, rng) for name, count, _ in self.crops}
-        loaded = {source: self.load(source) for group in sources.values() for source in group}
+        # Each source read once, however many crops take it.
+        loaded = {source: self.load(source) for source in dict.fromkeys(s for group in sources.values() for s in group)}
         starts = self.disjoint_starts(len(next(iter(loaded.values()))), rng)
         out = {}
         for name, _, frames in self.crops:
@@ -204,7 +210,7 @@ class CropDataset(torch.utils.data.Dataset):
                 mat = loaded[source]
                 length = len(mat)
                 if starts is None:
-                    start = int(rng.integers(0, length - frames + 1 if length >= frames else length))
+                    start = random_start(rng, length, frames)
                 else:  # copies may differ from the first source's length by a few frames
                     start = min(starts[name][k], max(length - frames, 0))
                 rows.append(crop_rows(mat, start, frames))
