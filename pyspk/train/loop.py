@@ -34,9 +34,11 @@ from pyspk.logutil import setup_logging
 from pyspk.models import save_backbones
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.augment import BatchAugmenter
-from pyspk.train.data import build_dataset, build_loader
+from pyspk.train.data import build_loader
 from pyspk.train.metrics import MetricsLog, plot_metrics
+from pyspk.train.online_aug import build_frontend
 from pyspk.train.schedules import build_schedule
+from pyspk.train.wav_data import build_training_source
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +251,9 @@ class Trainer:
             torch.set_num_threads(threads)
         # Same seed on every process: identical initial weights, so DDP's broadcast changes nothing.
         torch.manual_seed(self.seed)
-        self.dataset = build_dataset(self.data_dir, cfg["data"], self.seed)
+        self.dataset = build_training_source(self.data_dir, cfg["data"], self.seed)
+        # data.source wav: raw-audio crops become (augmented) fbank on the device, per process.
+        self.frontend = build_frontend(cfg["data"], self.dataset, self.seed, self.dist.rank, self.device)
         feat_dim = self.dataset.feat_dim()
         if feat_dim != cfg["model"].get("feat_dim", 80):
             raise ConfigError(f"{self.data_dir}/feats.scp has {feat_dim}-dim features but model.feat_dim is "
@@ -342,6 +346,8 @@ class Trainer:
     def _train_step(self, batch, step):
         lr, wd = self._set_schedules(step)
         batch = to_device(batch, self.device)
+        if self.frontend is not None:
+            batch["crops"] = self.frontend(batch["crops"], step)
         batch["crops"] = self.augmenter(batch["crops"], step)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with autocast:

@@ -1,0 +1,268 @@
+"""Training crops read from raw audio (``data.source: wav``), turned into features on the device.
+
+The crops are the feats source's (:class:`~pyspk.train.data.CropDataset`):
+the same groups, counts and lengths in frames of the fbank config, the same
+random draws from ``(seed, epoch, index)``, so a crop of frames ``[s, s + F)``
+is the audio that those frames are computed from: ``(F - 1) * shift + window``
+samples from sample ``s * shift`` with snip-edges (``F * shift`` without).
+:class:`~pyspk.train.online_aug.WavFrontend` then augments the batch and
+computes Kaldi fbank on the training device.
+
+Reading: a wav.scp file (wav, flac, ogg: whatever libsndfile seeks in) is
+opened and only the crop is read; its length comes from the header. A pipe
+(``cmd |``, e.g. ffmpeg decoding m4a) or a file that cannot seek is decoded
+once and kept in a per-worker LRU cache of ``data.audio_cache_mb`` MB (default
+256), its length from utt2dur when the data dir has one. ``segments`` offsets
+the reads into the recording. With ``data.use_vad`` and a vad.scp, crops start
+on voiced frames (the feats source instead drops unvoiced frames, which
+would need the whole utterance decoded here).
+"""
+
+import collections
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kaldiio
+import numpy as np
+import soundfile as sf
+import torch
+
+from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv, read_scp
+from pyspk.features.audio import KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, read_audio, utterance_sources
+from pyspk.features.fbank import FbankConfig
+from pyspk.fileutil import PathLike
+from pyspk.train.data import DATA_KEYS, CropDataset, build_dataset, parse_crops, random_start
+from pyspk.train.online_aug import online_aug_options
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("feats", "wav")
+WAV_KEYS = ("source", "fbank_conf", "online_aug", "audio_cache_mb")
+DEFAULT_CACHE_MB = 256
+# Fewer voiced frames than this: crops start anywhere (as the feats source keeps such utterances whole).
+MIN_VOICED_FRAMES = 50
+
+
+class DecodedCache:
+    """Least-recently-used decoded recordings, bounded by total bytes (one per loader worker)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self.items: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+
+    def get(self, key: str, decode) -> np.ndarray:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = decode()
+        if value.nbytes <= self.max_bytes:
+            self.items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.max_bytes:
+                _, dropped = self.items.popitem(last=False)
+                self.bytes -= dropped.nbytes
+        return value
+
+
+def crop_samples(frames: int, config: FbankConfig) -> int:
+    """Samples that ``frames`` frames of ``config`` are computed from."""
+    if config.snip_edges:
+        return (frames - 1) * config.window_shift + config.window_size
+    return frames * config.window_shift
+
+
+class WavCropDataset(CropDataset):
+    """Items ``{"crops": {name: (count, samples) float32 in int16 range}, "index": i, "skipped": n}``.
+
+    Draws as :class:`CropDataset` on a data dir without augmented copies; see the module docstring.
+    """
+
+    def __init__(self, data_dir: PathLike, crops: Mapping[str, Mapping[str, Any]], fbank: FbankConfig, seed: int = 0,
+                 use_vad: bool = False, aug_prob: float = 0.5, non_overlapping: bool = False,
+                 cache_mb: float = DEFAULT_CACHE_MB):
+        data = DataDir(data_dir)
+        self.feats_path = data.file("wav.scp")
+        self.sources = {s.utt: s for s in utterance_sources(data_dir)}
+        self.utts = sorted(self.sources, key=c_sort_key)
+        if not self.utts:
+            raise DataDirError(self.feats_path, 0, "no utterances")
+        self.groups = {utt: [] for utt in self.utts}  # copies are made on the device, not stored
+        self.clean_of, self.num_copies = {}, 0
+        self.crops = parse_crops(crops)
+        self.seed, self.fbank = int(seed), fbank
+        self.aug_prob = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
+        for name, prob in self.aug_prob.items():
+            if not 0.0 <= prob <= 1.0:
+                raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+        self.non_overlapping = bool(non_overlapping)
+        self.utt2dur = read_kv(data.file("utt2dur"), float) if data.has("utt2dur") else {}
+        self.vad_scp = None
+        if use_vad:
+            if not data.has("vad.scp"):
+                raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
+            self.vad_scp = read_scp(data.file("vad.scp"))
+        self.cache = DecodedCache(int(cache_mb * 2**20))
+        self.lengths: dict[str, int] = {}
+
+    def feat_dim(self) -> int:
+        """The fbank dimension of the config (the features are computed on the device)."""
+        return int(self.fbank.dim)
+
+    # -- audio -----------------------------------------------------------------
+    def _check_rate(self, rate: int, name: str) -> None:
+        if rate != self.fbank.sample_rate:
+            raise UtteranceError(f"{name}: sample rate {rate} Hz, but the fbank config says "
+                                 f"{self.fbank.sample_rate:g} Hz ({self.fbank.source})")
+
+    def _seekable(self, entry: str) -> bool:
+        return not entry.rstrip().endswith("|")
+
+    def _decoded(self, utt: str) -> np.ndarray:
+        """The utterance decoded whole (first channel, int16 range), through the cache."""
+        source = self.sources[utt]
+        if source.entry is None:
+            raise UtteranceError(f"recording '{source.recording}' is not in wav.scp")
+
+        def decode():
+            samples, rate = read_audio(source.entry)
+            self._check_rate(rate, source.entry)
+            if source.start is not None:
+                samples = cut_segment(samples, rate, source.start, source.end)
+            return np.ascontiguousarray(samples[:, 0])
+
+        return self.cache.get(utt, decode)
+
+    def num_samples(self, utt: str) -> int:
+        """The utterance's length in samples, read from a header, segments or utt2dur (else decoded)."""
+        if utt not in self.lengths:
+            source = self.sources[utt]
+            rate = self.fbank.sample_rate
+            if source.start is not None and source.end != -1:
+                length = round(source.end * rate) - round(source.start * rate)
+            elif source.entry is not None and self._seekable(source.entry):
+                info = self._info(source.entry)
+                length = info.frames - (round(source.start * rate) if source.start is not None else 0)
+            elif utt in self.utt2dur:
+                length = round(self.utt2dur[utt] * rate)
+            else:
+                length = len(self._decoded(utt))
+            if length <= 0:
+                raise UtteranceError(f"no samples in '{source.entry}'")
+            self.lengths[utt] = length
+        return self.lengths[utt]
+
+    def _info(self, path: str):
+        if not os.path.isfile(path):
+            raise UtteranceError(f"no such file '{path}'")
+        try:
+            info = sf.info(path)
+        except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            raise UtteranceError(f"cannot read audio from '{path}': {e}") from None
+        self._check_rate(info.samplerate, path)
+        return info
+
+    def read_span(self, utt: str, start: int, count: int) -> np.ndarray:
+        """``count`` samples of ``utt`` from ``start``; past the end it wraps around (repeats the utterance)."""
+        source = self.sources[utt]
+        length = self.num_samples(utt)
+        if start + count > length or source.entry is None or not self._seekable(source.entry):
+            audio = self._decoded(utt)
+            return audio[(start + np.arange(count)) % len(audio)]
+        offset = round(source.start * self.fbank.sample_rate) if source.start is not None else 0
+        try:
+            with sf.SoundFile(source.entry) as f:
+                if not f.seekable():
+                    return self._decoded(utt)[start:start + count]
+                f.seek(offset + start)
+                samples = f.read(count, dtype="float32", always_2d=True)[:, 0]
+        except (sf.SoundFileError, RuntimeError, ValueError) as e:
+            raise UtteranceError(f"cannot read audio from '{source.entry}': {e}") from None
+        if len(samples) < count:  # a header promising more than the file holds
+            raise UtteranceError(f"'{source.entry}': {len(samples)} samples from {offset + start}, expected {count}")
+        return samples * KALDI_SAMPLE_SCALE
+
+    # -- crops -----------------------------------------------------------------
+    def num_frames(self, utt: str) -> int:
+        frames = int(self.fbank.num_frames(self.num_samples(utt)))
+        if frames < 1:
+            raise UtteranceError(f"shorter than one frame ({self.num_samples(utt)} samples)")
+        return frames
+
+    def _start(self, rng: np.random.Generator, utt: str, length: int, frames: int) -> int:
+        """A crop's first frame: uniform, or uniform over voiced frames with data.use_vad."""
+        voiced = self._voiced_starts(utt, length, frames)
+        if voiced is None:
+            return random_start(rng, length, frames)
+        return int(voiced[rng.integers(len(voiced))])
+
+    def _voiced_starts(self, utt, length, frames):
+        if self.vad_scp is None or utt not in self.vad_scp:
+            return None
+        voiced = np.asarray(kaldiio.load_mat(self.vad_scp[utt])) > 0.5
+        if len(voiced) != length or voiced.sum() < MIN_VOICED_FRAMES:
+            return None
+        starts = np.flatnonzero(voiced[:max(length - frames + 1, 1)])
+        return starts if len(starts) else None
+
+    def _crop(self, utt: str, start: int, frames: int) -> np.ndarray:
+        return self.read_span(utt, start * self.fbank.window_shift, crop_samples(frames, self.fbank))
+
+    def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """All crop groups of utterance ``index``: the draws of :meth:`CropDataset.sample` without copies."""
+        if self.non_overlapping:
+            return self._sample_disjoint(index, rng)
+        utt = self.utts[index]
+        length = self.num_frames(utt)
+        out = {}
+        for name, count, frames in self.crops:
+            self._pick_sources(name, count, [utt], rng)  # drawn as the feats source does, so the starts agree
+            rows = [self._crop(utt, self._start(rng, utt, length, frames), frames) for _ in range(count)]
+            out[name] = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
+        return out
+
+    def _sample_disjoint(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        utt = self.utts[index]
+        for name, count, _ in self.crops:
+            self._pick_sources(name, count, [utt], rng)
+        length = self.num_frames(utt)
+        starts = self.disjoint_starts(length, rng)
+        out = {}
+        for name, count, frames in self.crops:
+            rows = []
+            for k in range(count):
+                start = random_start(rng, length, frames) if starts is None else starts[name][k]
+                rows.append(self._crop(utt, start, frames))
+            out[name] = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
+        return out
+
+
+WAV_SCHEMA = {"audio_cache_mb": Value(float, 0)}
+
+
+def build_training_source(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> CropDataset:
+    """The dataset of ``data.source``: feature crops from feats.scp, or raw-audio crops from wav.scp."""
+    source = cfg.get("source", "feats")
+    if source not in SOURCES:
+        raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if source == "feats":
+        # fbank_conf may stay: it names the options the stored features were made with.
+        misplaced = [key for key in ("online_aug", "audio_cache_mb") if cfg.get(key) is not None]
+        if misplaced:
+            raise ConfigError(f"data.{misplaced[0]} needs data.source: wav")
+        return build_dataset(data_dir, {k: v for k, v in cfg.items() if k not in WAV_KEYS}, seed)
+    check_keys(cfg, DATA_KEYS + WAV_KEYS, "data")  # aug_suffixes too, unused: a config switches by data.source alone
+    check_values(cfg, WAV_SCHEMA, "data")
+    conf = cfg.get("fbank_conf")
+    if not conf:
+        raise ConfigError("data.source: wav needs data.fbank_conf (the recipe's fbank.conf, e.g. conf/fbank.conf)")
+    if not os.path.isfile(conf):
+        raise ConfigError(f"data.fbank_conf: no such file '{conf}'")
+    aug = online_aug_options(cfg.get("online_aug"))  # checked here, before any audio is read
+    prob = aug["prob"] if aug is not None and aug["prob"] is not None else cfg.get("aug_prob", 0.5)
+    return WavCropDataset(data_dir, cfg["crops"], FbankConfig.from_file(conf), seed=seed,
+                          use_vad=bool(cfg.get("use_vad", False)), aug_prob=float(prob),
+                          non_overlapping=bool(cfg.get("non_overlapping", False)),
+                          cache_mb=float(cfg.get("audio_cache_mb", DEFAULT_CACHE_MB)))
