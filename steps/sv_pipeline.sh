@@ -11,7 +11,9 @@
 # Stages (0 and 1, install and data preparation, belong to the recipe):
 #   2  fbank and energy VAD of the train and test sets; with --augment true,
 #      augmented copies of the train set (reverb, noise, music, babble) and
-#      their fbank in data/<train-set>_combined, from which training draws
+#      their fbank in data/<train-set>_combined, from which training draws;
+#      with --online-aug true no copies: training reads the audio of
+#      data/<train-set>/wav.scp and augments it on the device (data.source=wav)
 #   3  no-training baseline: cosine on per-utterance fbank mean+std
 #   4  self-supervised training (--ssl dino|contrastive|memo) -> exp/<config name>
 #   5  embeddings of the untrained network and of the SSL model (MeMo: of each
@@ -54,6 +56,7 @@ min_cluster_size=5        # smaller clusters are dropped
 pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
+online_aug=false          # train from raw audio, augmented on the device: no stored copies (overrides --augment)
 aug_types="reverb noise music babble"
 aug_audio_format=wav      # audio of the augmented copies: wav|flac (flac: about half the disk)
 rir_dir=                  # RIRS_NOISES; empty: simulated rooms
@@ -85,6 +88,7 @@ Options:
   --pl-init ssl|previous       each round's classifier init ($pl_init)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
+  --online-aug true|false      augment raw audio on the training device instead of stored copies ($online_aug)
   --aug-types 'T ...'          augmentation types ($aug_types)
   --aug-audio-format wav|flac  audio of the augmented copies ($aug_audio_format)
   --rir-dir DIR                RIRS_NOISES directory (default: simulated rooms)
@@ -106,7 +110,7 @@ warn() { log "WARNING: $*" >&2; }
 
 case $ssl in dino|contrastive|memo) ;; *) die "--ssl must be dino, contrastive or memo, got '$ssl'" ;; esac
 case $pl_init in ssl|previous) ;; *) die "--pl-init must be ssl or previous, got '$pl_init'" ;; esac
-for opt in augment supervised check_only; do
+for opt in augment online_aug supervised check_only; do
   case ${!opt} in true|false) ;; *) die "--$opt must be true or false, got '${!opt}'" ;; esac
 done
 for opt in nj num_gpus rounds num_clusters min_cluster_size; do
@@ -123,6 +127,16 @@ for d in $train_set $test_sets; do
   [ -d data/$d ] || die "no data dir data/$d: run the recipe's data preparation (stage 1) first"
 done
 first_test=${test_sets%% *}
+
+# Online augmentation: every training reads wav.scp and augments on the device, with the same
+# types, corpora and SNRs as the stored copies (values in JSON: train.sh splits overrides on spaces).
+wav_overrides=
+if [ $online_aug = true ]; then
+  augment=false
+  types=$(printf '"%s":1,' $aug_types)
+  wav_overrides="data.source=wav data.fbank_conf=conf/fbank.conf data.online_aug={\"types\":{${types%,}}"
+  wav_overrides+="${rir_dir:+,\"rir_dir\":\"$rir_dir\"}${musan_dir:+,\"musan_dir\":\"$musan_dir\"}}"
+fi
 
 # Experiment dirs are named after the config file: conf/dino_demo.yaml -> exp/dino_demo.
 ssl_exp=exp/$(basename "$ssl_config" .yaml)
@@ -237,9 +251,9 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "Stage 4: $ssl training ($ssl_config${ssl_overrides:+, overrides: $ssl_overrides}) on data/$train_data -> $ssl_exp"
+  log "Stage 4: $ssl training ($ssl_config${ssl_overrides:+, overrides: $ssl_overrides}) on data/$train_data${wav_overrides:+ (raw audio, augmented on the device)} -> $ssl_exp"
   steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $ssl_config \
-    --overrides "$ssl_overrides" data/$train_data $ssl_exp
+    --overrides "$wav_overrides $ssl_overrides" data/$train_data $ssl_exp
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
@@ -305,7 +319,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       --min-cluster-size $min_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
       $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
-      --overrides "$classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
+      --overrides "$wav_overrides $classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
     extract $dir "" $train_set $test_sets $pl_data
     score_cosine $dir ${ssl}_pl_r$r
     score_plda $dir ${ssl}_pl_r$r $pl_data
@@ -323,7 +337,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   else
     log "Stage 8: supervised upper bound (TRUE speaker labels, same budget) -> $dir"
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
-      --overrides "$classifier_overrides" --init-model $ssl_exp/final.pt data/$train_data $dir
+      --overrides "$wav_overrides $classifier_overrides" --init-model $ssl_exp/final.pt data/$train_data $dir
     extract $dir "" $train_set $test_sets
     score_cosine $dir supervised_upper_bound
     score_plda $dir supervised_upper_bound $train_set

@@ -115,7 +115,7 @@ def test_pipes_and_segments(speech_dir, tmp_path):
     assert wav.num_samples("rec-a") == len(full) - 3200
     assert np.allclose(wav.read_span("pipe-a", 160, 400), full[1760:2160] * 32768.0, atol=0.5)
     assert np.array_equal(wav.read_span("rec-a", 160, 400), full[3360:3760] * 32768.0)
-    assert "pipe-a" in wav.cache.items  # decoded once, then cached
+    assert wav.cache.items["pipe-a"].dtype == np.int16  # decoded once, cached as 16-bit
     item = wav[(0, 0)]
     assert item["crops"]["global"].shape == (2, crop_samples(60, fbank))
 

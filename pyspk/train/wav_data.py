@@ -131,7 +131,9 @@ class WavCropDataset(CropDataset):
             self._check_rate(rate, source.entry)
             if source.start is not None:
                 samples = cut_segment(samples, rate, source.start, source.end)
-            return np.ascontiguousarray(samples[:, 0])
+            samples = np.ascontiguousarray(samples[:, 0])
+            as_int16 = samples.astype(np.int16)  # 16-bit audio (most corpora) is cached in half the memory
+            return as_int16 if np.array_equal(as_int16, samples) else samples
 
         return self.cache.get(utt, decode)
 
@@ -170,12 +172,12 @@ class WavCropDataset(CropDataset):
         length = self.num_samples(utt)
         if start + count > length or source.entry is None or not self._seekable(source.entry):
             audio = self._decoded(utt)
-            return audio[(start + np.arange(count)) % len(audio)]
+            return audio[(start + np.arange(count)) % len(audio)].astype(np.float32)
         offset = round(source.start * self.fbank.sample_rate) if source.start is not None else 0
         try:
             with sf.SoundFile(source.entry) as f:
                 if not f.seekable():
-                    return self._decoded(utt)[start:start + count]
+                    return self._decoded(utt)[start:start + count].astype(np.float32)
                 f.seek(offset + start)
                 samples = f.read(count, dtype="float32", always_2d=True)[:, 0]
         except (sf.SoundFileError, RuntimeError, ValueError) as e:

@@ -33,6 +33,7 @@ rounds=2
 num_clusters=24           # k-means k: twice the 12 training speakers (splitting a speaker hurts less than merging two)
 keep_fraction=0.7
 device=auto
+online_aug=false          # true: train from raw audio augmented on the device (no stored copies)
 results=exp/results.txt   # one line per system; a second config of one method wants its own file
 # End configuration section.
 
@@ -56,6 +57,7 @@ help_message="Usage: $0 [options]
   --num-clusters K         k-means clusters ($num_clusters)
   --keep-fraction F        confident share kept per cluster ($keep_fraction)
   --device DEV             auto|cpu|cuda[:i] ($device)
+  --online-aug BOOL        augment raw audio on the training device, no stored copies ($online_aug)
   --results FILE           results file ($results)
 e.g.: $0 --stage 4 --stop-stage 6 --ssl contrastive"
 
@@ -74,7 +76,8 @@ esac
 pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
-  --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results")
+  --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results"
+  --online-aug "$online_aug")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then

@@ -14,7 +14,14 @@
 #
 # Disk: VoxCeleb2 dev is 1,092,009 utterances (about 2,360 h); each augmented
 # copy takes about 270 GB as wav, roughly half as flac (used here), and its
-# compressed 80-dim fbank about 70 GB.
+# compressed 80-dim fbank about 70 GB: with the four copies, some 540 GB of
+# flac and 280 GB of fbank beyond the clean set's 70 GB.
+# --online-aug true instead trains from the audio of wav.scp and augments it on
+# the training device (reverb, noise, music, babble at the same SNRs): no
+# copies and no fbank of copies; only the corpora (VoxCeleb, MUSAN, RIRS_NOISES)
+# plus the fbank of the clean train set and of VoxCeleb1, which the embeddings
+# are extracted from. The loader decodes m4a through ffmpeg (kept in a small
+# per-worker cache); converting VoxCeleb2 to flac once lets it seek instead.
 set -euo pipefail
 
 # Begin configuration section.
@@ -39,6 +46,7 @@ ssl_overrides=                          # e.g. "optim.lr.base=0.2 train.epochs=1
 classifier_config=conf/classifier_ecapa.yaml
 classifier_overrides=
 aug_types="reverb noise music babble"
+online_aug=false                        # true: augment raw audio on the GPU, no stored copies (see above)
 rounds=2                                # pseudo-labelling rounds
 num_clusters=6000                       # about the number of VoxCeleb2 dev speakers (5,994)
 keep_fraction=0.8                       # pseudo-labels: most central fraction of each cluster kept
@@ -66,6 +74,7 @@ help_message="Usage: $0 [options]
   --classifier-config F  pseudo-label classifier config ($classifier_config)
   --classifier-overrides 'K=V ..'
   --aug-types \"T ...\"    augmentation types ($aug_types)
+  --online-aug BOOL      augment raw audio on the training device, no stored copies ($online_aug)
   --rounds N             pseudo-labelling rounds ($rounds)
   --num-clusters N       k-means clusters for pseudo-labels ($num_clusters)
   --keep-fraction F      fraction kept per cluster ($keep_fraction)
@@ -101,7 +110,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set 
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction"
   --min-cluster-size "$min_cluster_size" --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
-  --rir-dir "$rirs_root" --musan-dir "$musan_root")
+  --online-aug "$online_aug"  --rir-dir "$rirs_root" --musan-dir "$musan_root")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
