@@ -30,14 +30,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_step import BareStep, sync  # noqa: E402  (bench/train_step.py)
+from train_step import BareStep, sync
 
-from pyspk.config import load_config  # noqa: E402
-from pyspk.device import pick_device  # noqa: E402
-from pyspk.features.fbank import ArkScpWriter, FbankConfig, compute_fbank  # noqa: E402
-from pyspk.train.data import CropDataset  # noqa: E402
-from pyspk.train.online_aug import WavFrontend  # noqa: E402
-from pyspk.train.wav_data import WavCropDataset  # noqa: E402
+from pyspk.config import load_config
+from pyspk.device import pick_device
+from pyspk.features.fbank import ArkScpWriter, FbankConfig, compute_fbank
+from pyspk.train.data import CropDataset
+from pyspk.train.online_aug import WavFrontend
+from pyspk.train.wav_data import WavCropDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "..", "shared", "data", "arabic_speech_commands", "dataset")
