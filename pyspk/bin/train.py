@@ -8,7 +8,9 @@ feats.scp only), classifier (AAM-softmax on the speakers of utt2spk: true
 speakers or the cluster ids of pseudo-labels) and finetune (staged fine-tuning
 into an utterance classifier of utt2label). Features come from
 <data-dir>/feats.scp (clean utterances; copies named <utt>-reverb, <utt>-noise,
-... or listed in utt2copies feed the crops).
+... or listed in utt2copies feed the crops), or with data.source=wav from the
+audio of <data-dir>/wav.scp, augmented and turned into fbank on the device
+(data.online_aug, data.fbank_conf; pyspk/train/wav_data.py, online_aug.py).
 
 --init-model starts the network from a backbone file (<section>.init_model:
 dino, classifier, finetune), e.g. the DINO teacher or the previous round.
