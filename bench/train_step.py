@@ -1,6 +1,7 @@
-"""Benchmark: DINO trainer step (data path included) vs a bare step, and extraction speed.
+"""Benchmark: a trainer step (data path included) vs a bare step, and extraction speed.
 
-Makes a temporary synthetic fbank data dir, then
+Makes a temporary synthetic fbank data dir, then, for the config's objective
+(DINO by default; e.g. the pseudo-label classifier with conf/classifier_demo.yaml)
   1. runs the real trainer (pyspk.train.loop.Trainer) and reads its per-step
      wall time (loading, augmentation, transfer, forward, backward, optimiser,
      EMA) from metrics.tsv;
@@ -9,11 +10,12 @@ Makes a temporary synthetic fbank data dir, then
   alternating the two in --rounds rounds (the trainer resumes each time) so
   that load from other processes affects both alike;
   3. prints both and their ratio (aim: <= 1.15), then the extraction speed of
-     the teacher backbone in x real time (10 ms frames).
+     the exported (default) backbone in x real time (10 ms frames).
 
 Usage: python bench/train_step.py [--config conf/dino_demo.yaml] [--steps 24] [--rounds 4]
            [--device auto] [section.key=value ...]
 e.g.: python bench/train_step.py --steps 30 data.num_workers=0
+      python bench/train_step.py --config conf/classifier_demo.yaml classifier.subcenters=3
 """
 
 import argparse
@@ -32,8 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyspk.config import load_config
 from pyspk.device import pick_device
 from pyspk.models import extract_embeddings
-from pyspk.ssl.dino import DINOObjective
 from pyspk.train.loop import Trainer, build_optimizer, clip_gradients
+from pyspk.train.objectives import objective_of
 from pyspk.train.synthetic import make_feats_data_dir
 
 
@@ -42,10 +44,10 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def trainer_round(config, data_dir, exp_dir, stop_step, device):
+def trainer_round(objective_class, config, data_dir, exp_dir, stop_step, device):
     """Run (or resume) the real trainer up to ``stop_step``; per-step times of its metrics rows."""
     config = dict(config, train=dict(config["train"], log_every=1, ckpt_every_steps=0, epochs=1000))
-    Trainer(DINOObjective(), config, data_dir, exp_dir, device=str(device)).run(max_steps=stop_step)
+    Trainer(objective_class(data_dir), config, data_dir, exp_dir, device=str(device)).run(max_steps=stop_step)
     with open(os.path.join(exp_dir, "metrics.tsv"), encoding="utf-8") as f:
         return {int(r["step"]): (float(r["sec_per_step"]), float(r["data_sec_per_step"]))
                 for r in csv.DictReader(f, delimiter="\t")}
@@ -54,9 +56,9 @@ def trainer_round(config, data_dir, exp_dir, stop_step, device):
 class BareStep:
     """The same objective's step on one random batch of the training shape, already on the device."""
 
-    def __init__(self, config, device, steps_per_epoch):
+    def __init__(self, objective_class, config, data_dir, device, steps_per_epoch):
         torch.manual_seed(0)
-        self.objective = DINOObjective()
+        self.objective = objective_class(data_dir)
         self.objective.build(config, steps_per_epoch, steps_per_epoch * 1000, device)
         self.model = self.objective.trainable()
         self.model.train()
@@ -114,13 +116,15 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.overrides)
+    objective_class = objective_of(config, args.config)
     device = pick_device(args.device)
     if int(config["train"].get("threads", 0)) > 0:
         torch.set_num_threads(int(config["train"]["threads"]))
     batch = int(config["data"]["batch_size"])
     crops = ", ".join(f"{s['count']}x{s['frames']}" for s in config["data"]["crops"].values())
-    print(f"device {device}, torch threads {torch.get_num_threads()}, model {config['model']['name']}, "
-          f"batch {batch}, crops {crops}, num_workers {config['data'].get('num_workers', 0)}")
+    print(f"objective {config['objective']}, device {device}, torch threads {torch.get_num_threads()}, "
+          f"model {config['model']['name']}, batch {batch}, crops {crops}, "
+          f"num_workers {config['data'].get('num_workers', 0)}")
     # Rounds alternate the two measurements, so a change in machine load hits both alike;
     # the first step of every round (worker start, resume) is left out.
     full, data_wait, bare = [], [], []
@@ -132,12 +136,12 @@ def main(argv=None):
         bare_step = None
         per_round = args.steps // args.rounds + 1
         for r in range(args.rounds):
-            rows = trainer_round(config, data_dir, exp_dir, (r + 1) * per_round, device)
+            rows = trainer_round(objective_class, config, data_dir, exp_dir, (r + 1) * per_round, device)
             for step in range(r * per_round + 2, (r + 1) * per_round + 1):
                 full.append(rows[step][0])
                 data_wait.append(rows[step][1])
             if bare_step is None:
-                bare_step = BareStep(config, device, max(args.utts // batch, 1))
+                bare_step = BareStep(objective_class, config, data_dir, device, max(args.utts // batch, 1))
             bare.extend(bare_step.time_steps(per_round)[1:])
         objective = bare_step.objective
     full_mean, bare_mean = statistics.mean(full), statistics.mean(bare)
@@ -147,8 +151,9 @@ def main(argv=None):
           f"(median {statistics.median(bare) * 1000:.1f})")
     print(f"data-path overhead ratio:          {full_mean / bare_mean:8.3f}  "
           f"(medians {statistics.median(full) / statistics.median(bare):.3f}; aim <= 1.15)")
-    speed = extraction_speed(objective.teacher.backbone, device, int(config["model"].get("feat_dim", 80)))
-    print(f"extraction (teacher backbone, 8 s utterances): {speed:8.1f} x real time")
+    backbones, default = objective.backbones()
+    speed = extraction_speed(backbones[default], device, int(config["model"].get("feat_dim", 80)))
+    print(f"extraction ({default} backbone, 8 s utterances): {speed:8.1f} x real time")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, read_kv, write_table
 from pyspk.models import build_model, load_backbone, save_backbones
+from pyspk.models.freeze import last_layer_prefixes
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import CropDataset, ResumableBatchSampler
 from pyspk.train.synthetic import make_feats_data_dir
 from pyspk.transfer.evaluate import load_classifier
 from pyspk.transfer.labels import classification_metrics, read_results
-from pyspk.transfer.network import last_layer_prefixes
 from pyspk.transfer.objective import FinetuneObjective
 from pyspk.transfer.stages import build_stage_config, run_finetune, stage_dirs
 

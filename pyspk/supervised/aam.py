@@ -10,6 +10,21 @@ keeps the target logit monotonic in the angle.
 The margin is usually warmed up: with a full margin from the first step a
 randomly initialised model finds every target logit pushed down and learns
 slowly, so training starts at margin 0 and raises it to its final value.
+
+Two options make the head robust to noisy labels and sharpen it on hard
+negatives (both off by default, leaving plain AAM bit for bit):
+
+- *Sub-centres* (Deng et al. 2020, "Sub-center ArcFace"): ``subcenters = K``
+  weight vectors per class; a class's cosine is the largest of its K. A
+  mislabelled utterance can settle on a minor sub-centre instead of pulling
+  the dominant one towards it.
+- *Inter-top-k margin* (Zhao et al. 2022, "Multi-query multi-head attention
+  pooling and inter-topK penalty"): the ``k`` non-target classes with the
+  largest cosines get ``cos(theta_j - m')``, i.e. their angle is shrunk by
+  ``m'`` and their logits rise, so the loss pushes hardest on the confusable
+  speakers. Below ``theta_j = m'`` the logit continues as ``cos(theta_j) +
+  1 - cos(m')`` (continuous, still increasing in the cosine). As in WeSpeaker,
+  ``m'`` follows the margin warm-up: ``m' * margin_now / margin``.
 """
 
 import math
@@ -27,26 +42,39 @@ class AAMSoftmax(nn.Module):
     """Class weight vectors and the margin logits; ``forward`` returns (loss, logits, cosines).
 
     ``margin`` and ``scale`` are the defaults of ``forward``; a scheduled margin
-    is passed per call.
+    is passed per call. ``weight`` holds ``subcenters`` rows per class, class
+    ``c``'s at rows ``c * subcenters ... c * subcenters + subcenters - 1``.
+    ``inter_topk = (k, margin)`` switches the inter-top-k margin on (k 0: off).
     """
 
-    def __init__(self, embed_dim, num_classes, margin=0.2, scale=30.0):
+    def __init__(self, embed_dim, num_classes, margin=0.2, scale=30.0, subcenters=1, inter_topk=(0, 0.0)):
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"AAM-softmax needs at least 2 classes, got {num_classes}")
+        if int(subcenters) < 1:
+            raise ConfigError(f"classifier.subcenters must be a positive integer, got {subcenters}")
+        top_k, top_margin = int(inter_topk[0]), float(inter_topk[1])
+        if not 0 <= top_k < num_classes or not 0.0 <= top_margin < math.pi / 2:
+            raise ConfigError(f"classifier.inter_topk: k must be in [0, {num_classes - 1}] (classes - 1) and "
+                              f"margin in [0, pi/2), got k {top_k}, margin {top_margin}")
         self.margin, self.scale = float(margin), float(scale)
-        self.weight = nn.Parameter(torch.empty(num_classes, embed_dim))
+        self.subcenters = int(subcenters)
+        self.top_k, self.top_margin = top_k, top_margin
+        self.weight = nn.Parameter(torch.empty(num_classes * self.subcenters, embed_dim))
         nn.init.xavier_normal_(self.weight, gain=1.0)
 
     @property
     def num_classes(self):
-        return self.weight.shape[0]
+        return self.weight.shape[0] // self.subcenters
 
     def cosines(self, embeddings):
-        """``(B, num_classes)`` cosine similarities between embeddings and class weights, in float32."""
+        """``(B, num_classes)`` cosines between embeddings and classes (the best sub-centre), in float32."""
         # Outside autocast: bf16 cosines near 1 are too coarse for a margin of a few tenths of a radian.
         with torch.autocast(embeddings.device.type, enabled=False):
-            return F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+            cosine = F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        if self.subcenters == 1:
+            return cosine
+        return cosine.view(len(cosine), self.num_classes, self.subcenters).amax(dim=2)
 
     def forward(self, embeddings, labels, margin=None):
         margin = self.margin if margin is None else float(margin)
@@ -60,8 +88,25 @@ class AAMSoftmax(nn.Module):
                                        target - margin * math.sin(margin))
         else:
             target_logit = target
-        logits = self.scale * cosine.scatter(1, labels[:, None], target_logit)
+        logits = cosine
+        # The inter-top-k margin grows with the scheduled margin (none while it is 0).
+        top_margin = self.top_margin * margin / self.margin if self.margin > 0 else 0.0
+        if self.top_k > 0 and top_margin > 0.0:
+            logits = self.hard_negatives_raised(cosine, labels, top_margin)
+        logits = self.scale * logits.scatter(1, labels[:, None], target_logit)
         return F.cross_entropy(logits, labels), logits, cosine
+
+    def hard_negatives_raised(self, cosine, labels, top_margin):
+        """``cosine`` with the ``top_k`` largest non-target cosines of each row turned into ``cos(theta - m')``."""
+        with torch.no_grad():
+            # The target is excluded by pushing it below every cosine (all lie in [-1, 1]).
+            hardest = cosine.scatter(1, labels[:, None], -3.0).topk(self.top_k, dim=1).indices
+        chosen = cosine.gather(1, hardest)
+        sine = (1.0 - chosen * chosen).clamp_min(0.0).sqrt()
+        raised = torch.where(chosen < math.cos(top_margin),
+                             chosen * math.cos(top_margin) + sine * math.sin(top_margin),
+                             chosen + (1.0 - math.cos(top_margin)))  # theta < m': keep increasing, continuously
+        return cosine.scatter(1, hardest, raised)
 
 
 class MarginSchedule:

@@ -13,6 +13,13 @@ Config section ``classifier``::
     margin_warmup: {start_epoch: 1, end_epoch: 4}   # or null: full margin from the start
     init_model: null       # backbone file to start from (e.g. exp/dino/final.pt)
     init_backbone: null    # which backbone of it (default: the file's default)
+    subcenters: 1          # weight vectors per class (sub-centre AAM; 1: plain AAM)
+    inter_topk: null       # or {k: 5, margin: 0.06}: extra margin on the k hardest negatives
+    balanced_classes: false  # batches draw classes uniformly, then an utterance of the class
+    two_step: null         # or {freeze_epochs, lr_scale, train}: trunk frozen first (pyspk.supervised.two_step)
+
+Sub-centres and the inter-top-k margin are described in pyspk.supervised.aam,
+the class-balanced sampler in pyspk.train.data.
 
 The trained backbone is exported as ``{"model": backbone}`` (default
 ``model``), so the next round of pseudo-labelling can extract with it or
@@ -20,21 +27,27 @@ start from it.
 """
 
 import logging
+import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, Value, check_keys, check_values
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
 from pyspk.models import build_model, init_from_file
 from pyspk.supervised.aam import AAMSoftmax, build_margin_schedule
+from pyspk.supervised.two_step import TwoStep
 from pyspk.train.data import AUG_SUFFIXES, group_copies
 from pyspk.train.loop import Objective
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_KEYS = ("margin", "scale", "margin_warmup", "init_model", "init_backbone")
+CLASSIFIER_KEYS = ("margin", "scale", "margin_warmup", "init_model", "init_backbone", "subcenters", "inter_topk",
+                   "balanced_classes", "two_step")
+CLASSIFIER_VALUES = {"subcenters": Value(int, 1), "balanced_classes": Value(bool),
+                     "scale": Value(float, 0, low_open=True)}
+INTER_TOPK_KEYS = ("k", "margin")
 BACKBONE_NAME = "model"
 
 
@@ -56,6 +69,27 @@ def utterance_labels(data_dir, aug_suffixes=AUG_SUFFIXES):
         raise DataDirError(data.file("utt2spk"), 0, f"classification needs at least 2 speakers, found {classes}")
     index = {spk: i for i, spk in enumerate(classes)}
     return classes, np.array([index[s] for s in speakers], dtype=np.int64)
+
+
+def classifier_section(config):
+    """The checked ``classifier`` section of ``config`` (ConfigError naming the key otherwise)."""
+    cfg = config.get("classifier")
+    if not isinstance(cfg, dict):
+        raise ConfigError("config needs a 'classifier' section")
+    check_keys(cfg, CLASSIFIER_KEYS, "classifier")
+    check_values(cfg, CLASSIFIER_VALUES, "classifier")
+    return cfg
+
+
+def inter_topk_of(value):
+    """``(k, margin)`` of ``classifier.inter_topk`` (null: ``(0, 0.0)``, off)."""
+    if value is None:
+        return 0, 0.0
+    if not isinstance(value, dict):
+        raise ConfigError(f"classifier.inter_topk must be a mapping {{k, margin}} or null, got {value!r}")
+    check_keys(value, INTER_TOPK_KEYS, "classifier.inter_topk")
+    check_values(value, {"k": Value(int, 0), "margin": Value(float, 0, math.pi / 2)}, "classifier.inter_topk")
+    return int(value.get("k", 5)), float(value.get("margin", 0.06))
 
 
 class ClassifierNet(nn.Module):
@@ -90,10 +124,7 @@ class ClassifierObjective(Objective):
     schedule_names = ("margin",)
 
     def build(self, config, steps_per_epoch, total_steps, device):
-        cfg = config.get(self.section)
-        if not isinstance(cfg, dict):
-            raise ConfigError("config needs a 'classifier' section")
-        check_keys(cfg, CLASSIFIER_KEYS, "classifier")
+        cfg = classifier_section(config)
         self.crop_names = list(config["data"]["crops"])
         backbone = build_model(config["model"])
         self.classes, labels = utterance_labels(self.data_dir,
@@ -105,13 +136,29 @@ class ClassifierObjective(Objective):
         if cfg.get("init_model"):
             init_from_file(backbone, cfg["init_model"], cfg.get("init_backbone"))
             log.info("backbone initialised from %s", cfg["init_model"])
-        scale = float(cfg.get("scale", 30.0))
-        if scale <= 0:
-            raise ConfigError(f"classifier.scale must be positive, got {scale}")
         self.margin = build_margin_schedule(cfg.get("margin", 0.2), cfg.get("margin_warmup"), steps_per_epoch,
                                             "classifier.margin_warmup")
-        head = AAMSoftmax(backbone.embed_dim, len(self.classes), self.margin.margin, scale)
+        head = AAMSoftmax(backbone.embed_dim, len(self.classes), self.margin.margin, float(cfg.get("scale", 30.0)),
+                          int(cfg.get("subcenters", 1)), inter_topk_of(cfg.get("inter_topk")))
+        self.two_step = None
+        if cfg.get("two_step") is not None:
+            self.two_step = TwoStep(backbone, cfg["two_step"], steps_per_epoch, int(config["train"]["epochs"]))
         self.net = ClassifierNet(backbone, head).to(device)
+
+    def sampling_labels(self, config):
+        if not classifier_section(config).get("balanced_classes", False):
+            return None
+        classes, labels = utterance_labels(self.data_dir, config["data"].get("aug_suffixes", AUG_SUFFIXES))
+        log.info("class-balanced batches: each of the %d classes drawn with probability 1/%d", len(classes),
+                 len(classes))
+        return labels
+
+    def lr_factor(self, step):
+        return 1.0 if self.two_step is None else self.two_step.lr_factor(step)
+
+    def after_backward(self, step):
+        if self.two_step is not None:
+            self.two_step.drop_frozen_gradients(step)
 
     def trainable(self):
         return self.net
@@ -123,6 +170,8 @@ class ClassifierObjective(Objective):
         return {"margin": self.margin(step)}
 
     def compute_loss(self, model, batch, step):
+        if self.two_step is not None:
+            self.two_step.set_modes(step)
         crops = batch["crops"]
         # (B, n, T, D) -> crop-major (n * B, T, D); crop c of item b has the label of item b.
         groups = [crops[name].transpose(0, 1).flatten(0, 1) for name in self.crop_names]

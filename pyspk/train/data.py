@@ -281,11 +281,39 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         return self.num_batches - self.start_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_items, generator=generator)
-        mine = order[self.rank::self.world_size][: self.num_batches * self.batch_size].tolist()
+        mine = self.epoch_items()
         for b in range(self.start_batch, self.num_batches):
             yield [(i, self.epoch) for i in mine[b * self.batch_size:(b + 1) * self.batch_size]]
+
+    def epoch_items(self) -> list[int]:
+        """This rank's items of the epoch in order, ``num_batches * batch_size`` of them."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator)
+        return order[self.rank::self.world_size][: self.num_batches * self.batch_size].tolist()
+
+
+class ClassBalancedBatchSampler(ResumableBatchSampler):
+    """As :class:`ResumableBatchSampler`, but every item draws a class uniformly, then one of its items.
+
+    Small classes (small pseudo-label clusters) are seen as often as large ones;
+    items are drawn with replacement, as many per epoch as the plain sampler
+    takes. The draws are a pure function of ``(seed, epoch)``, so a run resumes
+    mid-epoch exactly; rank ``r`` of ``w`` takes every ``w``-th draw.
+    """
+
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        super().__init__(len(labels), batch_size, seed, rank, world_size)
+        labels = np.asarray(labels)
+        # Items grouped by class: class c's are by_class[starts[c]:starts[c] + sizes[c]].
+        self.by_class = np.argsort(labels, kind="stable")
+        _, self.starts, self.sizes = np.unique(labels[self.by_class], return_index=True, return_counts=True)
+
+    def epoch_items(self) -> list[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        draws = self.num_batches * self.batch_size * self.world_size
+        classes = rng.integers(len(self.sizes), size=draws)
+        members = (rng.random(draws) * self.sizes[classes]).astype(np.int64)
+        return self.by_class[self.starts[classes] + members][self.rank::self.world_size].tolist()
 
 
 def build_dataset(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> CropDataset:
@@ -298,9 +326,18 @@ def build_dataset(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> Crop
 
 
 def build_loader(dataset: CropDataset, cfg: Mapping[str, Any], seed: int, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
-    """DataLoader over ``dataset`` with a :class:`ResumableBatchSampler`; returns (loader, sampler)."""
-    sampler = ResumableBatchSampler(len(dataset), int(cfg["batch_size"]), seed, rank, world_size)
+                 pin_memory: bool = False, class_labels: Sequence[int] | None = None
+                 ) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
+    """DataLoader over ``dataset`` with a :class:`ResumableBatchSampler`; returns (loader, sampler).
+
+    With ``class_labels`` (one per item) a :class:`ClassBalancedBatchSampler` draws the batches.
+    """
+    if class_labels is None:
+        sampler = ResumableBatchSampler(len(dataset), int(cfg["batch_size"]), seed, rank, world_size)
+    else:
+        if len(class_labels) != len(dataset):
+            raise ValueError(f"{len(class_labels)} class labels for {len(dataset)} training utterances")
+        sampler = ClassBalancedBatchSampler(class_labels, int(cfg["batch_size"]), seed, rank, world_size)
     workers = int(cfg.get("num_workers", 0))
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                          pin_memory=pin_memory, persistent_workers=False,

@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -136,6 +136,17 @@ class Objective:
     def schedule_values(self, step: int) -> dict[str, float]:
         """The values of the ``schedule_names`` scalars at ``step``."""
         return {}
+
+    def lr_factor(self, step: int) -> float:
+        """A factor on optim.lr's schedule at ``step`` (e.g. a lower rate in a later training step)."""
+        return 1.0
+
+    def sampling_labels(self, config: dict[str, Any]) -> Sequence[int] | None:
+        """A class per dataset item when batches should draw classes uniformly, else None (plain shuffling).
+
+        Called before :meth:`build`, with the whole config.
+        """
+        return None
 
     def after_backward(self, step: int) -> None:
         """Called after backward, before clipping and the optimiser step."""
@@ -259,7 +270,8 @@ class Trainer:
             raise ConfigError(f"{self.dataset.feats_path}: {feat_dim}-dim features but model.feat_dim is "
                               f"{cfg['model'].get('feat_dim', 80)}")
         self.loader, self.sampler = build_loader(self.dataset, cfg["data"], self.seed, self.dist.rank,
-                                                 self.dist.world_size, pin_memory=self.device.type == "cuda")
+                                                 self.dist.world_size, pin_memory=self.device.type == "cuda",
+                                                 class_labels=self.objective.sampling_labels(cfg))
         self.augmenter = BatchAugmenter(cfg["data"].get("specaug"), cfg["data"].get("channel"), self.seed,
                                         self.dist.rank)
         self.steps_per_epoch = self.sampler.num_batches
@@ -337,7 +349,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def _set_schedules(self, step):
-        lr, wd = self.lr(step) * self.lr_scale, self.wd(step)
+        lr, wd = self.lr(step) * self.lr_scale * self.objective.lr_factor(step), self.wd(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             group["weight_decay"] = wd if group.get("apply_wd", True) else 0.0

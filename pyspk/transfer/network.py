@@ -4,8 +4,7 @@ import torch
 from torch import nn
 
 from pyspk.config import ConfigError
-
-TRAIN_WHAT = ("head", "last", "all")
+from pyspk.models.freeze import frozen_modules, trained_parameters
 
 
 class UtteranceClassifier(nn.Module):
@@ -39,45 +38,15 @@ class UtteranceClassifier(nn.Module):
         return self.head(embeddings)
 
 
-def last_layer_prefixes(backbone, prefixes=None):
-    """The parameter-name prefixes of ``backbone``'s last layers (its class's ``last_layers`` when None), checked."""
-    name = backbone.config["name"] if backbone.config else type(backbone).__name__
-    if prefixes is None:
-        if not backbone.last_layers:
-            raise ConfigError(f"model '{name}' declares no last layers; set finetune.last_layers")
-        prefixes = list(backbone.last_layers)
-    if isinstance(prefixes, str) or not isinstance(prefixes, list) or not prefixes:
-        raise ConfigError(f"finetune.last_layers must be a non-empty list of parameter-name prefixes, "
-                          f"got {prefixes!r}")
-    names = [n for n, _ in backbone.named_parameters()]
-    for prefix in prefixes:
-        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-            top = sorted({n.split(".")[0] for n in names})
-            raise ConfigError(f"finetune.last_layers: '{prefix}' names no parameter of model '{name}'; "
-                              f"its top-level modules are {', '.join(top)}")
-    return list(prefixes)
-
-
 def set_trainable(classifier, what, prefixes):
     """Mark parameters trainable for a stage; return the backbone modules to keep in eval mode.
 
     ``what``: ``head``, ``last`` (head + parameters under ``prefixes``) or ``all``.
     A frozen module runs in eval mode so its BatchNorm statistics stay as they were.
     """
-    if what not in TRAIN_WHAT:
-        raise ConfigError(f"finetune stage 'train' must be one of {', '.join(TRAIN_WHAT)}, got {what!r}")
-    trainable = set()
+    trained = trained_parameters(classifier.backbone, what, prefixes)
     for name, param in classifier.backbone.named_parameters():
-        on = what == "all" or (what == "last" and any(name == p or name.startswith(p + ".") for p in prefixes))
-        param.requires_grad_(on)
-        if on:
-            trainable.add(name)
+        param.requires_grad_(name in trained)
     for param in classifier.head.parameters():
         param.requires_grad_(True)
-    if what == "all":
-        return []
-    if not trainable:
-        return [classifier.backbone]
-    # A module is frozen when no trainable parameter lives under it (so eval() on it spares the rest).
-    return [module for mname, module in classifier.backbone.named_modules()
-            if mname and not any(t.startswith(mname + ".") for t in trainable)]
+    return frozen_modules(classifier.backbone, trained)

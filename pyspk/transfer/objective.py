@@ -12,11 +12,12 @@ from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
 from pyspk.device import distributed_active, distributed_rank
 from pyspk.models import build_model, read_backbone_entry
+from pyspk.models.freeze import last_layer_prefixes
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import AUG_SUFFIXES, group_copies
 from pyspk.train.loop import Objective
 from pyspk.transfer.labels import labels_for, read_labels
-from pyspk.transfer.network import UtteranceClassifier, last_layer_prefixes, set_trainable
+from pyspk.transfer.network import UtteranceClassifier, set_trainable
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import os
 from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
 from pyspk.device import DistInfo
 from pyspk.models import build_model, read_backbone_entry, save_backbones
+from pyspk.models.freeze import TRAIN_WHAT
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.loop import Trainer
-from pyspk.transfer.network import TRAIN_WHAT
 from pyspk.transfer.objective import BACKBONE_NAME, HEAD_DEFAULTS, FinetuneObjective, stage_result
 
 log = logging.getLogger(__name__)
