@@ -12,18 +12,20 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, kill_training_at_checkpoint
 from test_classifier import TINY_MODEL, assert_same_tensors, tiny_config
+from test_classifier import feats_dir as classifier_feats_dir
 
 from pyspk.config import ConfigError, load_yaml, save_config
 from pyspk.models import build_model, list_backbones, load_backbone, save_backbones
 from pyspk.supervised.aam import AAMSoftmax
 from pyspk.supervised.classifier import ClassifierObjective
+from pyspk.supervised.two_step import TwoStep
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import ClassBalancedBatchSampler, ResumableBatchSampler
 from pyspk.train.loop import Trainer
 from pyspk.train.schedules import build_schedule
-from pyspk.train.synthetic import make_feats_data_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+feats_dir = classifier_feats_dir  # the same 4 x 4 utterances (fixture)
 
 ROBUST = {"subcenters": 3, "inter_topk": {"k": 2, "margin": 0.1}, "balanced_classes": True,
           "two_step": {"freeze_epochs": 1, "lr_scale": 0.1}}
@@ -152,7 +154,9 @@ def test_balanced_sampler_draws_classes_uniformly_and_resumes():
     full = list(sampler)
     sampler.set_epoch(2, start_batch=7)
     assert list(sampler) == full[7:]
-    assert ClassBalancedBatchSampler(labels, 16, seed=5).epoch_items() == sampler.__class__(labels, 16, 5).epoch_items()
+    fresh = ClassBalancedBatchSampler(labels, 16, seed=5)
+    fresh.set_epoch(2)
+    assert list(fresh) == full
     sampler.set_epoch(3)
     assert list(sampler) != full
     # Two ranks split one epoch's draws between them.
@@ -163,12 +167,6 @@ def test_balanced_sampler_draws_classes_uniformly_and_resumes():
 
 
 # -- two-step training in the trainer ---------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def feats_dir(tmp_path_factory):
-    return make_feats_data_dir(str(tmp_path_factory.mktemp("feats")), n_spk=4, n_utt=4, min_frames=30,
-                               max_frames=120, feat_dim=40, copies=("reverb",))
-
 
 @pytest.fixture(scope="module")
 def init_model(tmp_path_factory):
@@ -224,18 +222,24 @@ def test_step_one_trains_only_the_embedding_layer_and_the_head(feats_dir, init_m
 
 
 def test_ecapa_step_one_trains_embedding_and_its_batchnorm():
-    objective_model = build_model({"name": "ecapa", "feat_dim": 24, "embed_dim": 16, "channels": 32,
-                                   "attention_channels": 8, "mfa_channels": 48})
-    from pyspk.supervised.two_step import TwoStep
-    two_step = TwoStep(objective_model, {"freeze_epochs": 1}, 10, 3)
+    ecapa = build_model({"name": "ecapa", "feat_dim": 24, "embed_dim": 16, "channels": 32,
+                         "attention_channels": 8, "mfa_channels": 48})
+    two_step = TwoStep(ecapa, {"freeze_epochs": 1}, 10, 3)
     frozen = {id(p) for p in two_step.frozen_parameters}
-    trained = [n for n, p in objective_model.named_parameters() if id(p) not in frozen]
+    trained = [n for n, p in ecapa.named_parameters() if id(p) not in frozen]
     assert trained and all(n.split(".")[0] in ("embedding", "embed_norm") for n in trained)
-    assert objective_model.embed_norm not in two_step.frozen_modules
+    assert "embed_norm" not in two_step.frozen_modules and "blocks" in two_step.frozen_modules
     assert two_step.lr_factor(9) == 1.0 and two_step.lr_factor(10) == 0.1
-    head_only = TwoStep(objective_model, {"freeze_epochs": 1, "train": "head"}, 10, 3)
-    assert len(head_only.frozen_parameters) == len(list(objective_model.parameters()))
-    assert head_only.frozen_modules == [objective_model]
+    # Modules swapped in place after the set-up (as SyncBatchNorm conversion does) are frozen too.
+    ecapa.pool_norm = torch.nn.BatchNorm1d(ecapa.pool_norm.num_features)
+    ecapa.train()
+    two_step.set_modes(9)
+    assert not ecapa.pool_norm.training and not ecapa.blocks.training and ecapa.embed_norm.training
+    two_step.set_modes(10)
+    assert ecapa.pool_norm.training and ecapa.blocks.training
+    head_only = TwoStep(ecapa, {"freeze_epochs": 1, "train": "head"}, 10, 3)
+    assert len(head_only.frozen_parameters) == len(list(ecapa.parameters()))
+    assert head_only.frozen_modules == [""]
 
 
 def test_killed_two_step_run_resumes_exactly_in_both_steps(feats_dir, init_model, robust_run, tmp_path):

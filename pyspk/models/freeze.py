@@ -4,7 +4,7 @@ Shared by the staged fine-tuning of pyspk.transfer and the two-step training of
 the pseudo-label classifier (pyspk.supervised). ``what`` names the trained part:
 ``head`` (none of the backbone), ``last`` (the parameters under the backbone's
 ``last_layers`` prefixes, by default those its model class declares) or ``all``.
-Frozen modules are meant to run in eval mode, so their BatchNorm statistics stay
+Frozen modules run in eval mode, so their BatchNorm statistics stay
 as they were.
 """
 
@@ -42,12 +42,22 @@ def trained_parameters(backbone, what, prefixes):
             if what == "all" or (what == "last" and any(name == p or name.startswith(p + ".") for p in prefixes))}
 
 
-def frozen_modules(backbone, trained):
-    """The backbone modules to keep in eval mode when only the parameters named in ``trained`` learn."""
+def frozen_module_names(backbone, trained):
+    """Names of the backbone modules to keep in eval mode when only the parameters in ``trained`` learn.
+
+    ``""`` is the whole backbone. Names rather than modules: the trainer may swap modules in place
+    afterwards (SyncBatchNorm under DDP), so :func:`set_frozen_modes` looks them up each time.
+    """
     if len(trained) == sum(1 for _ in backbone.parameters()):
         return []
     if not trained:
-        return [backbone]
+        return [""]
     # A module is frozen when no trained parameter lives under it (so eval() on it spares the rest).
-    return [module for mname, module in backbone.named_modules()
+    return [mname for mname, _ in backbone.named_modules()
             if mname and not any(t.startswith(mname + ".") for t in trained)]
+
+
+def set_frozen_modes(backbone, names, frozen=True):
+    """Put the modules ``names`` of ``backbone`` in eval mode (``frozen``) or back in train mode."""
+    for name in names:
+        backbone.get_submodule(name).train(not frozen)

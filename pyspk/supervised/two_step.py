@@ -25,7 +25,13 @@ exactly unchanged after step one.
 import logging
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
-from pyspk.models.freeze import TRAIN_WHAT, frozen_modules, last_layer_prefixes, trained_parameters
+from pyspk.models.freeze import (
+    TRAIN_WHAT,
+    frozen_module_names,
+    last_layer_prefixes,
+    set_frozen_modes,
+    trained_parameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,8 @@ class TwoStep:
         self.freeze_steps = round(freeze_epochs * steps_per_epoch)
         self.lr_scale = float(cfg.get("lr_scale", 0.1))
         self.frozen_parameters = [p for name, p in backbone.named_parameters() if name not in trained]
-        self.frozen_modules = frozen_modules(backbone, trained)
+        self.backbone = backbone
+        self.frozen_modules = frozen_module_names(backbone, trained)
         log.info("two-step fine-tuning: steps 1-%d train the head and %s (%d of %d backbone parameters), then "
                  "all at optim.lr x %g", self.freeze_steps, "nothing of the backbone" if what == "head" else prefixes,
                  sum(p.numel() for p in backbone.parameters()) - sum(p.numel() for p in self.frozen_parameters),
@@ -67,8 +74,7 @@ class TwoStep:
 
     def set_modes(self, step):
         """Frozen modules in eval mode during step one, back in train mode after (the trainer sets train mode)."""
-        for module in self.frozen_modules:
-            module.train(not self.frozen(step))
+        set_frozen_modes(self.backbone, self.frozen_modules, self.frozen(step))
 
     def drop_frozen_gradients(self, step):
         if self.frozen(step):

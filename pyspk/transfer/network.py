@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from pyspk.config import ConfigError
-from pyspk.models.freeze import frozen_modules, trained_parameters
+from pyspk.models.freeze import frozen_module_names, trained_parameters
 
 
 class UtteranceClassifier(nn.Module):
@@ -39,7 +39,7 @@ class UtteranceClassifier(nn.Module):
 
 
 def set_trainable(classifier, what, prefixes):
-    """Mark parameters trainable for a stage; return the backbone modules to keep in eval mode.
+    """Mark parameters trainable for a stage; return the names of the backbone modules to keep in eval mode.
 
     ``what``: ``head``, ``last`` (head + parameters under ``prefixes``) or ``all``.
     A frozen module runs in eval mode so its BatchNorm statistics stay as they were.
@@ -49,4 +49,4 @@ def set_trainable(classifier, what, prefixes):
         param.requires_grad_(name in trained)
     for param in classifier.head.parameters():
         param.requires_grad_(True)
-    return frozen_modules(classifier.backbone, trained)
+    return frozen_module_names(classifier.backbone, trained)

@@ -12,7 +12,7 @@ from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
 from pyspk.device import distributed_active, distributed_rank
 from pyspk.models import build_model, read_backbone_entry
-from pyspk.models.freeze import last_layer_prefixes
+from pyspk.models.freeze import last_layer_prefixes, set_frozen_modes
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import AUG_SUFFIXES, group_copies
 from pyspk.train.loop import Objective
@@ -96,8 +96,7 @@ class FinetuneObjective(Objective):
         return {BACKBONE_NAME: self.classifier.backbone}, BACKBONE_NAME
 
     def compute_loss(self, model, batch, step):
-        for module in self.frozen_modules:  # the trainer sets train mode on the whole model
-            module.eval()
+        set_frozen_modes(self.classifier.backbone, self.frozen_modules)  # the trainer set train mode on all
         crops = batch["crops"][self.crop_name]
         labels = self.labels[batch["index"]].repeat_interleave(crops.shape[1])
         logits = model(crops.flatten(0, 1), generator=self.generator(crops.device, step)).float()
