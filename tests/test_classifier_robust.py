@@ -159,11 +159,17 @@ def test_balanced_sampler_draws_classes_uniformly_and_resumes():
     assert list(fresh) == full
     sampler.set_epoch(3)
     assert list(sampler) != full
+    # Every draw has its own randomness key, so an utterance drawn twice gets other crops.
+    keys = [key for b in full for key in b]
+    assert len({k for _, k in keys}) == len(keys) and len({i for i, _ in keys}) < len(keys)
+    assert {k for _, k in keys} == set(range(2 * 400, 3 * 400))  # epoch 2 of 25 x 16 draws
     # Two ranks split one epoch's draws between them.
     ranks = [ClassBalancedBatchSampler(labels, 8, seed=5, rank=r, world_size=2) for r in range(2)]
     both = ClassBalancedBatchSampler(labels, 8, seed=5, rank=0, world_size=1)
     together = both.epoch_items()
     assert ranks[0].epoch_items() == together[0::2] and ranks[1].epoch_items() == together[1::2]
+    rank_keys = [key for r in ranks for b in r for key in b]
+    assert sorted(rank_keys, key=lambda key: key[1]) == [key for b in both for key in b][:len(rank_keys)]
 
 
 # -- two-step training in the trainer ---------------------------------------------------------

@@ -298,7 +298,10 @@ class ClassBalancedBatchSampler(ResumableBatchSampler):
     Small classes (small pseudo-label clusters) are seen as often as large ones;
     items are drawn with replacement, as many per epoch as the plain sampler
     takes. The draws are a pure function of ``(seed, epoch)``, so a run resumes
-    mid-epoch exactly; rank ``r`` of ``w`` takes every ``w``-th draw.
+    mid-epoch exactly; rank ``r`` of ``w`` takes every ``w``-th draw. An item
+    drawn twice must not repeat its crops and augmentation, so the second field
+    of a key (what :class:`CropDataset` seeds an item's randomness with) is the
+    draw's own number, ``epoch * draws_per_epoch + draw``, not the epoch.
     """
 
     def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
@@ -307,6 +310,14 @@ class ClassBalancedBatchSampler(ResumableBatchSampler):
         # Items grouped by class: class c's are by_class[starts[c]:starts[c] + sizes[c]].
         self.by_class = np.argsort(labels, kind="stable")
         _, self.starts, self.sizes = np.unique(labels[self.by_class], return_index=True, return_counts=True)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        mine = self.epoch_items()
+        draws = self.num_batches * self.batch_size * self.world_size
+        for b in range(self.start_batch, self.num_batches):
+            positions = range(b * self.batch_size, (b + 1) * self.batch_size)
+            # Position p of this rank's share is draw p * world_size + rank of the epoch.
+            yield [(mine[p], self.epoch * draws + p * self.world_size + self.rank) for p in positions]
 
     def epoch_items(self) -> list[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
