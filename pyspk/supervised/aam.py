@@ -24,7 +24,8 @@ negatives (both off by default, leaving plain AAM bit for bit):
   ``m'`` and their logits rise, so the loss pushes hardest on the confusable
   speakers. Below ``theta_j = m'`` the logit continues as ``cos(theta_j) +
   1 - cos(m')`` (continuous, still increasing in the cosine). As in WeSpeaker,
-  ``m'`` follows the margin warm-up: ``m' * margin_now / margin``.
+  ``m'`` follows the margin warm-up: ``m' * margin_now / margin`` (none while
+  the margin is 0).
 """
 
 import math
