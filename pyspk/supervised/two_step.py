@@ -25,18 +25,12 @@ exactly unchanged after step one.
 import logging
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
-from pyspk.models.freeze import (
-    TRAIN_WHAT,
-    frozen_module_names,
-    last_layer_prefixes,
-    set_frozen_modes,
-    trained_parameters,
-)
+from pyspk.models import freeze
 
 log = logging.getLogger(__name__)
 
 TWO_STEP_KEYS = ("freeze_epochs", "lr_scale", "train", "last_layers")
-FIRST_STEP = tuple(what for what in TRAIN_WHAT if what != "all")
+FIRST_STEP = tuple(what for what in freeze.TRAIN_WHAT if what != "all")
 
 
 class TwoStep:
@@ -57,13 +51,13 @@ class TwoStep:
         what = cfg.get("train", "last")
         if what not in FIRST_STEP:
             raise ConfigError(f"classifier.two_step.train must be one of {', '.join(FIRST_STEP)}, got {what!r}")
-        prefixes = last_layer_prefixes(backbone, cfg.get("last_layers"), "classifier.two_step.last_layers")
-        trained = trained_parameters(backbone, what, prefixes)
+        prefixes = freeze.last_layer_prefixes(backbone, cfg.get("last_layers"), "classifier.two_step.last_layers")
+        trained = freeze.trained_parameters(backbone, what, prefixes)
         self.freeze_steps = round(freeze_epochs * steps_per_epoch)
         self.lr_scale = float(cfg.get("lr_scale", 0.1))
         self.frozen_parameters = [p for name, p in backbone.named_parameters() if name not in trained]
         self.backbone = backbone
-        self.frozen_modules = frozen_module_names(backbone, trained)
+        self.frozen_modules = freeze.frozen_module_names(backbone, trained)
         log.info("two-step fine-tuning: steps 1-%d train the head and %s (%d of %d backbone parameters), then "
                  "all at optim.lr x %g", self.freeze_steps, "nothing of the backbone" if what == "head" else prefixes,
                  sum(p.numel() for p in backbone.parameters()) - sum(p.numel() for p in self.frozen_parameters),
@@ -74,7 +68,7 @@ class TwoStep:
 
     def set_modes(self, step):
         """Frozen modules in eval mode during step one, back in train mode after (the trainer sets train mode)."""
-        set_frozen_modes(self.backbone, self.frozen_modules, self.frozen(step))
+        freeze.set_frozen_modes(self.backbone, self.frozen_modules, self.frozen(step))
 
     def drop_frozen_gradients(self, step):
         if self.frozen(step):
