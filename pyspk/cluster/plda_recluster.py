@@ -1,0 +1,72 @@
+"""Second clustering pass: agglomerative clustering on PLDA scores trained on the first pass's clusters.
+
+Cosine scoring treats every direction of the embedding space alike; a PLDA
+trained on the first-pass clusters (their confident members, as pseudo
+speakers) learns which directions vary within a speaker and which between,
+and its log-likelihood ratio (LLR) then decides which groups are one speaker.
+The points (or the k-means micro-clusters of the first pass, for scale) are
+merged by average linkage on ``-LLR`` until the mean LLR between two groups
+falls below ``threshold`` (0 by default: same and different speaker equally
+likely, the Bayes decision with equal priors).
+
+For one utterance on each side, Kaldi's LLR (:meth:`pyspk.backend.plda.Plda.log_likelihood_ratio`)
+in the PLDA space, ``psi`` the between-class variances, is
+``const + sum_d w_d a_d b_d - u_d (a_d^2 + b_d^2)`` with ``w = psi / (2 psi + 1)``,
+``u = psi^2 / (2 (2 psi + 1) (psi + 1))`` and ``const = sum_d log((1 + psi) / v) / 2``,
+``v = (2 psi + 1) / (psi + 1)``: its mean over all pairs of two groups needs
+only each group's mean vector and mean ``u.a^2``, so the micro-cluster
+reduction is exact for average linkage.
+"""
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from pyspk.backend.plda import estimate_plda
+from pyspk.cluster.agglomerative import cut_tree, group_means, nn_chain, result_from_labels
+
+logger = logging.getLogger(__name__)
+
+
+def llr_terms(psi):
+    """``(const, w, u)`` of the one-against-one PLDA LLR (see the module docstring)."""
+    psi = np.asarray(psi, dtype=np.float64)
+    v = (2 * psi + 1) / (psi + 1)
+    return 0.5 * float(np.log((1 + psi) / v).sum()), psi / (2 * psi + 1), psi**2 / (2 * (2 * psi + 1) * (psi + 1))
+
+
+def mean_llr_matrix(plda, x, groups, n_groups):
+    """Mean PLDA LLR between the members of every pair of ``groups`` (rows of ``x``, raw embeddings)."""
+    y, _ = plda.transform_vectors(x)
+    const, w, u = llr_terms(plda.psi)
+    mean_y = group_means(y, groups, n_groups)
+    mean_q = group_means((y * y) @ u, groups, n_groups)
+    return const - mean_q[:, None] - mean_q[None, :] + (mean_y * w) @ mean_y.T
+
+
+def plda_recluster(x, labels, keep, *, threshold=0.0, micro=None, num_em_iters=10):
+    """Re-cluster the rows of ``x`` by average-linkage AHC on the LLR of a PLDA trained on ``labels[keep]``.
+
+    ``micro``: ``(labels, sizes)`` of a micro-cluster reduction (None: every
+    point on its own). Returns a :class:`~pyspk.cluster.kmeans.ClusterResult`
+    with the clusters found (centres: means of the members in ``x``'s space).
+    """
+    started = time.perf_counter()
+    x = torch.as_tensor(x, dtype=torch.float32)
+    labels, keep = np.asarray(labels), np.asarray(keep, dtype=bool)
+    kept_labels = np.unique(labels[keep], return_inverse=True)[1]
+    if kept_labels.size == 0 or kept_labels.max() < 1:
+        raise ValueError("the PLDA re-clustering needs at least two first-pass clusters with kept members")
+    data = x.numpy().astype(np.float64)
+    plda = estimate_plda(data[keep], kept_labels, num_em_iters=num_em_iters)
+    n = x.shape[0]
+    micro_labels, sizes = micro if micro is not None else (np.arange(n), np.ones(n, dtype=np.int64))
+    dist = (-mean_llr_matrix(plda, data, micro_labels, len(sizes))).astype(np.float32)
+    pairs, heights = nn_chain(dist, sizes, "average")
+    merged = cut_tree(pairs, heights, len(sizes), threshold=-threshold)
+    result = result_from_labels(x, merged[micro_labels], started)
+    logger.info("PLDA re-clustering (trained on %d utterances of %d clusters) of %d points: %d clusters at LLR %g",
+                keep.sum(), kept_labels.max() + 1, len(sizes), result.centers.shape[0], threshold)
+    return result
