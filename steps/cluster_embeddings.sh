@@ -30,7 +30,7 @@ threshold=auto
 reduce_clusters=0
 pca_variance=0
 plda_recluster=false
-plda_threshold=0
+plda_threshold=auto
 select=nearest           # nearest|posterior
 keep_fraction=0.8
 posterior_threshold=0.9
@@ -70,7 +70,8 @@ Options:
                                       # variance before clustering; 0: no PCA (default: $pca_variance)
   --plda-recluster <true|false>       # second pass: AHC on the LLRs of a PLDA trained on the first pass's
                                       # kept members (default: $plda_recluster)
-  --plda-threshold <llr>              # merge while the mean LLR between groups exceeds it (default: $plda_threshold)
+  --plda-threshold <auto|llr>         # merge while the mean LLR between groups exceeds it; auto: from
+                                      # the LLRs of random utterance pairs (default: $plda_threshold)
   --select <nearest|posterior>        # members kept: nearest to their centroid, or by posterior
                                       # (default: $select)
   --keep-fraction <f>                 # --select nearest: fraction of each cluster kept, nearest to its
@@ -126,7 +127,7 @@ run_or_die "$cmd" "$report_dir/log/cluster.log" clustering \
     --n-init "$n_init" --max-iter "$max_iter" --batch-size "$batch_size" --linkage "$linkage" \
     --spk-prefix "$spk_prefix" --copies-from "$copies_from" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"
 mark_step_done "$marker" "$step_settings"
-grep -E '^(clustering\.num_clusters|selection|first_pass_truth_all|truth_all|truth_kept)\.' "$report_dir/cluster_report.txt" || true
+grep -E '^((first_pass|clustering)\.num_clusters |(selection|first_pass_truth_all|truth_all|truth_kept)\.)' "$report_dir/cluster_report.txt" || true
 combined_msg=
 if [ -n "$copies_from" ]; then
   combined_msg=" and ${dest_data%/}_combined ($(wc -l < "${dest_data%/}_combined/utt2spk") utterances with copies)"

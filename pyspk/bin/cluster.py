@@ -79,9 +79,10 @@ def get_parser():
     parser.add_argument("--plda-recluster", type=bool_arg, default=False,
                         help="train a PLDA on the kept members of the first clustering and re-cluster by "
                              "average-linkage AHC on its log-likelihood ratios (default: false)")
-    parser.add_argument("--plda-threshold", type=float, default=0.0,
-                        help="PLDA re-clustering: merge while the mean LLR between two groups is above this; 0: "
-                             "same and different speaker equally likely (default: 0)")
+    parser.add_argument("--plda-threshold", type=threshold_arg, default=None,
+                        help="PLDA re-clustering: merge while the mean LLR between two groups is above this; auto: "
+                             "the equal-prior crossing of a Gaussian-mixture fit to the LLRs of random utterance "
+                             "pairs (an LLR of 0 assumes a calibrated PLDA) (default: auto)")
     parser.add_argument("--select", choices=SELECTIONS, default="nearest",
                         help="members kept: the --keep-fraction nearest to their centre, or those whose cluster "
                              "posterior reaches --posterior-threshold (default: nearest)")

@@ -161,7 +161,8 @@ def equal_prior_threshold(scores, max_components=8, seed=0):
         z = (grid[:, None] - means[index]) / sds[index]
         return np.log((weight * np.exp(-0.5 * z * z) / sds[index]).sum(1) + 1e-300)
 
-    gap = log_density(np.array([top]), np.ones(1)) - log_density(np.flatnonzero(rest), weights[rest] / weights[rest].sum())
+    others = np.flatnonzero(rest)
+    gap = log_density(np.array([top]), np.ones(1)) - log_density(others, weights[others] / weights[others].sum())
     crossing = np.flatnonzero(np.diff(np.sign(gap)) > 0)
     if crossing.size == 0:
         raise ValueError(f"the pair scores show no same-speaker mode (highest of {len(means)} components at "
@@ -171,16 +172,19 @@ def equal_prior_threshold(scores, max_components=8, seed=0):
     return float(grid[crossing[-1] + 1])
 
 
-def auto_cosine_threshold(x, n_pairs=100000, seed=0):
-    """Cosine-distance threshold from the cosine scores of random pairs of the unit rows of ``x``."""
-    rng = np.random.default_rng(seed)
-    n = x.shape[0]
-    first, second = rng.integers(n, size=(2, n_pairs))
+def random_pairs(n, n_pairs=50000, seed=0):
+    """Index arrays of up to ``n_pairs`` random pairs of distinct rows out of ``n``."""
+    first, second = np.random.default_rng(seed).integers(n, size=(2, n_pairs))
     distinct = first != second
+    return first[distinct], second[distinct]
+
+
+def auto_cosine_threshold(x, seed=0):
+    """Cosine-distance threshold from the cosine scores of random pairs of the unit rows of ``x``."""
     x = np.asarray(x, dtype=np.float64)
-    scores = np.einsum("ij,ij->i", x[first[distinct]], x[second[distinct]])
-    score = equal_prior_threshold(scores, seed=seed)
-    logger.info("threshold from %d random pairs: cosine score %.4f (distance %.4f)", distinct.sum(), score, 1 - score)
+    first, second = random_pairs(x.shape[0], seed=seed)
+    score = equal_prior_threshold(np.einsum("ij,ij->i", x[first], x[second]), seed=seed)
+    logger.info("threshold from %d random pairs: cosine score %.4f (distance %.4f)", len(first), score, 1 - score)
     return 1.0 - score
 
 
@@ -202,10 +206,11 @@ def reduction_size(n, max_points, reduce_clusters):
 
 def group_means(values, labels, n_groups):
     """Per-group means of the rows of ``values`` (float64)."""
-    values = np.asarray(values, dtype=np.float64)
-    sums = np.zeros((n_groups,) + values.shape[1:])
-    np.add.at(sums, labels, values)
-    return sums / np.maximum(np.bincount(labels, minlength=n_groups), 1).reshape((-1,) + (1,) * (values.ndim - 1))
+    values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    index = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    sums = torch.zeros((n_groups, *values.shape[1:]), dtype=torch.float64).index_add_(0, index, values)
+    counts = torch.bincount(index, minlength=n_groups).clamp_min(1).double()
+    return (sums / counts.reshape(-1, *([1] * (values.ndim - 1)))).numpy()
 
 
 def result_from_labels(x, labels, started):

@@ -6,8 +6,12 @@ speakers) learns which directions vary within a speaker and which between,
 and its log-likelihood ratio (LLR) then decides which groups are one speaker.
 The points (or the k-means micro-clusters of the first pass, for scale) are
 merged by average linkage on ``-LLR`` until the mean LLR between two groups
-falls below ``threshold`` (0 by default: same and different speaker equally
-likely, the Bayes decision with equal priors).
+falls below ``threshold``. LLR 0 would be the Bayes decision with equal
+priors if the PLDA were calibrated, but one trained on a few dozen
+pseudo-speakers is not: same-speaker pairs reach LLRs of -20 and less. The
+default threshold (None) is therefore taken from the LLRs themselves as for
+the cosine pass (:func:`pyspk.cluster.agglomerative.equal_prior_threshold`
+on the LLRs of random pairs of utterances).
 
 For one utterance on each side, Kaldi's LLR (:meth:`pyspk.backend.plda.Plda.log_likelihood_ratio`)
 in the PLDA space, ``psi`` the between-class variances, is
@@ -25,7 +29,14 @@ import numpy as np
 import torch
 
 from pyspk.backend.plda import estimate_plda
-from pyspk.cluster.agglomerative import cut_tree, group_means, nn_chain, result_from_labels
+from pyspk.cluster.agglomerative import (
+    cut_tree,
+    equal_prior_threshold,
+    group_means,
+    nn_chain,
+    random_pairs,
+    result_from_labels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +57,23 @@ def mean_llr_matrix(plda, x, groups, n_groups):
     return const - mean_q[:, None] - mean_q[None, :] + (mean_y * w) @ mean_y.T
 
 
-def plda_recluster(x, labels, keep, *, threshold=0.0, micro=None, num_em_iters=10):
+def auto_llr_threshold(plda, x, seed=0):
+    """LLR threshold from the LLRs of random pairs of rows of ``x`` (see the module docstring)."""
+    y, _ = plda.transform_vectors(x)
+    const, w, u = llr_terms(plda.psi)
+    first, second = random_pairs(y.shape[0], seed=seed)
+    q = (y * y) @ u
+    scores = const - q[first] - q[second] + np.einsum("ij,ij->i", y[first] * w, y[second])
+    threshold = equal_prior_threshold(scores, seed=seed)
+    logger.info("PLDA threshold from %d random pairs: LLR %.3f", len(first), threshold)
+    return threshold
+
+
+def plda_recluster(x, labels, keep, *, threshold=None, micro=None, num_em_iters=10, seed=0):
     """Re-cluster the rows of ``x`` by average-linkage AHC on the LLR of a PLDA trained on ``labels[keep]``.
 
     ``micro``: ``(labels, sizes)`` of a micro-cluster reduction (None: every
-    point on its own). Returns a :class:`~pyspk.cluster.kmeans.ClusterResult`
+    point on its own); ``threshold`` None: from the data. Returns a :class:`~pyspk.cluster.kmeans.ClusterResult`
     with the clusters found (centres: means of the members in ``x``'s space).
     """
     started = time.perf_counter()
@@ -61,12 +84,14 @@ def plda_recluster(x, labels, keep, *, threshold=0.0, micro=None, num_em_iters=1
         raise ValueError("the PLDA re-clustering needs at least two first-pass clusters with kept members")
     data = x.numpy().astype(np.float64)
     plda = estimate_plda(data[keep], kept_labels, num_em_iters=num_em_iters)
+    if threshold is None:
+        threshold = auto_llr_threshold(plda, data, seed)
     n = x.shape[0]
     micro_labels, sizes = micro if micro is not None else (np.arange(n), np.ones(n, dtype=np.int64))
     dist = (-mean_llr_matrix(plda, data, micro_labels, len(sizes))).astype(np.float32)
     pairs, heights = nn_chain(dist, sizes, "average")
     merged = cut_tree(pairs, heights, len(sizes), threshold=-threshold)
     result = result_from_labels(x, merged[micro_labels], started)
-    logger.info("PLDA re-clustering (trained on %d utterances of %d clusters) of %d points: %d clusters at LLR %g",
+    logger.info("PLDA re-clustering (trained on %d utterances of %d clusters) of %d points: %d clusters at LLR %.3f",
                 keep.sum(), kept_labels.max() + 1, len(sizes), result.centers.shape[0], threshold)
     return result

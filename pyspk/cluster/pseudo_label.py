@@ -52,7 +52,7 @@ class PseudoLabelOptions:
     reduce_clusters: int = 0
     pca_variance: float = 0.0
     plda_recluster: bool = False
-    plda_threshold: float = 0.0
+    plda_threshold: float | None = None  # None: from the data
     select: str = "nearest"
     keep_fraction: float = 0.8
     posterior_threshold: float = 0.9
@@ -244,7 +244,8 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
             sections.update({f"first_pass_{name}": value for name, value in first.items()})
         log.info("first pass: %d clusters; re-clustering with a PLDA trained on its %d kept utterances",
                  result.centers.shape[0], first_keep.sum())
-        result = plda_recluster(x, result.labels, first_keep, threshold=options.plda_threshold, micro=micro)
+        result = plda_recluster(x, result.labels, first_keep, threshold=options.plda_threshold, micro=micro,
+                                seed=options.seed)
     keep = select(result, x, options)
     if not keep.any():
         raise ValueError(f"no cluster keeps --min-cluster-size {options.min_cluster_size} members; "
@@ -263,6 +264,8 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
         "seed")}
     if options.threshold is None:
         settings["threshold"] = "none" if options.num_clusters else "auto"
+    if options.plda_threshold is None:
+        settings["plda_threshold"] = "auto"
     sections = {"settings": {**settings, "device": str(device)}, **sections,
                 "clustering": clustering_section(result, x), "selection": selection}
     if ref_utt2spk:
