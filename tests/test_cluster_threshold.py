@@ -31,7 +31,8 @@ def test_nn_chain_matches_scipy(method):
     pairs, heights = nn_chain(dist.astype(np.float32), np.ones(len(x)), method)
     np.testing.assert_allclose(np.sort(heights), reference[:, 2], atol=1e-4)
     for k in (2, 9):
-        assert nmi(fcluster(reference, k, "maxclust"), cut_tree(pairs, heights, len(x), n_clusters=k)) == pytest.approx(1.0)
+        cut = cut_tree(pairs, heights, len(x), n_clusters=k)
+        assert nmi(fcluster(reference, k, "maxclust"), cut) == pytest.approx(1.0)
 
 
 def test_threshold_finds_the_number_of_separated_clusters():
