@@ -79,7 +79,8 @@ def parse_args():
     parser.add_argument("--vox2-scale", action="store_true",
                         help="1,000,000 x 192, k = 6,000 (pyspk and faiss unless --methods), then the AHC pass")
     parser.add_argument("--ahc", action="store_true",
-                        help="after pyspk k-means, the AHC pass on its centroids (implied by --vox2-scale)")
+                        help="after k-means, the AHC pass on its centroids (pyspk's, else the first method's; "
+                             "implied by --vox2-scale)")
     parser.add_argument("--ahc-threshold", type=float, default=0.5,
                         help="cosine-distance threshold of the AHC pass (default: 0.5)")
     args = parser.parse_args()
@@ -142,8 +143,10 @@ def main():
               f"peak memory so far {peak_memory_gib():.2f} GiB", flush=True)
 
     print_table(results)
-    if (args.ahc or args.vox2_scale) and "pyspk" in labels_of:
-        ahc_pass(x, truth, labels_of["pyspk"], k, args.ahc_threshold, results["pyspk"][0])
+    if (args.ahc or args.vox2_scale) and labels_of:
+        # On pyspk's centroids, or the first method's when pyspk did not run.
+        name = "pyspk" if "pyspk" in labels_of else next(iter(labels_of))
+        ahc_pass(x, truth, labels_of[name], name, k, args.ahc_threshold, results[name][0])
 
 
 def print_table(results):
@@ -156,12 +159,12 @@ def print_table(results):
         print(f"{name:<18} {seconds:8.2f} {value:12.2f} {ratio:>10} {score:7.4f}  {note}{speed}")
 
 
-def ahc_pass(x, truth, micro, k, threshold, kmeans_seconds):
+def ahc_pass(x, truth, micro, name, k, threshold, kmeans_seconds):
     """The agglomerative pass of steps/cluster_embeddings.sh on the k-means micro-clusters, timed."""
     start = time.perf_counter()
     ahc = agglomerative(x, 0, threshold=threshold, micro=(micro, np.bincount(micro, minlength=k)))
     seconds = time.perf_counter() - start
-    print(f"AHC on the {k} pyspk centroids (threshold {threshold}): {seconds:.2f} s, {ahc.centers.shape[0]} "
+    print(f"AHC on the {k} {name} centroids (threshold {threshold}): {seconds:.2f} s, {ahc.centers.shape[0]} "
           f"clusters, NMI {normalized_mutual_info_score(truth, ahc.labels):.4f}; k-means + AHC "
           f"{kmeans_seconds + seconds:.1f} s; peak memory {peak_memory_gib():.2f} GiB")
 
