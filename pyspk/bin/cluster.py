@@ -69,7 +69,8 @@ def get_parser():
     parser.add_argument("--threshold", type=threshold_arg, default=None,
                         help="agglomerative with --num-clusters 0: stop merging above this linkage distance (cosine "
                              "distance for average/complete linkage); auto: the equal-prior crossing of a "
-                             "two-Gaussian fit to the cosine scores of random utterance pairs (default: auto)")
+                             "Gaussian-mixture (BIC) fit to the cosine scores of random utterance pairs "
+                             "(default: auto)")
     parser.add_argument("--reduce-clusters", type=int, default=0,
                         help="agglomerative and PLDA re-clustering: merge this many k-means micro-clusters "
                              "(0: only above --agglo-max-points utterances, that many) (default: 0)")

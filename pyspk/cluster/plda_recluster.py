@@ -32,7 +32,6 @@ from pyspk.backend.plda import estimate_plda
 from pyspk.cluster.agglomerative import (
     cut_tree,
     equal_prior_threshold,
-    group_means,
     nn_chain,
     random_pairs,
     result_from_labels,
@@ -48,22 +47,28 @@ def llr_terms(psi):
     return 0.5 * float(np.log((1 + psi) / v).sum()), psi / (2 * psi + 1), psi**2 / (2 * (2 * psi + 1) * (psi + 1))
 
 
-def mean_llr_matrix(plda, x, groups, n_groups):
+def mean_llr_matrix(plda, x, groups, n_groups, block_rows=65536):
     """Mean PLDA LLR between the members of every pair of ``groups`` (rows of ``x``, raw embeddings)."""
-    y, _ = plda.transform_vectors(x)
     const, w, u = llr_terms(plda.psi)
-    mean_y = group_means(y, groups, n_groups)
-    mean_q = group_means((y * y) @ u, groups, n_groups)
+    sum_y = torch.zeros(n_groups, plda.dim, dtype=torch.float64)
+    sum_q = torch.zeros(n_groups, dtype=torch.float64)
+    groups = torch.as_tensor(np.asarray(groups, dtype=np.int64))
+    for start in range(0, x.shape[0], block_rows):  # bounded memory at VoxCeleb2 scale
+        y, _ = plda.transform_vectors(np.asarray(x[start:start + block_rows], dtype=np.float64))
+        index = groups[start:start + block_rows]
+        sum_y.index_add_(0, index, torch.from_numpy(y))
+        sum_q.index_add_(0, index, torch.from_numpy((y * y) @ u))
+    counts = torch.bincount(groups, minlength=n_groups).clamp_min(1).double()
+    mean_y, mean_q = (sum_y / counts[:, None]).numpy(), (sum_q / counts).numpy()
     return const - mean_q[:, None] - mean_q[None, :] + (mean_y * w) @ mean_y.T
 
 
 def auto_llr_threshold(plda, x, seed=0):
     """LLR threshold from the LLRs of random pairs of rows of ``x`` (see the module docstring)."""
-    y, _ = plda.transform_vectors(x)
     const, w, u = llr_terms(plda.psi)
-    first, second = random_pairs(y.shape[0], seed=seed)
-    q = (y * y) @ u
-    scores = const - q[first] - q[second] + np.einsum("ij,ij->i", y[first] * w, y[second])
+    first, second = random_pairs(x.shape[0], seed=seed)
+    (y1, _), (y2, _) = (plda.transform_vectors(np.asarray(x[rows], dtype=np.float64)) for rows in (first, second))
+    scores = const - (y1 * y1) @ u - (y2 * y2) @ u + np.einsum("ij,ij->i", y1 * w, y2)
     threshold = equal_prior_threshold(scores, seed=seed)
     logger.info("PLDA threshold from %d random pairs: LLR %.3f", len(first), threshold)
     return threshold
@@ -82,13 +87,12 @@ def plda_recluster(x, labels, keep, *, threshold=None, micro=None, num_em_iters=
     kept_labels = np.unique(labels[keep], return_inverse=True)[1]
     if kept_labels.size == 0 or kept_labels.max() < 1:
         raise ValueError("the PLDA re-clustering needs at least two first-pass clusters with kept members")
-    data = x.numpy().astype(np.float64)
-    plda = estimate_plda(data[keep], kept_labels, num_em_iters=num_em_iters)
+    plda = estimate_plda(x.numpy()[keep].astype(np.float64), kept_labels, num_em_iters=num_em_iters)
     if threshold is None:
-        threshold = auto_llr_threshold(plda, data, seed)
+        threshold = auto_llr_threshold(plda, x.numpy(), seed)
     n = x.shape[0]
     micro_labels, sizes = micro if micro is not None else (np.arange(n), np.ones(n, dtype=np.int64))
-    dist = (-mean_llr_matrix(plda, data, micro_labels, len(sizes))).astype(np.float32)
+    dist = (-mean_llr_matrix(plda, x.numpy(), micro_labels, len(sizes))).astype(np.float32)
     pairs, heights = nn_chain(dist, sizes, "average")
     merged = cut_tree(pairs, heights, len(sizes), threshold=-threshold)
     result = result_from_labels(x, merged[micro_labels], started)
