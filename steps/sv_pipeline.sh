@@ -335,8 +335,8 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     steps/cluster_embeddings.sh --num-clusters $num_clusters --method $cluster_method \
       --threshold $cluster_threshold --plda-recluster $plda_recluster --select $cluster_select \
       --keep-fraction $keep_fraction --posterior-threshold $posterior_threshold \
-      --min-cluster-size $min_cluster_size --max-cluster-size $max_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
-      $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
+      --min-cluster-size $min_cluster_size --max-cluster-size $max_cluster_size --device $device \
+      "${ref_opt[@]}" "${copies_opt[@]}" $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$wav_overrides $classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
     extract $dir "" $train_set $test_sets $pl_data
