@@ -1,4 +1,4 @@
-"""Benchmark: pyspk k-means against scikit-learn's KMeans and MiniBatchKMeans.
+"""Benchmark: pyspk k-means against faiss and scikit-learn's KMeans and MiniBatchKMeans.
 
 Data (made here, deterministic under --seed): --n-points points in --dim
 dimensions drawn from --n-clusters isotropic Gaussians of unequal sizes and
@@ -6,19 +6,40 @@ spreads, length-normalised like speaker embeddings. Every method gets the same
 data, number of clusters and seed, in the same process (torch and
 scikit-learn's OpenMP both use all cores); prints wall time, inertia
 (recomputed identically in float64 for all), the ratio to scikit-learn's
-KMeans inertia, and NMI against the generating labels.
+KMeans inertia (to faiss's without scikit-learn), and NMI against the
+generating labels.
 
     python bench/kmeans.py                       # 200,000 x 192, k = 2,000
     python bench/kmeans.py --n-points 20000 --n-clusters 200   # quick look
+    python bench/kmeans.py --vox2-scale          # 1,000,000 x 192, k = 6,000, then AHC on the centroids
+
+faiss (``pip install faiss-cpu``, or ``pip install -e .[bench]``) is a
+bench-only dependency: without it the faiss method is skipped with a message.
+``--vox2-scale`` runs pyspk (or --methods) at VoxCeleb2 scale and then the
+agglomerative pass of steps/cluster_embeddings.sh (--method agglomerative
+--num-clusters 0 --reduce-clusters 6000) on its centroids, timed separately,
+and prints the peak resident memory of the process (resource.getrusage
+maxrss, which only grows: run one method per process for its own peak).
 
 Measured with the defaults on 2 CPU cores (AMD EPYC, AVX2), quiet machine:
 pyspk 41 s (inertia x0.991 of scikit-learn's, NMI 0.992), pyspk mini-batch
 46 s (x0.996, NMI 0.993), scikit-learn KMeans 289 s (NMI 0.989),
 MiniBatchKMeans 41 s (x1.071, NMI 0.969). About half of pyspk's time is the
 k-means++ seeding, half the Lloyd iterations.
+
+Against faiss (1.15.1, its defaults), same data, 2 cores shared with other
+developers' jobs (load 4-10, so the method run first is penalised): pyspk
+177 s vs faiss 149 s when pyspk ran first (0.84x faiss speed), 167 s vs
+211 s when faiss ran first (1.26x); pyspk's inertia 4.4 % lower (x0.956),
+NMI 0.992 vs 0.984. The AHC pass of --vox2-scale alone (6,000 micro-clusters
+of 1,000,000 x 192 points) took 26-60 s, peak memory 4.7 GiB (mostly the
+float64 data generation); full --vox2-scale runs did not finish within 15
+minutes on the loaded machine (25 Lloyd passes over 1 M x 6,000 x 192 are
+about 6e13 flops, some 10 minutes on 2 quiet AVX2 cores for faiss or pyspk).
 """
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -26,6 +47,12 @@ import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
+from pyspk.cluster.agglomerative import agglomerative
+
+try:
+    import faiss
+except ImportError:
+    faiss = None
 from pyspk.cluster.kmeans import kmeans, minibatch_kmeans
 
 
@@ -51,21 +78,33 @@ def inertia(x, centers, labels):
     return float(np.einsum("ij,ij->", diff, diff))
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-points", type=int, default=200_000)
     parser.add_argument("--n-clusters", type=int, default=2_000)
     parser.add_argument("--dim", type=int, default=192)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--methods", default="pyspk,pyspk-minibatch,sklearn,sklearn-minibatch",
+    parser.add_argument("--methods", default="pyspk,pyspk-minibatch,faiss,sklearn,sklearn-minibatch",
                         help="comma-separated subset to run")
+    parser.add_argument("--vox2-scale", action="store_true",
+                        help="1,000,000 x 192, k = 6,000 (pyspk and faiss unless --methods), then the AHC pass")
+    parser.add_argument("--ahc", action="store_true",
+                        help="after k-means, the AHC pass on its centroids (pyspk's, else the first method's; "
+                             "implied by --vox2-scale)")
+    parser.add_argument("--ahc-threshold", type=float, default=0.5,
+                        help="cosine-distance threshold of the AHC pass (default: 0.5)")
     args = parser.parse_args()
+    if args.vox2_scale:
+        args.n_points, args.n_clusters = 1_000_000, 6_000
+        if args.methods == parser.get_default("methods"):
+            args.methods = "pyspk,faiss"
+        args.ahc = True
+    return args
 
-    x, truth = make_blobs(args.n_points, args.n_clusters, args.dim, args.seed)
-    k = args.n_clusters
-    print(f"data: {x.shape[0]} x {x.shape[1]}, k = {k}, torch threads = {torch.get_num_threads()}")
 
+def make_runners(x, k, args):
+    """``{method: function returning (centres, labels, note)}``."""
     def run_pyspk():
         r = kmeans(x, k, seed=args.seed, device=args.device)
         return r.centers, r.labels, f"{r.n_iter} iter"
@@ -73,6 +112,13 @@ def main():
     def run_pyspk_minibatch():
         r = minibatch_kmeans(x, k, seed=args.seed, device=args.device)
         return r.centers, r.labels, f"{r.n_iter} epochs"
+
+    def run_faiss():
+        # faiss's defaults (25 iterations, k-means on at most 256 points per centroid), as users run it.
+        km = faiss.Kmeans(x.shape[1], k, seed=args.seed)
+        km.train(x)
+        labels = km.index.search(x, 1)[1].ravel()
+        return km.centroids, labels, f"{km.cp.niter} iter"
 
     def run_sklearn():
         km = KMeans(k, n_init=1, random_state=args.seed).fit(x)
@@ -82,24 +128,61 @@ def main():
         km = MiniBatchKMeans(k, batch_size=4096, n_init=1, random_state=args.seed).fit(x)
         return km.cluster_centers_, km.labels_, f"{km.n_iter_} epochs"
 
-    runners = {"pyspk": run_pyspk, "pyspk-minibatch": run_pyspk_minibatch,
-               "sklearn": run_sklearn, "sklearn-minibatch": run_sklearn_minibatch}
+    return {"pyspk": run_pyspk, "pyspk-minibatch": run_pyspk_minibatch, "faiss": run_faiss,
+            "sklearn": run_sklearn, "sklearn-minibatch": run_sklearn_minibatch}
+
+
+def main():
+    args = parse_args()
+    x, truth = make_blobs(args.n_points, args.n_clusters, args.dim, args.seed)
+    k = args.n_clusters
+    print(f"data: {x.shape[0]} x {x.shape[1]}, k = {k}, torch threads = {torch.get_num_threads()}")
+    runners = make_runners(x, k, args)
     results = {}
+    labels_of = {}
     for name in args.methods.split(","):
+        if name == "faiss" and faiss is None:
+            print("  faiss: skipped, not installed (pip install faiss-cpu)", flush=True)
+            continue
         start = time.perf_counter()
         centers, labels, note = runners[name]()
         seconds = time.perf_counter() - start
+        labels_of[name] = labels
         results[name] = (seconds, inertia(x, centers, labels),
                          normalized_mutual_info_score(truth, labels), note)
-        print(f"  {name}: {seconds:.2f} s, inertia {results[name][1]:.2f}, NMI {results[name][2]:.4f}, {note}",
-              flush=True)
+        print(f"  {name}: {seconds:.2f} s, inertia {results[name][1]:.2f}, NMI {results[name][2]:.4f}, {note}, "
+              f"peak memory so far {peak_memory_gib():.2f} GiB", flush=True)
 
-    ref = results.get("sklearn")
-    print(f"{'method':<18} {'seconds':>8} {'inertia':>12} {'vs sklearn':>10} {'NMI':>7}  notes")
+    print_table(results)
+    if (args.ahc or args.vox2_scale) and labels_of:
+        # On pyspk's centroids, or the first method's when pyspk did not run.
+        name = "pyspk" if "pyspk" in labels_of else next(iter(labels_of))
+        ahc_pass(x, truth, labels_of[name], name, k, args.ahc_threshold, results[name][0])
+
+
+def print_table(results):
+    ref_name = next((name for name in ("sklearn", "faiss") if name in results), None)
+    ref = results.get(ref_name)
+    print(f"{'method':<18} {'seconds':>8} {'inertia':>12} {'vs ' + str(ref_name):>10} {'NMI':>7}  notes")
     for name, (seconds, value, score, note) in results.items():
         ratio = f"{value / ref[1]:.4f}" if ref else "-"
-        speed = f", {ref[0] / seconds:.2f}x sklearn speed" if ref and name != "sklearn" else ""
+        speed = f", {ref[0] / seconds:.2f}x {ref_name} speed" if ref and name != ref_name else ""
         print(f"{name:<18} {seconds:8.2f} {value:12.2f} {ratio:>10} {score:7.4f}  {note}{speed}")
+
+
+def ahc_pass(x, truth, micro, name, k, threshold, kmeans_seconds):
+    """The agglomerative pass of steps/cluster_embeddings.sh on the k-means micro-clusters, timed."""
+    start = time.perf_counter()
+    ahc = agglomerative(x, 0, threshold=threshold, micro=(micro, np.bincount(micro, minlength=k)))
+    seconds = time.perf_counter() - start
+    print(f"AHC on the {k} {name} centroids (threshold {threshold}): {seconds:.2f} s, {ahc.centers.shape[0]} "
+          f"clusters, NMI {normalized_mutual_info_score(truth, ahc.labels):.4f}; k-means + AHC "
+          f"{kmeans_seconds + seconds:.1f} s; peak memory {peak_memory_gib():.2f} GiB")
+
+
+def peak_memory_gib():
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 if __name__ == "__main__":

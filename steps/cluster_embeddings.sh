@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Pseudo-labelling round: cluster utterance embeddings (k-means, mini-batch
-# k-means or agglomerative), keep the members nearest to their centroid, and
+# k-means or agglomerative; agglomerative with --num-clusters 0 finds the
+# number of clusters by a threshold), optionally re-cluster with a PLDA trained
+# on the first pass (--plda-recluster true), keep the confident members
+# (nearest to their centroid, or by cluster posterior), and
 # write a Kaldi data dir whose speakers are the clusters. Utterance ids become
 # "<cluster>-<utt>" (Kaldi wants utt2spk sorted by speaker too); feats.scp and
 # the other per-utterance files of the source are carried over unchanged,
@@ -21,10 +24,18 @@ step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
 
 # Begin configuration section.
 cmd=run.pl
-num_clusters=500
+num_clusters=500          # 0: found by --threshold (agglomerative only)
 method=kmeans            # kmeans|minibatch|agglomerative
+threshold=auto
+reduce_clusters=0
+pca_variance=0
+plda_recluster=false
+plda_threshold=auto
+select=nearest           # nearest|posterior
 keep_fraction=0.8
+posterior_threshold=0.9
 min_cluster_size=5
+max_cluster_size=0
 seed=0
 device=auto
 ref_utt2spk=
@@ -35,6 +46,7 @@ n_init=1
 max_iter=100
 batch_size=16384
 linkage=average
+agglo_max_points=10000
 spk_prefix=pl
 copies_from=
 # End configuration section.
@@ -44,11 +56,31 @@ e.g.: $0 --num-clusters 500 --ref-utt2spk data/train/utt2spk --copies-from data/
         exp/pl/round1/xvectors_train data/train data/train_pl_r1 exp/pl/round1/cluster
 Options:
   --cmd <run.pl|queue.pl ...>         # how to run the job (default: $cmd)
-  --num-clusters <k>                  # number of clusters (default: $num_clusters)
+  --num-clusters <k>                  # number of clusters; 0: found by --threshold (agglomerative
+                                      # only) (default: $num_clusters)
   --method <kmeans|minibatch|agglomerative>  # clustering method (default: $method)
-  --keep-fraction <f>                 # fraction of each cluster kept, nearest to its centroid
-                                      # first (default: $keep_fraction)
+  --threshold <auto|d>                # agglomerative, --num-clusters 0: stop merging above this linkage
+                                      # distance (cosine distance for average/complete); auto: from the
+                                      # cosine scores of random utterance pairs, no labels (default: $threshold)
+  --reduce-clusters <n>               # agglomerative/PLDA re-clustering: merge n k-means micro-clusters;
+                                      # 0: only above --agglo-max-points utterances (default: $reduce_clusters)
+  --agglo-max-points <n>              # agglomerative: largest number of points merged directly
+                                      # (default: $agglo_max_points)
+  --pca-variance <f>                  # keep the principal components holding this share of the
+                                      # variance before clustering; 0: no PCA (default: $pca_variance)
+  --plda-recluster <true|false>       # second pass: AHC on the LLRs of a PLDA trained on the first pass's
+                                      # kept members (default: $plda_recluster)
+  --plda-threshold <auto|llr>         # merge while the mean LLR between groups exceeds it; auto: from
+                                      # the LLRs of random utterance pairs (default: $plda_threshold)
+  --select <nearest|posterior>        # members kept: nearest to their centroid, or by posterior
+                                      # (default: $select)
+  --keep-fraction <f>                 # --select nearest: fraction of each cluster kept, nearest to its
+                                      # centroid first (default: $keep_fraction)
+  --posterior-threshold <p>           # --select posterior: least posterior of the own cluster
+                                      # (default: $posterior_threshold)
   --min-cluster-size <n>              # drop clusters with fewer kept members (default: $min_cluster_size)
+  --max-cluster-size <n>              # keep at most n per cluster, most confident first; 0: no limit
+                                      # (default: $max_cluster_size)
   --seed <n>                          # random seed (default: $seed)
   --device <auto|cpu|cuda>            # where to cluster; auto: cuda if available (default: $device)
   --ref-utt2spk <file>                # true labels, for the report only (default: none)
@@ -86,13 +118,16 @@ outputs=("$dest_data/utt2spk" "$report_dir/cluster_report.txt" ${copies_from:+"$
 exit_if_step_done "$marker" "$step_settings" "$dest_data (report $report_dir)" "${inputs[@]}" -- "${outputs[@]}"
 mkdir -p "$report_dir/log"
 run_or_die "$cmd" "$report_dir/log/cluster.log" clustering \
-  python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" \
-    --keep-fraction "$keep_fraction" --min-cluster-size "$min_cluster_size" --seed "$seed" --device "$device" \
+  python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" --threshold "$threshold" \
+    --reduce-clusters "$reduce_clusters" --agglo-max-points "$agglo_max_points" --pca-variance "$pca_variance" \
+    --plda-recluster "$plda_recluster" --plda-threshold "$plda_threshold" --select "$select" \
+    --keep-fraction "$keep_fraction" --posterior-threshold "$posterior_threshold" \
+    --min-cluster-size "$min_cluster_size" --max-cluster-size "$max_cluster_size" --seed "$seed" --device "$device" \
     --ref-utt2spk "$ref_utt2spk" --subtract-mean "$subtract_mean" --spherical "$spherical" --init "$init" \
     --n-init "$n_init" --max-iter "$max_iter" --batch-size "$batch_size" --linkage "$linkage" \
     --spk-prefix "$spk_prefix" --copies-from "$copies_from" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"
 mark_step_done "$marker" "$step_settings"
-grep -E '^(selection|truth_all|truth_kept)\.' "$report_dir/cluster_report.txt" || true
+grep -E '^((first_pass|clustering)\.num_clusters |(selection|first_pass_truth_all|truth_all|truth_kept)\.)' "$report_dir/cluster_report.txt" || true
 combined_msg=
 if [ -n "$copies_from" ]; then
   combined_msg=" and ${dest_data%/}_combined ($(wc -l < "${dest_data%/}_combined/utt2spk") utterances with copies)"

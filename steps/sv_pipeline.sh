@@ -50,9 +50,15 @@ ssl_overrides=            # e.g. "optim.lr.base=0.05 train.epochs=10"
 classifier_config=conf/classifier.yaml
 classifier_overrides=
 rounds=2                  # pseudo-labelling rounds
-num_clusters=200          # k for k-means (capped to a tenth of the train utterances)
+num_clusters=200          # k (capped to a tenth of the train utterances); 0: found by --cluster-threshold
+cluster_method=kmeans     # kmeans|minibatch|agglomerative (only agglomerative takes --num-clusters 0)
+cluster_threshold=auto    # agglomerative with --num-clusters 0: cosine-distance threshold, auto: from the data
+plda_recluster=false      # re-cluster with a PLDA trained on the first clustering's kept members
+cluster_select=nearest    # nearest (--keep-fraction) | posterior (cluster posterior >= --posterior-threshold)
 keep_fraction=0.7         # share of each cluster kept, nearest to its centroid first
+posterior_threshold=0.9
 min_cluster_size=5        # smaller clusters are dropped
+max_cluster_size=0        # at most this many kept per cluster, most confident first; 0: no limit
 pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
@@ -82,9 +88,15 @@ Options:
   --classifier-config FILE     pseudo-label classifier config ($classifier_config)
   --classifier-overrides 'K=V ...' ($classifier_overrides)
   --rounds N                   pseudo-labelling rounds ($rounds)
-  --num-clusters K             k-means clusters ($num_clusters)
+  --num-clusters K             clusters; 0: found by --cluster-threshold ($num_clusters)
+  --cluster-method M           kmeans|minibatch|agglomerative ($cluster_method)
+  --cluster-threshold T|auto   agglomerative cosine-distance threshold with --num-clusters 0 ($cluster_threshold)
+  --plda-recluster true|false  second pass on PLDA scores ($plda_recluster)
+  --cluster-select S           nearest|posterior ($cluster_select)
   --keep-fraction F            confident share kept per cluster ($keep_fraction)
+  --posterior-threshold P      least cluster posterior kept with --cluster-select posterior ($posterior_threshold)
   --min-cluster-size N         smaller clusters are dropped ($min_cluster_size)
+  --max-cluster-size N         most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-init ssl|previous       each round's classifier init ($pl_init)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
@@ -110,12 +122,17 @@ warn() { log "WARNING: $*" >&2; }
 
 case $ssl in dino|contrastive|memo) ;; *) die "--ssl must be dino, contrastive or memo, got '$ssl'" ;; esac
 case $pl_init in ssl|previous) ;; *) die "--pl-init must be ssl or previous, got '$pl_init'" ;; esac
-for opt in augment online_aug supervised check_only; do
+case $cluster_method in kmeans|minibatch|agglomerative) ;;
+  *) die "--cluster-method must be kmeans, minibatch or agglomerative, got '$cluster_method'" ;; esac
+case $cluster_select in nearest|posterior) ;; *) die "--cluster-select must be nearest or posterior, got '$cluster_select'" ;; esac
+for opt in augment online_aug supervised check_only plda_recluster; do
   case ${!opt} in true|false) ;; *) die "--$opt must be true or false, got '${!opt}'" ;; esac
 done
-for opt in nj num_gpus rounds num_clusters min_cluster_size; do
+for opt in nj num_gpus rounds num_clusters min_cluster_size max_cluster_size; do
   [[ "${!opt}" =~ ^[0-9]+$ ]] || die "--${opt//_/-} must be a non-negative integer, got '${!opt}'"
 done
+[ "$num_clusters" -gt 0 ] || [ $cluster_method = agglomerative ] ||
+  die "--num-clusters 0 (found by a threshold) needs --cluster-method agglomerative"
 [[ "$plda_lda_dim" =~ ^[0-9]+$ ]] || die "--plda-lda-dim must be a non-negative integer, got '$plda_lda_dim'"
 [ -n "$ssl_config" ] || ssl_config=conf/$ssl.yaml
 for f in "$ssl_config" "$classifier_config"; do
@@ -315,9 +332,11 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       copies_opt=(--copies-from "data/$train_data")
       pl_train=${pl_data}_combined
     fi
-    steps/cluster_embeddings.sh --num-clusters $num_clusters --keep-fraction $keep_fraction \
-      --min-cluster-size $min_cluster_size --device $device "${ref_opt[@]}" "${copies_opt[@]}" \
-      $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
+    steps/cluster_embeddings.sh --num-clusters $num_clusters --method $cluster_method \
+      --threshold $cluster_threshold --plda-recluster $plda_recluster --select $cluster_select \
+      --keep-fraction $keep_fraction --posterior-threshold $posterior_threshold \
+      --min-cluster-size $min_cluster_size --max-cluster-size $max_cluster_size --device $device \
+      "${ref_opt[@]}" "${copies_opt[@]}" $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$wav_overrides $classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
     extract $dir "" $train_set $test_sets $pl_data

@@ -9,8 +9,15 @@ e.g.:
 
 Reads <xvector-dir>/xvector.scp, keeps the utterances that also appear in
 <src-data-dir> (and in each of its per-utterance files), optionally subtracts
-the mean, length-normalises, clusters, keeps the most confident members of
-each cluster and writes <dest-data-dir>: utt ids "<cluster>-<utt>", utt2spk =
+the mean, length-normalises, optionally projects on the principal components
+holding --pca-variance of the variance, clusters (k-means into --num-clusters,
+or agglomerative into --num-clusters or, with --num-clusters 0, as many as a
+threshold finds), optionally re-clusters with a PLDA trained on the first
+pass's kept members (--plda-recluster true), keeps the most confident members
+of each cluster (--select nearest: the --keep-fraction nearest to the centre;
+posterior: those with a cluster posterior of at least --posterior-threshold;
+at most --max-cluster-size, clusters under --min-cluster-size dropped) and
+writes <dest-data-dir>: utt ids "<cluster>-<utt>", utt2spk =
 cluster ids, spk2utt, utt2dist, utt2uniq and the source's per-utterance files
 (feats.scp ...). <report-dir> gets cluster_assignments.txt (every utterance:
 cluster, distance, kept 0/1) and cluster_report.txt (settings, sizes, kept
@@ -28,12 +35,13 @@ combined dir. Clustering still uses the embeddings of the clean utterances
 only; a kept utterance missing from the combined dir is an error.
 """
 
+import argparse
 import dataclasses
 import logging
 
 from pyspk.cli import add_device_option, bool_arg, new_parser, user_errors_exit
 from pyspk.cluster.agglomerative import LINKAGES
-from pyspk.cluster.pseudo_label import METHODS, PseudoLabelOptions, pseudo_label
+from pyspk.cluster.pseudo_label import METHODS, SELECTIONS, PseudoLabelOptions, pseudo_label
 from pyspk.data.datadir import DataDirError
 from pyspk.device import pick_device
 from pyspk.logutil import setup_logging
@@ -41,16 +49,55 @@ from pyspk.logutil import setup_logging
 log = logging.getLogger("cluster")
 
 
+def threshold_arg(value):
+    """``auto`` (None: from the data) or a number."""
+    if value == "auto":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got '{value}'") from None
+
+
 def get_parser():
     parser = new_parser(__doc__)
-    parser.add_argument("--num-clusters", type=int, default=500, help="number of clusters k (default: 500)")
+    parser.add_argument("--num-clusters", type=int, default=500,
+                        help="number of clusters k; 0: found by --threshold (agglomerative only) (default: 500)")
     parser.add_argument("--method", choices=METHODS, default="kmeans",
                         help="full-batch k-means (embeddings held on the device), mini-batch k-means (embeddings "
                              "stay in host memory, batches go to the device) or agglomerative (default: kmeans)")
+    parser.add_argument("--threshold", type=threshold_arg, default=None,
+                        help="agglomerative with --num-clusters 0: stop merging above this linkage distance (cosine "
+                             "distance for average/complete linkage); auto: the equal-prior crossing of a "
+                             "Gaussian-mixture (BIC) fit to the cosine scores of random utterance pairs "
+                             "(default: auto)")
+    parser.add_argument("--reduce-clusters", type=int, default=0,
+                        help="agglomerative and PLDA re-clustering: merge this many k-means micro-clusters "
+                             "(0: only above --agglo-max-points utterances, that many) (default: 0)")
+    parser.add_argument("--pca-variance", type=float, default=0.0,
+                        help="keep the principal components holding this share of the variance before clustering "
+                             "(0: no PCA) (default: 0)")
+    parser.add_argument("--plda-recluster", type=bool_arg, default=False,
+                        help="train a PLDA on the kept members of the first clustering and re-cluster by "
+                             "average-linkage AHC on its log-likelihood ratios (default: false)")
+    parser.add_argument("--plda-threshold", type=threshold_arg, default=None,
+                        help="PLDA re-clustering: merge while the mean LLR between two groups is above this; auto: "
+                             "the equal-prior crossing of a Gaussian-mixture fit to the LLRs of random utterance "
+                             "pairs (an LLR of 0 assumes a calibrated PLDA) (default: auto)")
+    parser.add_argument("--select", choices=SELECTIONS, default="nearest",
+                        help="members kept: the --keep-fraction nearest to their centre, or those whose cluster "
+                             "posterior reaches --posterior-threshold (default: nearest)")
     parser.add_argument("--keep-fraction", type=float, default=0.8,
-                        help="fraction of each cluster kept, nearest to the centroid first (default: 0.8)")
+                        help="--select nearest: fraction of each cluster kept, nearest to the centroid first "
+                             "(default: 0.8)")
+    parser.add_argument("--posterior-threshold", type=float, default=0.9,
+                        help="--select posterior: least posterior of the own cluster under a mixture of spherical "
+                             "Gaussians at the centres (shared variance, weights the cluster sizes) (default: 0.9)")
     parser.add_argument("--min-cluster-size", type=int, default=5,
                         help="clusters with fewer kept members are dropped (default: 5)")
+    parser.add_argument("--max-cluster-size", type=int, default=0,
+                        help="at most this many members kept per cluster, the most confident first; 0: no limit "
+                             "(default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     add_device_option(parser)
     parser.add_argument("--ref-utt2spk", default="",
@@ -97,8 +144,9 @@ def main(argv=None):
         sections = pseudo_label(args.xvector_dir, args.src_data_dir, args.dest_data_dir, args.report_dir, options,
                                 device, copies_from=args.copies_from or None, ref_utt2spk=args.ref_utt2spk or None)
     selection = sections["selection"]
-    log.info("Wrote %s (%d utterances, %d pseudo-speakers) and %s/cluster_report.txt", args.dest_data_dir,
-             selection["kept_utts"], selection["kept_clusters"], args.report_dir)
+    log.info("Wrote %s (%d utterances, %d pseudo-speakers of %d clusters found) and %s/cluster_report.txt",
+             args.dest_data_dir, selection["kept_utts"], selection["kept_clusters"],
+             sections["clustering"]["num_clusters"], args.report_dir)
 
 
 if __name__ == "__main__":

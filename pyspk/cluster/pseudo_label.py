@@ -2,10 +2,13 @@
 
 :func:`pseudo_label` is what ``pyspk.bin.cluster`` (``steps/cluster_embeddings.sh``)
 runs: it reads ``<xvector-dir>/xvector.scp``, keeps the utterances of the source
-data dir, optionally subtracts the mean, length-normalises, clusters, keeps
-the members nearest to their centre and writes the pseudo-labelled data dir
-(and its ``_combined`` twin with the augmented copies), the per-utterance
-assignments and the report.
+data dir, optionally subtracts the mean, length-normalises, optionally keeps
+the principal components holding a share of the variance, clusters (k-means
+with k given, or agglomerative with k given or found by a threshold),
+optionally re-clusters with a PLDA trained on the confident members of the
+first pass, keeps the confident members (nearest fraction or posterior) and
+writes the pseudo-labelled data dir (and its ``_combined`` twin with the
+augmented copies), the per-utterance assignments and the report.
 """
 
 import dataclasses
@@ -17,11 +20,14 @@ import torch
 
 from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.cluster import report
-from pyspk.cluster.agglomerative import agglomerative
+from pyspk.cluster.agglomerative import agglomerative, micro_clusters, reduction_size
 from pyspk.cluster.kmeans import ClusterResult, kmeans, length_normalize, minibatch_kmeans
+from pyspk.cluster.plda_recluster import plda_recluster
 from pyspk.cluster.select import (
     CopySource,
     cluster_names,
+    cluster_posteriors,
+    select_by_posterior,
     select_confident,
     usable_utterances,
     write_assignments,
@@ -33,6 +39,7 @@ from pyspk.data.datadir import DataDirError, read_kv
 log = logging.getLogger(__name__)
 
 METHODS = ("kmeans", "minibatch", "agglomerative")
+SELECTIONS = ("nearest", "posterior")
 
 
 @dataclasses.dataclass
@@ -41,8 +48,16 @@ class PseudoLabelOptions:
 
     num_clusters: int = 500
     method: str = "kmeans"
+    threshold: float | None = None  # agglomerative with num_clusters 0; None: from the data
+    reduce_clusters: int = 0
+    pca_variance: float = 0.0
+    plda_recluster: bool = False
+    plda_threshold: float | None = None  # None: from the data
+    select: str = "nearest"
     keep_fraction: float = 0.8
+    posterior_threshold: float = 0.9
     min_cluster_size: int = 5
+    max_cluster_size: int = 0
     seed: int = 0
     subtract_mean: bool = True
     spherical: bool = False
@@ -59,8 +74,22 @@ class PseudoLabelOptions:
         """ValueError naming the option on a value out of range."""
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got '{self.method}'")
-        if self.num_clusters < 1:
-            raise ValueError(f"--num-clusters must be positive, got {self.num_clusters}")
+        if self.num_clusters < 0 or (self.num_clusters == 0 and self.method != "agglomerative"):
+            raise ValueError(f"--num-clusters must be positive (0, found by a threshold, only with --method "
+                             f"agglomerative), got {self.num_clusters}")
+        if self.threshold is not None and self.num_clusters:
+            raise ValueError("--threshold needs --num-clusters 0 (the number of clusters is then found)")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"--select must be one of {', '.join(SELECTIONS)}, got '{self.select}'")
+        if not 0.0 <= self.posterior_threshold < 1.0:
+            raise ValueError(f"--posterior-threshold must be in [0, 1), got {self.posterior_threshold}")
+        if not 0.0 <= self.pca_variance < 1.0:
+            raise ValueError(f"--pca-variance must be in [0, 1) (0: no PCA), got {self.pca_variance}")
+        if self.reduce_clusters < 0:
+            raise ValueError(f"--reduce-clusters must be non-negative, got {self.reduce_clusters}")
+        if self.max_cluster_size and self.max_cluster_size < self.min_cluster_size:
+            raise ValueError(f"--max-cluster-size ({self.max_cluster_size}) must be 0 (no limit) or at least "
+                             f"--min-cluster-size ({self.min_cluster_size})")
         if self.n_init < 1 or self.max_iter < 1 or self.batch_size < 1:
             raise ValueError("--n-init, --max-iter and --batch-size must be positive")
         if not 0.0 < self.keep_fraction <= 1.0:
@@ -92,7 +121,30 @@ def load_embeddings(xvector_dir: str, src_data_dir: str, options: PseudoLabelOpt
     return utts, length_normalize(x)
 
 
-def run_clustering(x: torch.Tensor, options: PseudoLabelOptions, device: torch.device) -> ClusterResult:
+def pca_reduce(x: torch.Tensor, variance_share: float) -> torch.Tensor:
+    """The rows of ``x`` on the fewest principal components holding ``variance_share`` of the variance,
+    length-normalised again."""
+    centred = (x - x.mean(dim=0, dtype=torch.float64).float()).double()
+    eigvals, eigvecs = torch.linalg.eigh(centred.T @ centred)
+    eigvals, eigvecs = eigvals.flip(0).clamp_min(0.0), eigvecs.flip(1)
+    share = torch.cumsum(eigvals, 0) / eigvals.sum()
+    dim = int(torch.searchsorted(share, torch.tensor([variance_share], dtype=share.dtype))[0]) + 1
+    log.info("PCA: %d of %d dimensions hold %.1f%% of the variance", dim, x.shape[1], 100 * float(share[dim - 1]))
+    return length_normalize((centred @ eigvecs[:, :dim]).float())
+
+
+def select(result: ClusterResult, x: torch.Tensor, options: PseudoLabelOptions) -> np.ndarray:
+    """The members of ``result``'s clusters kept as pseudo-labels (options --select ...)."""
+    o = options
+    if o.select == "posterior":
+        posteriors = cluster_posteriors(x, result.centers, result.labels)
+        return select_by_posterior(result.labels, posteriors, o.posterior_threshold, o.min_cluster_size,
+                                   o.max_cluster_size)
+    return select_confident(result.labels, result.distances, o.keep_fraction, o.min_cluster_size,
+                            o.max_cluster_size)
+
+
+def run_clustering(x: torch.Tensor, options: PseudoLabelOptions, device: torch.device, micro) -> ClusterResult:
     o = options
     if o.method == "kmeans":
         return kmeans(x, o.num_clusters, n_init=o.n_init, max_iter=o.max_iter, tol=o.tol, init=o.init,
@@ -100,8 +152,9 @@ def run_clustering(x: torch.Tensor, options: PseudoLabelOptions, device: torch.d
     if o.method == "minibatch":
         return minibatch_kmeans(x, o.num_clusters, batch_size=o.batch_size, max_epochs=o.max_iter, tol=o.tol,
                                 init=o.init, spherical=o.spherical, seed=o.seed, device=device, progress=True)
-    return agglomerative(x, o.num_clusters, linkage=o.linkage, max_points=o.agglo_max_points,
-                         spherical=o.spherical, seed=o.seed, device=device)
+    return agglomerative(x, o.num_clusters, linkage=o.linkage, threshold=o.threshold, max_points=o.agglo_max_points,
+                         reduce_clusters=o.reduce_clusters, spherical=o.spherical, seed=o.seed, device=device,
+                         micro=micro)
 
 
 def truth_sections(ref_path: str, utts: list[str], clusters: np.ndarray, keep: np.ndarray) -> dict:
@@ -132,9 +185,10 @@ def copy_source(copies_from: str | None, combined_dest: str) -> CopySource | Non
     return None
 
 
-def clustering_section(result: ClusterResult, x: torch.Tensor, num_clusters: int) -> dict:
-    sizes = np.bincount(result.labels, minlength=num_clusters)
-    return {"num_utts": x.shape[0], "dim": x.shape[1], "inertia": result.inertia, "iterations": result.n_iter,
+def clustering_section(result: ClusterResult, x: torch.Tensor) -> dict:
+    sizes = np.bincount(result.labels, minlength=result.centers.shape[0])
+    return {"num_utts": x.shape[0], "dim": x.shape[1], "num_clusters": result.centers.shape[0],
+            "inertia": result.inertia, "iterations": result.n_iter,
             "converged": result.converged, "seconds": result.seconds, "empty_clusters": int((sizes == 0).sum()),
             "cluster_size_min": int(sizes.min()), "cluster_size_median": float(np.median(sizes)),
             "cluster_size_max": int(sizes.max())}
@@ -170,30 +224,56 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
     options.check()
     utts, x = load_embeddings(xvector_dir, src_data_dir, options)
     copies = copy_source(copies_from, os.path.normpath(dest_data_dir) + "_combined")
-    log.info("clustering %d embeddings of dimension %d into %d clusters (%s on %s)", x.shape[0], x.shape[1],
-             options.num_clusters, options.method, device)
-    result = run_clustering(x, options, device)
-    keep = select_confident(result.labels, result.distances, options.keep_fraction, options.min_cluster_size)
+    if options.pca_variance:
+        x = pca_reduce(x, options.pca_variance)
+    log.info("clustering %d embeddings of dimension %d into %s (%s on %s)", x.shape[0], x.shape[1],
+             f"{options.num_clusters} clusters" if options.num_clusters else "clusters found by a threshold",
+             options.method, device)
+    micro = None
+    if options.method == "agglomerative" or options.plda_recluster:
+        n_micro = reduction_size(x.shape[0], options.agglo_max_points, options.reduce_clusters)
+        if n_micro < x.shape[0]:
+            micro = micro_clusters(x, n_micro, options.seed, device)
+    result = run_clustering(x, options, device, micro)
+    sections = {}
+    if options.plda_recluster:
+        first_keep = select(result, x, options)
+        sections["first_pass"] = clustering_section(result, x)
+        if ref_utt2spk:
+            first = truth_sections(ref_utt2spk, utts, result.labels, first_keep)
+            sections.update({f"first_pass_{name}": value for name, value in first.items()})
+        log.info("first pass: %d clusters; re-clustering with a PLDA trained on its %d kept utterances",
+                 result.centers.shape[0], first_keep.sum())
+        result = plda_recluster(x, result.labels, first_keep, threshold=options.plda_threshold, micro=micro,
+                                seed=options.seed)
+    keep = select(result, x, options)
     if not keep.any():
         raise ValueError(f"no cluster keeps --min-cluster-size {options.min_cluster_size} members; "
                          "lower it or the number of clusters")
-    clusters = cluster_names(options.num_clusters, options.spk_prefix)[result.labels]
+    num_found = result.centers.shape[0]
+    clusters = cluster_names(num_found, options.spk_prefix)[result.labels]
     selection = write_selection(src_data_dir, dest_data_dir, copies, utts, clusters, result.distances, keep)
-    selection["dropped_clusters"] = options.num_clusters - selection["kept_clusters"]
-    log.info("kept %d of %d utterances (%.1f%%) in %d of %d clusters", keep.sum(), len(keep), 100.0 * keep.mean(),
-             selection["kept_clusters"], options.num_clusters)
+    selection["dropped_clusters"] = num_found - selection["kept_clusters"]
+    log.info("%d clusters; kept %d of %d utterances (%.1f%%) in %d of them", num_found, keep.sum(), len(keep),
+             100.0 * keep.mean(), selection["kept_clusters"])
     os.makedirs(report_dir, exist_ok=True)
     write_assignments(os.path.join(report_dir, "cluster_assignments.txt"), utts, clusters, result.distances, keep)
-    settings = {key: getattr(options, key) for key in ("method", "num_clusters", "spherical", "subtract_mean",
-                                                       "keep_fraction", "min_cluster_size", "seed")}
-    sections = {"settings": {**settings, "device": str(device)},
-                "clustering": clustering_section(result, x, options.num_clusters), "selection": selection}
+    settings = {key: getattr(options, key) for key in (
+        "method", "num_clusters", "threshold", "pca_variance", "plda_recluster", "plda_threshold", "spherical",
+        "subtract_mean", "select", "keep_fraction", "posterior_threshold", "min_cluster_size", "max_cluster_size",
+        "seed")}
+    if options.threshold is None:
+        settings["threshold"] = "none" if options.num_clusters else "auto"
+    if options.plda_threshold is None:
+        settings["plda_threshold"] = "auto"
+    sections = {"settings": {**settings, "device": str(device)}, **sections,
+                "clustering": clustering_section(result, x), "selection": selection}
     if ref_utt2spk:
         sections.update(truth_sections(ref_utt2spk, utts, clusters, keep))
-        for name in ("truth_all", "truth_kept"):
+        for name in ("first_pass_truth_all", "truth_all", "truth_kept"):
             if name in sections:
                 s = sections[name]
-                log.info("%s: NMI %.4f, purity %.4f, %.2f clusters per speaker", name, s["nmi"], s["purity"],
-                         s["clusters_per_speaker_mean"])
+                log.info("%s: %d clusters, NMI %.4f, purity %.4f, %.2f clusters per speaker", name,
+                         s["num_clusters"], s["nmi"], s["purity"], s["clusters_per_speaker_mean"])
     report.write_report(os.path.join(report_dir, "cluster_report.txt"), sections)
     return sections

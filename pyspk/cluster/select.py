@@ -1,9 +1,13 @@
 """Pseudo-label selection and the pseudo-labelled Kaldi data directory.
 
 Selection keeps, in every cluster, the ``keep_fraction`` of its members
-closest to the centroid (at least one), then drops clusters left with fewer
-than ``min_cluster_size`` members: noisy utterances at cluster borders and
-tiny clusters would teach the network wrong or useless classes.
+closest to the centroid (at least one), or the members whose posterior of
+their own cluster reaches a threshold (a mixture of spherical Gaussians at
+the centres, :func:`cluster_posteriors`); then at most ``max_cluster_size``
+of each cluster, the most confident first, and drops clusters left with
+fewer than ``min_cluster_size`` members: noisy utterances at cluster borders
+and tiny clusters would teach the network wrong or useless classes, and a
+few huge clusters (merged speakers) would dominate the classes.
 
 The output data dir follows Kaldi's rules: cluster ids are the speaker ids
 (``pl0001`` ...) and, because Kaldi requires utt2spk sorted by utterance to be
@@ -33,6 +37,7 @@ import shutil
 import tempfile
 
 import numpy as np
+import torch
 
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, write_table
 from pyspk.data.validate import file_spec, table_files, validate_data_dir
@@ -47,30 +52,92 @@ VERBATIM_FILES = ("frame_shift",)
 NOT_CARRIED = ("utt2copies",)
 
 
-def select_confident(labels, distances, keep_fraction, min_cluster_size):
-    """Boolean mask of the utterances to keep.
+def _rank_in_cluster(labels, badness):
+    """0-based rank of each point within its cluster by increasing ``badness`` (ties: earlier index first)."""
+    order = np.lexsort((np.arange(len(labels)), badness, labels))
+    sorted_labels = labels[order]
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - np.searchsorted(sorted_labels, sorted_labels, side="left")
+    return rank
+
+
+def _check_sizes(min_cluster_size, max_cluster_size):
+    if min_cluster_size < 1:
+        raise ValueError(f"minimum cluster size must be at least 1, got {min_cluster_size}")
+    if max_cluster_size and max_cluster_size < min_cluster_size:
+        raise ValueError(f"maximum cluster size ({max_cluster_size}) is below the minimum ({min_cluster_size})")
+
+
+def _limit_sizes(labels, keep, rank, min_cluster_size, max_cluster_size):
+    """``keep`` with at most ``max_cluster_size`` (0: any) per cluster, best ranks first, and clusters
+    left with fewer than ``min_cluster_size`` dropped."""
+    if max_cluster_size:
+        # Rank among the kept members only.
+        kept_rank = _rank_in_cluster(labels, np.where(keep, rank, len(labels) + rank))
+        keep = keep & (kept_rank < max_cluster_size)
+    kept_sizes = np.bincount(labels[keep], minlength=int(labels.max()) + 1)
+    return keep & (kept_sizes >= min_cluster_size)[labels]
+
+
+def select_confident(labels, distances, keep_fraction, min_cluster_size, max_cluster_size=0):
+    """Boolean mask of the utterances to keep, nearest to their centroid first.
 
     Per cluster of size n, the ``ceil(keep_fraction * n)`` members nearest to
-    the centroid are kept (ties: the earlier index first); clusters with fewer
-    kept members than ``min_cluster_size`` are dropped entirely.
+    the centroid are kept (ties: the earlier index first), at most
+    ``max_cluster_size`` (0: no limit); clusters with fewer kept members than
+    ``min_cluster_size`` are dropped entirely.
     """
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep fraction must be in (0, 1], got {keep_fraction}")
-    if min_cluster_size < 1:
-        raise ValueError(f"minimum cluster size must be at least 1, got {min_cluster_size}")
+    _check_sizes(min_cluster_size, max_cluster_size)
     labels = np.asarray(labels, dtype=np.int64)
-    distances = np.asarray(distances)
     sizes = np.bincount(labels)
     # The small epsilon keeps e.g. 0.7 * 10 = 7.000000000000001 from rounding up to 8.
     n_keep = np.ceil(keep_fraction * sizes - 1e-9).astype(np.int64)
-    order = np.lexsort((np.arange(len(labels)), distances, labels))
-    sorted_labels = labels[order]
-    first = np.searchsorted(sorted_labels, sorted_labels, side="left")
-    rank = np.arange(len(labels)) - first
-    keep = np.zeros(len(labels), dtype=bool)
-    keep[order] = rank < n_keep[sorted_labels]
-    keep &= (n_keep >= min_cluster_size)[labels]
-    return keep
+    rank = _rank_in_cluster(labels, np.asarray(distances))
+    return _limit_sizes(labels, rank < n_keep[labels], rank, min_cluster_size, max_cluster_size)
+
+
+def select_by_posterior(labels, posteriors, threshold, min_cluster_size, max_cluster_size=0):
+    """Boolean mask of the utterances whose posterior of their own cluster is at least ``threshold``.
+
+    Cluster sizes are then limited as in :func:`select_confident`, the
+    members with the highest posteriors kept first.
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"posterior threshold must be in [0, 1), got {threshold}")
+    _check_sizes(min_cluster_size, max_cluster_size)
+    labels = np.asarray(labels, dtype=np.int64)
+    posteriors = np.asarray(posteriors, dtype=np.float64)
+    rank = _rank_in_cluster(labels, -posteriors)
+    return _limit_sizes(labels, posteriors >= threshold, rank, min_cluster_size, max_cluster_size)
+
+
+def cluster_posteriors(x, centers, labels, block_rows=8192):
+    """Posterior of each row's own cluster under a mixture of spherical Gaussians at the ``centers``.
+
+    The mixture is the one the clustering implies: weights the cluster
+    sizes, one variance shared by all clusters and dimensions (its maximum
+    likelihood value, the mean squared distance to the own centre per
+    dimension). A point between two centres gets about 0.5, a point deep in
+    its cluster about 1.
+    """
+    x = torch.as_tensor(x, dtype=torch.float32)
+    centers = torch.as_tensor(centers, dtype=torch.float32)
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    sizes = torch.bincount(labels, minlength=centers.shape[0]).double()
+    own_sq = ((x - centers[labels]) ** 2).sum(1).double()
+    variance = max(float(own_sq.sum()) / (x.shape[0] * x.shape[1]), 1e-12)
+    log_prior = torch.log(sizes.clamp_min(1e-300) / sizes.sum())
+    centers_sq = (centers * centers).sum(1)
+    out = torch.empty(x.shape[0], dtype=torch.float64)
+    for start in range(0, x.shape[0], block_rows):
+        xb = x[start:start + block_rows]
+        sq = torch.addmm(centers_sq.unsqueeze(0), xb, centers.t(), alpha=-2.0).double() + (xb * xb).sum(1, keepdim=True)
+        log_joint = log_prior - sq.clamp_min(0.0) / (2 * variance)
+        own = log_joint.gather(1, labels[start:start + block_rows].unsqueeze(1)).squeeze(1)
+        out[start:start + block_rows] = torch.exp(own - torch.logsumexp(log_joint, dim=1))
+    return out.numpy()
 
 
 def cluster_names(n_clusters, prefix="pl"):

@@ -32,6 +32,11 @@ classifier_overrides=
 rounds=2
 num_clusters=24           # k-means k: twice the 12 training speakers (splitting a speaker hurts less than merging two)
 keep_fraction=0.7
+cluster_method=kmeans     # kmeans|minibatch|agglomerative; agglomerative with --num-clusters 0 finds k
+cluster_threshold=auto    # agglomerative, --num-clusters 0: cosine-distance threshold (auto: from the data)
+plda_recluster=false      # second clustering pass on the scores of a PLDA trained on the first
+cluster_select=nearest    # nearest|posterior
+max_cluster_size=0        # most members kept per cluster (0: no limit)
 device=auto
 online_aug=false          # true: train from raw audio augmented on the device (no stored copies)
 results=exp/results.txt   # one line per system; a second config of one method wants its own file
@@ -56,6 +61,11 @@ help_message="Usage: $0 [options]
   --rounds N               pseudo-labelling rounds ($rounds)
   --num-clusters K         k-means clusters ($num_clusters)
   --keep-fraction F        confident share kept per cluster ($keep_fraction)
+  --cluster-method M       kmeans|minibatch|agglomerative ($cluster_method)
+  --cluster-threshold T    agglomerative threshold with --num-clusters 0 ($cluster_threshold)
+  --plda-recluster B       re-cluster with a PLDA (true|false) ($plda_recluster)
+  --cluster-select S       nearest|posterior ($cluster_select)
+  --max-cluster-size N     most members kept per cluster, 0: no limit ($max_cluster_size)
   --device DEV             auto|cpu|cuda[:i] ($device)
   --online-aug BOOL        augment raw audio on the training device, no stored copies ($online_aug)
   --results FILE           results file ($results)
@@ -77,7 +87,8 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results"
-  --online-aug "$online_aug")
+  --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster"
+  --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --online-aug "$online_aug")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then

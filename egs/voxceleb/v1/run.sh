@@ -51,6 +51,12 @@ rounds=2                                # pseudo-labelling rounds
 num_clusters=6000                       # about the number of VoxCeleb2 dev speakers (5,994)
 keep_fraction=0.8                       # pseudo-labels: most central fraction of each cluster kept
 min_cluster_size=5
+cluster_method=kmeans                   # kmeans|minibatch|agglomerative; agglomerative with --num-clusters 0 finds k
+cluster_threshold=auto                  # agglomerative, --num-clusters 0: cosine-distance threshold (auto fits
+                                        # the score modes of random pairs: too few same-speaker pairs at this scale)
+plda_recluster=false                    # second clustering pass on the scores of a PLDA trained on the first
+cluster_select=nearest                  # nearest|posterior
+max_cluster_size=0                      # most members kept per cluster (0: no limit)
 plda_lda_dim=128
 # End configuration section.
 
@@ -79,6 +85,11 @@ help_message="Usage: $0 [options]
   --num-clusters N       k-means clusters for pseudo-labels ($num_clusters)
   --keep-fraction F      fraction kept per cluster ($keep_fraction)
   --min-cluster-size N   smaller clusters are dropped ($min_cluster_size)
+  --cluster-method M     kmeans|minibatch|agglomerative ($cluster_method)
+  --cluster-threshold T  agglomerative threshold with --num-clusters 0 ($cluster_threshold)
+  --plda-recluster B     re-cluster with a PLDA (true|false) ($plda_recluster)
+  --cluster-select S     nearest|posterior ($cluster_select)
+  --max-cluster-size N   most members kept per cluster, 0: no limit ($max_cluster_size)
   --plda-lda-dim N       LDA dimension before PLDA ($plda_lda_dim)
 e.g.: $0 --vox1-root /data/VoxCeleb1 --vox2-root /data/VoxCeleb2 --stage 1 --stop-stage 3"
 
@@ -109,8 +120,10 @@ pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set 
   --ssl "$ssl" --ssl-config "$ssl_config" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction"
-  --min-cluster-size "$min_cluster_size" --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
-  --online-aug "$online_aug"  --rir-dir "$rirs_root" --musan-dir "$musan_root")
+  --min-cluster-size "$min_cluster_size" --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold"
+  --plda-recluster "$plda_recluster" --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size"
+  --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
+  --online-aug "$online_aug" --rir-dir "$rirs_root" --musan-dir "$musan_root")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
