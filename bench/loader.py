@@ -106,7 +106,7 @@ def main(argv=None):
         from_arks, from_audio = items_per_second(feats, args.utts), items_per_second(wav, args.utts)
         print(f"loader, one process: arks {from_arks:8.1f} items/s, raw audio {from_audio:8.1f} items/s "
               f"(ratio {from_audio / from_arks:.2f})")
-        front = WavFrontend(fbank, {}, wav.aug_prob, seed=1, rank=0, device=device)
+        front = WavFrontend(fbank, {}, wav.aug_prob, seed=1, rank=0, device=device, speech=wav.speech_clips)
         plain = WavFrontend(fbank, None, wav.aug_prob, seed=1, rank=0, device=device)
         aug_time = time_frontend(front, wav, args.batch, args.reps, device)
         fbank_time = time_frontend(plain, wav, args.batch, args.reps, device)

@@ -60,7 +60,8 @@ def speech_dir(tmp_path_factory):
 
 
 def frontend(dataset, online_aug=None):
-    return WavFrontend(dataset.fbank, online_aug, dataset.aug_prob, seed=3, rank=0, device=torch.device("cpu"))
+    return WavFrontend(dataset.fbank, online_aug, dataset.aug_prob, seed=3, rank=0, device=torch.device("cpu"),
+                       speech=dataset.speech_clips)
 
 
 def features_of(front, item, step=0):
@@ -171,15 +172,38 @@ def test_foreground_noise_snr_is_over_the_noisy_samples():
     assert torch.allclose(measured, plan["noise_snr"][:, 0], atol=0.1)
 
 
+def constant_speech(count, max_samples, rng):
+    return [np.full(min(max_samples, 8000), 100.0 * (i + 1)) for i in range(count)]
+
+
 def test_babble_and_reverb_change_the_crops():
     options = online_aug_options({"types": {"reverb": 1.0, "babble": 1.0}, "bank_size": 2})
-    augmenter = OnlineAugmenter(options, 16000, torch.device("cpu"), seed=1)
+    augmenter = OnlineAugmenter(options, 16000, torch.device("cpu"), seed=1, speech=constant_speech)
     x = speech_batch()
-    out = augmenter(x, 1.0, torch.Generator().manual_seed(0), count=2)
+    out = augmenter(x, 1.0, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert not torch.allclose(out, x)
     # reverb and babble keep the crop's power within the SNR range's reach
     assert torch.allclose(out.square().mean(dim=1).log10(), x.square().mean(dim=1).log10(), atol=0.5)
+
+
+def test_babble_comes_from_the_bank_not_from_the_batch():
+    # The batch's other crops are a contrastive objective's negatives: babble must never sum them.
+    options = online_aug_options({"types": {"babble": 1.0}, "bank_size": 4})
+    augmenter = OnlineAugmenter(options, 16000, torch.device("cpu"), seed=1, speech=constant_speech)
+    x = speech_batch()
+    added = augmenter(x, 1.0, torch.Generator().manual_seed(0)) - x
+    assert (added.abs() > 0).all()
+    assert torch.allclose(added, added[:, :1].expand_as(added), rtol=1e-4)  # constant clips: a constant offset
+    with pytest.raises(ConfigError, match="babble without musan_dir"):
+        OnlineAugmenter(options, 16000, torch.device("cpu"), seed=1)
+
+
+def test_babble_bank_reads_the_training_utterances(speech_dir):
+    dataset = WavCropDataset(speech_dir, CROPS, FbankConfig.from_file(FBANK_CONF), seed=0)
+    clips = dataset.speech_clips(3, 4000, np.random.default_rng(0))
+    assert len(clips) == 3 and all(len(c) == 4000 for c in clips)
+    assert all(np.abs(c).max() > 100 for c in clips)  # int16-range speech, not silence
 
 
 def test_fft_convolution_equals_numpy():

@@ -10,8 +10,11 @@ stored augmentation are interchangeable: each chosen crop gets one of
 * ``noise``: foreground noises (MUSAN noise, else coloured noise of 1-5 s),
   one after the other ``noise_interval`` seconds apart, at an SNR of 15/10/5/0 dB;
 * ``music``: one background piece (MUSAN music, else synthetic) at 15/10/8/5 dB;
-* ``babble``: 3-7 talkers (MUSAN speech, else crops of the other utterances of
-  the batch) at 20/17/15/13 dB each.
+* ``babble``: 3-7 talkers (MUSAN speech, else utterances of the training data
+  read once into the bank, as the stored copies sum other utterances of the
+  data dir) at 20/17/15/13 dB each. Never the batch's own crops: for a
+  contrastive objective those are the negatives, and summing them into a
+  positive teaches the network to match them.
 
 The SNR is Kaldi's: the crop's mean power over each noise's mean power where
 it sounds. Noise and RIR banks are read (or generated) once, at most
@@ -24,7 +27,7 @@ where it is for stored features, in the model (``model.cmn``).
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,8 @@ from pyspk.features.torch_fbank import TorchFbank
 log = logging.getLogger(__name__)
 
 NOISE_TYPES = ("noise", "music", "babble")
+# ``speech(count, max_samples, rng)``: at most ``count`` speech clips of at most ``max_samples`` (babble).
+SpeechSource = Callable[[int, int, np.random.Generator], list[np.ndarray]]
 ONLINE_AUG_DEFAULTS = {
     "prob": None,  # default: data.aug_prob (and data.crops.<group>.aug_prob)
     "types": {t: 1.0 for t in AUG_TYPES},
@@ -126,9 +131,10 @@ def load_rirs(options: Mapping[str, Any], rate: int, rng: np.random.Generator) -
     return [simulate_rir(rng, rate)[0] for _ in range(count)]
 
 
-def load_noises(options: Mapping[str, Any], kind: str, rate: int, rng: np.random.Generator) -> list[np.ndarray] | None:
+def load_noises(options: Mapping[str, Any], kind: str, rate: int, rng: np.random.Generator,
+                speech: SpeechSource | None = None) -> list[np.ndarray]:
     """Noise clips (int16-range scale is irrelevant: they are scaled to an SNR) of ``kind``; babble without
-    MUSAN: None (the batch's other utterances are used)."""
+    MUSAN: ``speech(count, max_samples, rng)``, utterances of the training data."""
     count, max_samples = options["bank_size"], int(options["max_noise_sec"] * rate)
     if options["musan_dir"]:
         try:
@@ -141,7 +147,10 @@ def load_noises(options: Mapping[str, Any], kind: str, rate: int, rng: np.random
                 for _ in range(count)]
     if kind == "music":
         return [synth_music(rng, min(int(SIMULATED_MUSIC_SEC * rate), max_samples), rate) for _ in range(count)]
-    return None
+    if speech is None:
+        raise ConfigError("data.online_aug: babble without musan_dir needs the training utterances "
+                          "(set musan_dir, or types.babble: 0)")
+    return speech(count, max_samples, rng)
 
 
 def fft_convolve(x: torch.Tensor, rirs: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -174,7 +183,8 @@ def snr_scale(speech_power: torch.Tensor, noise: torch.Tensor, active: torch.Ten
 class OnlineAugmenter:
     """Reverb, noise, music and babble on a batch of crops ``(n, samples)`` (int16 range) on the device."""
 
-    def __init__(self, options: Mapping[str, Any], rate: int, device: torch.device, seed: int = 0):
+    def __init__(self, options: Mapping[str, Any], rate: int, device: torch.device, seed: int = 0,
+                 speech: SpeechSource | None = None):
         rng = np.random.default_rng([int(seed), 1])  # the banks depend on the seed only
         self.options, self.device = options, device
         self.types = [t for t in AUG_TYPES if options["types"].get(t, 0.0) > 0]
@@ -184,9 +194,9 @@ class OnlineAugmenter:
             self.rir_shifts = self.rirs.abs().argmax(dim=1)
         self.banks = {}
         for kind in NOISE_TYPES:
-            clips = load_noises(options, kind, rate, rng) if kind in self.types else None
-            if clips is None:
+            if kind not in self.types:
                 continue
+            clips = load_noises(options, kind, rate, rng, speech)
             # Foreground noises follow one another with silent gaps; "active" marks where a noise sounds.
             gap = np.zeros(round(options["noise_interval"] * rate) if kind == "noise" else 0)
             bank, lengths = padded_bank([np.concatenate([c, gap]) for c in clips])
@@ -217,8 +227,8 @@ class OnlineAugmenter:
             plan[f"{kind}_snr"] = self.snrs[kind][self._randint(len(self.snrs[kind]), (n, width), gen)]
         return plan
 
-    def apply(self, x: torch.Tensor, plan: Mapping[str, torch.Tensor], count: int = 1) -> torch.Tensor:
-        """``x`` augmented as ``plan`` says; ``count`` consecutive rows are crops of one utterance."""
+    def apply(self, x: torch.Tensor, plan: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``x`` augmented as ``plan`` says."""
         out = x.clone()
         speech_power = x.square().mean(dim=1)
         for i, kind in enumerate(self.types):
@@ -228,7 +238,7 @@ class OnlineAugmenter:
             if kind == "reverb":
                 out[rows] = self._reverb(x[rows], plan["rir"][rows])
             else:
-                noise = self._noise(x, rows, kind, plan, speech_power[rows], count)
+                noise = self._noise(x, rows, kind, plan, speech_power[rows])
                 out[rows] = x[rows] + noise
         return out
 
@@ -237,39 +247,34 @@ class OnlineAugmenter:
         gain = torch.sqrt(x.square().mean(dim=1) / y.square().mean(dim=1).clamp(min=1e-20))
         return y * gain[:, None]
 
-    def _noise(self, x, rows, kind, plan, speech_power, count):
+    def _noise(self, x, rows, kind, plan, speech_power):
         """The scaled sum of the noises of ``kind`` for crops ``rows`` of ``x``."""
         length = x.shape[1]
         counts = plan[f"{kind}_count"][rows] if kind != "noise" else torch.ones_like(rows)
         total = torch.zeros(len(rows), length, device=x.device)
+        bank, lengths, active_bank = self.banks[kind]
         for j in range(plan[f"{kind}_clip"].shape[1]):
-            if kind in self.banks:
-                bank, lengths, active_bank = self.banks[kind]
-                which = plan[f"{kind}_clip"][rows, j]
-                offsets = (plan[f"{kind}_offset"][rows, j] * lengths[which]).long()
-                noise = looped(bank, lengths, which, offsets, length)
-                active = looped(active_bank, lengths, which, offsets, length)
-            else:  # babble from the other utterances of the batch (crops of one utterance are adjacent)
-                utterances = max(x.shape[0] // count, 1)
-                shift = 1 + (plan["babble_offset"][rows, j] * (utterances - 1)).long()
-                noise = x[(rows + count * shift) % x.shape[0]]
-                active = torch.ones_like(noise)
+            which = plan[f"{kind}_clip"][rows, j]
+            offsets = (plan[f"{kind}_offset"][rows, j] * lengths[which]).long()
+            noise = looped(bank, lengths, which, offsets, length)
+            active = looped(active_bank, lengths, which, offsets, length)
             scale = snr_scale(speech_power, noise, active, plan[f"{kind}_snr"][rows, j])
             total += (scale * (j < counts))[:, None] * noise
         return total
 
-    def __call__(self, x: torch.Tensor, prob: float, gen: torch.Generator, count: int = 1) -> torch.Tensor:
-        return self.apply(x, self.draw(x.shape[0], prob, gen), count)
+    def __call__(self, x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw(x.shape[0], prob, gen))
 
 
 class WavFrontend:
     """Raw-audio crop batches ``{name: (B, count, samples)}`` -> augmented fbank ``{name: (B, count, frames, dim)}``."""
 
     def __init__(self, fbank: FbankConfig, online_aug: Mapping[str, Any] | None, probs: Mapping[str, float],
-                 seed: int, rank: int, device: torch.device):
+                 seed: int, rank: int, device: torch.device, speech: SpeechSource | None = None):
         self.fbank = TorchFbank(fbank).to(device)
         options = online_aug_options(online_aug)
-        self.augmenter = None if options is None else OnlineAugmenter(options, int(fbank.sample_rate), device, seed)
+        self.augmenter = (None if options is None
+                          else OnlineAugmenter(options, int(fbank.sample_rate), device, seed, speech))
         self.probs = dict(probs)
         self.seed, self.rank = int(seed), int(rank)
         self.generators: dict[torch.device, torch.Generator] = {}
@@ -291,7 +296,7 @@ class WavFrontend:
             size, count, samples = batch.shape
             x = batch.reshape(size * count, samples).float()
             if self.augmenter is not None:
-                x = self.augmenter(x, self.probs[name], gen, count)
+                x = self.augmenter(x, self.probs[name], gen)
             feats, _ = self.fbank(x, generator=gen)
             out[name] = feats.view(size, count, *feats.shape[1:])
         return out
@@ -303,4 +308,4 @@ def build_frontend(data_cfg: Mapping[str, Any], dataset: Any, seed: int, rank: i
     fbank = getattr(dataset, "fbank", None)
     if fbank is None:
         return None
-    return WavFrontend(fbank, data_cfg.get("online_aug"), dataset.aug_prob, seed, rank, device)
+    return WavFrontend(fbank, data_cfg.get("online_aug"), dataset.aug_prob, seed, rank, device, dataset.speech_clips)

@@ -186,6 +186,16 @@ class WavCropDataset(CropDataset):
             raise UtteranceError(f"'{source.entry}': {len(samples)} samples from {offset + start}, expected {count}")
         return samples * KALDI_SAMPLE_SCALE
 
+    def speech_clips(self, count: int, max_samples: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """At most ``count`` utterances, each at most ``max_samples`` from a random start: the babble bank."""
+        chosen = np.sort(rng.choice(len(self.utts), size=min(count, len(self.utts)), replace=False))
+        clips = []
+        for i in chosen:
+            length = self.num_samples(self.utts[i])
+            take = min(length, max_samples)
+            clips.append(self.read_span(self.utts[i], int(rng.integers(length - take + 1)), take))
+        return clips
+
     # -- crops -----------------------------------------------------------------
     def num_frames(self, utt: str) -> int:
         frames = int(self.fbank.num_frames(self.num_samples(utt)))
