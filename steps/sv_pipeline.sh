@@ -60,6 +60,7 @@ posterior_threshold=0.9
 min_cluster_size=5        # smaller clusters are dropped
 max_cluster_size=0        # at most this many kept per cluster, most confident first; 0: no limit
 pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
+pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>: several clustering/classifier choices side by side
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
 online_aug=false          # train from raw audio, augmented on the device: no stored copies (overrides --augment)
@@ -98,6 +99,7 @@ Options:
   --min-cluster-size N         smaller clusters are dropped ($min_cluster_size)
   --max-cluster-size N         most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-init ssl|previous       each round's classifier init ($pl_init)
+  --pl-tag TAG                 rounds in exp/pl_<ssl>_<TAG>_r<r>, results <ssl>_pl_<TAG>_r<r> (default: no tag)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
   --online-aug true|false      augment raw audio on the training device instead of stored copies ($online_aug)
@@ -122,6 +124,7 @@ warn() { log "WARNING: $*" >&2; }
 
 case $ssl in dino|contrastive|memo) ;; *) die "--ssl must be dino, contrastive or memo, got '$ssl'" ;; esac
 case $pl_init in ssl|previous) ;; *) die "--pl-init must be ssl or previous, got '$pl_init'" ;; esac
+[[ $pl_tag =~ ^[A-Za-z0-9.-]*$ ]] || die "--pl-tag may hold letters, digits, '.' and '-' only, got '$pl_tag'"
 case $cluster_method in kmeans|minibatch|agglomerative) ;;
   *) die "--cluster-method must be kmeans, minibatch or agglomerative, got '$cluster_method'" ;; esac
 case $cluster_select in nearest|posterior) ;; *) die "--cluster-select must be nearest or posterior, got '$cluster_select'" ;; esac
@@ -316,8 +319,8 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   ref_opt=()
   [ "$supervised" = false ] || ref_opt=(--ref-utt2spk "data/$train_set/utt2spk")
   for r in $(seq 1 $rounds); do
-    dir=exp/pl_${ssl}_r$r
-    pl_data=${train_set}_pl_${ssl}_r$r
+    dir=exp/pl_${ssl}${pl_tag:+_$pl_tag}_r$r
+    pl_data=${train_set}_pl_${ssl}${pl_tag:+_$pl_tag}_r$r
     init=$ssl_exp
     [ $pl_init = ssl ] || init=$prev
     if [ -f $dir/.done ]; then
@@ -340,8 +343,8 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$wav_overrides $classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
     extract $dir "" $train_set $test_sets $pl_data
-    score_cosine $dir ${ssl}_pl_r$r
-    score_plda $dir ${ssl}_pl_r$r $pl_data
+    score_cosine $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r
+    score_plda $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r $pl_data
     touch $dir/.done
     prev=$dir
   done
@@ -367,7 +370,7 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   log "Stage 9: summary"
   cat $results
-  for report in exp/pl_${ssl}_r*/cluster/cluster_report.txt; do
+  for report in exp/pl_${ssl}${pl_tag:+_$pl_tag}_r*/cluster/cluster_report.txt; do
     [ -f "$report" ] && { echo "== $report"; cat "$report"; }
   done
 fi

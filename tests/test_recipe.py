@@ -84,9 +84,23 @@ def test_rerunning_finished_stages_rewrites_nothing(recipe):
     assert [path for path in before if after[path] != before[path]] == []
 
 
+def test_tagged_rounds_sit_beside_the_default_ones(recipe):
+    # Run after the idempotence test: this adds files.
+    root, _ = recipe
+    before = Path(root, "exp", "pl_dino_r1", "final.pt").stat().st_mtime
+    proc = run_script(["./run.sh", "--stage", "7", "--stop-stage", "7", *TINY, "--rounds", "1", "--pl-tag", "ahc",
+                       "--cluster-method", "agglomerative", "--num-clusters", "0"], cwd=root)
+    assert "exp/pl_dino_ahc_r1" in proc.stdout
+    report = Path(root, "exp", "pl_dino_ahc_r1", "cluster", "cluster_report.txt").read_text()
+    assert "settings.method agglomerative" in report
+    assert {"dino_pl_ahc_r1_cosine", "dino_pl_ahc_r1_plda"} <= set(results(root))
+    assert Path(root, "exp", "pl_dino_r1", "final.pt").stat().st_mtime == before
+
+
 def test_bad_option_values_stop_before_any_work(tmp_path):
     root = make_recipe_root(tmp_path)
-    for option, value in (("--ssl", "simclr"), ("--pl-init", "scratch"), ("--augment", "maybe")):
+    for option, value in (("--ssl", "simclr"), ("--pl-init", "scratch"), ("--augment", "maybe"),
+                          ("--pl-tag", "a_b"), ("--cluster-method", "dbscan")):
         proc = run_script(["./run.sh", "--stage", "1", option, value], cwd=root, check=False)
         assert proc.returncode == 1 and option.lstrip("-") in proc.stderr
         assert not os.path.exists(os.path.join(root, "data"))

@@ -37,6 +37,7 @@ cluster_threshold=auto    # agglomerative, --num-clusters 0: cosine-distance thr
 plda_recluster=false      # second clustering pass on the scores of a PLDA trained on the first
 cluster_select=nearest    # nearest|posterior
 max_cluster_size=0        # most members kept per cluster (0: no limit)
+pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
 device=auto
 online_aug=false          # true: train from raw audio augmented on the device (no stored copies)
 results=exp/results.txt   # one line per system; a second config of one method wants its own file
@@ -66,6 +67,7 @@ help_message="Usage: $0 [options]
   --plda-recluster B       re-cluster with a PLDA (true|false) ($plda_recluster)
   --cluster-select S       nearest|posterior ($cluster_select)
   --max-cluster-size N     most members kept per cluster, 0: no limit ($max_cluster_size)
+  --pl-tag TAG             rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
   --device DEV             auto|cpu|cuda[:i] ($device)
   --online-aug BOOL        augment raw audio on the training device, no stored copies ($online_aug)
   --results FILE           results file ($results)
@@ -88,7 +90,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results"
   --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster"
-  --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --online-aug "$online_aug")
+  --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --online-aug "$online_aug")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then

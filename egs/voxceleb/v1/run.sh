@@ -57,6 +57,7 @@ cluster_threshold=auto                  # agglomerative, --num-clusters 0: cosin
 plda_recluster=false                    # second clustering pass on the scores of a PLDA trained on the first
 cluster_select=nearest                  # nearest|posterior
 max_cluster_size=0                      # most members kept per cluster (0: no limit)
+pl_tag=                                 # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
 plda_lda_dim=128
 # End configuration section.
 
@@ -90,6 +91,7 @@ help_message="Usage: $0 [options]
   --plda-recluster B     re-cluster with a PLDA (true|false) ($plda_recluster)
   --cluster-select S     nearest|posterior ($cluster_select)
   --max-cluster-size N   most members kept per cluster, 0: no limit ($max_cluster_size)
+  --pl-tag TAG           rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
   --plda-lda-dim N       LDA dimension before PLDA ($plda_lda_dim)
 e.g.: $0 --vox1-root /data/VoxCeleb1 --vox2-root /data/VoxCeleb2 --stage 1 --stop-stage 3"
 
@@ -122,7 +124,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set 
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction"
   --min-cluster-size "$min_cluster_size" --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold"
   --plda-recluster "$plda_recluster" --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size"
-  --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
+  --pl-tag "$pl_tag" --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
   --online-aug "$online_aug" --rir-dir "$rirs_root" --musan-dir "$musan_root")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
