@@ -97,6 +97,27 @@ def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, 
     return parsed
 
 
+def group_aug_probs(crops: Mapping[str, Mapping[str, Any]], aug_prob: float) -> dict[str, float]:
+    """Per crop group: its chance of an augmented copy (``data.crops.<g>.aug_prob``, else ``aug_prob``).
+
+    A milder chance for the teacher's (global) crops, say.
+    """
+    probs = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
+    for name, prob in probs.items():
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+    return probs
+
+
+def read_vad_scp(data: DataDir, use_vad: bool) -> dict[str, str] | None:
+    """The data dir's vad.scp with ``data.use_vad`` (DataDirError when it has none), else None."""
+    if not use_vad:
+        return None
+    if not data.has("vad.scp"):
+        raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
+    return read_scp(data.file("vad.scp"))
+
+
 def random_start(rng: np.random.Generator, length: int, frames: int) -> int:
     """A uniformly drawn first frame of a crop of ``frames`` in an utterance of ``length`` frames."""
     return int(rng.integers(0, length - frames + 1 if length >= frames else length))
@@ -124,18 +145,10 @@ class CropDataset(torch.utils.data.Dataset):
             raise DataDirError(data.file("feats.scp"), 0, "no utterances")
         self.crops = parse_crops(crops)
         self.seed = int(seed)
-        # Per group: a milder chance of augmented copies for the teacher's (global) crops, say.
-        self.aug_prob = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
-        for name, prob in self.aug_prob.items():
-            if not 0.0 <= prob <= 1.0:
-                raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+        self.aug_prob = group_aug_probs(crops, aug_prob)
         self.non_overlapping = bool(non_overlapping)
         self.clean_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
-        self.vad_scp = None
-        if use_vad:
-            if not data.has("vad.scp"):
-                raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
-            self.vad_scp = read_scp(data.file("vad.scp"))
+        self.vad_scp = read_vad_scp(data, use_vad)
         self.num_copies = sum(len(c) for c in self.groups.values())
 
     def __len__(self):

@@ -30,11 +30,19 @@ import soundfile as sf
 import torch
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
-from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv, read_scp
+from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv
 from pyspk.features.audio import KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, read_audio, utterance_sources
 from pyspk.features.fbank import FbankConfig
 from pyspk.fileutil import PathLike
-from pyspk.train.data import DATA_KEYS, CropDataset, build_dataset, parse_crops, random_start
+from pyspk.train.data import (
+    DATA_KEYS,
+    CropDataset,
+    build_dataset,
+    group_aug_probs,
+    parse_crops,
+    random_start,
+    read_vad_scp,
+)
 from pyspk.train.online_aug import online_aug_options
 
 log = logging.getLogger(__name__)
@@ -93,17 +101,10 @@ class WavCropDataset(CropDataset):
         self.clean_of, self.num_copies = {}, 0
         self.crops = parse_crops(crops)
         self.seed, self.fbank = int(seed), fbank
-        self.aug_prob = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
-        for name, prob in self.aug_prob.items():
-            if not 0.0 <= prob <= 1.0:
-                raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+        self.aug_prob = group_aug_probs(crops, aug_prob)
         self.non_overlapping = bool(non_overlapping)
         self.utt2dur = read_kv(data.file("utt2dur"), float) if data.has("utt2dur") else {}
-        self.vad_scp = None
-        if use_vad:
-            if not data.has("vad.scp"):
-                raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
-            self.vad_scp = read_scp(data.file("vad.scp"))
+        self.vad_scp = read_vad_scp(data, use_vad)
         self.cache = DecodedCache(int(cache_mb * 2**20))
         self.lengths: dict[str, int] = {}
 
