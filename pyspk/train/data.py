@@ -31,6 +31,8 @@ DATA_KEYS = ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_s
              "non_overlapping")
 CROP_KEYS = ("count", "frames", "aug_prob")
 MAX_CONSECUTIVE_FAILURES = 10
+# Fewer voiced frames than this: the utterance is kept whole rather than a few frames looped.
+MIN_VOICED_FRAMES = 50
 
 
 def group_copies(data: DataDir, utts: Sequence[str], suffixes: Container[str] = AUG_SUFFIXES) -> dict[str, list[str]]:
@@ -118,6 +120,17 @@ def read_vad_scp(data: DataDir, use_vad: bool) -> dict[str, str] | None:
     return read_scp(data.file("vad.scp"))
 
 
+def voiced_frames(vad_scp: Mapping[str, str] | None, utt: str, length: int) -> np.ndarray | None:
+    """The voiced-frame mask of ``utt`` (``length`` frames); None without VAD, on a length mismatch or
+    with fewer than MIN_VOICED_FRAMES voiced frames."""
+    if vad_scp is None or utt not in vad_scp:
+        return None
+    voiced = np.asarray(kaldiio.load_mat(vad_scp[utt])) > 0.5
+    if len(voiced) != length or voiced.sum() < MIN_VOICED_FRAMES:
+        return None
+    return voiced
+
+
 def random_start(rng: np.random.Generator, length: int, frames: int) -> int:
     """A uniformly drawn first frame of a crop of ``frames`` in an utterance of ``length`` frames."""
     return int(rng.integers(0, length - frames + 1 if length >= frames else length))
@@ -175,11 +188,9 @@ class CropDataset(torch.utils.data.Dataset):
             raise ValueError("features contain NaN or Inf")
         if self.vad_scp is not None:
             clean = utt if utt in self.vad_scp else self.clean_of.get(utt, utt)
-            if clean in self.vad_scp:
-                voiced = np.asarray(kaldiio.load_mat(self.vad_scp[clean])) > 0.5
-                # Too little speech left: keep everything rather than loop a few frames.
-                if len(voiced) == len(mat) and voiced.sum() >= 50:
-                    mat = mat[voiced]
+            voiced = voiced_frames(self.vad_scp, clean, len(mat))
+            if voiced is not None:
+                mat = mat[voiced]
         return mat
 
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -24,7 +24,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import kaldiio
 import numpy as np
 import soundfile as sf
 import torch
@@ -42,6 +41,7 @@ from pyspk.train.data import (
     parse_crops,
     random_start,
     read_vad_scp,
+    voiced_frames,
 )
 from pyspk.train.online_aug import online_aug_options
 
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 SOURCES = ("feats", "wav")
 WAV_KEYS = ("source", "fbank_conf", "online_aug", "audio_cache_mb")
 DEFAULT_CACHE_MB = 256
-# Fewer voiced frames than this: crops start anywhere (as the feats source keeps such utterances whole).
-MIN_VOICED_FRAMES = 50
 
 
 class DecodedCache:
@@ -204,21 +202,17 @@ class WavCropDataset(CropDataset):
             raise UtteranceError(f"shorter than one frame ({self.num_samples(utt)} samples)")
         return frames
 
-    def _start(self, rng: np.random.Generator, utt: str, length: int, frames: int) -> int:
-        """A crop's first frame: uniform, or uniform over voiced frames with data.use_vad."""
-        voiced = self._voiced_starts(utt, length, frames)
-        if voiced is None:
-            return random_start(rng, length, frames)
-        return int(voiced[rng.integers(len(voiced))])
+    @staticmethod
+    def _start(rng: np.random.Generator, voiced: np.ndarray | None, length: int, frames: int) -> int:
+        """A crop's first frame: uniform, or uniform over the ``voiced`` frames (data.use_vad) where a crop fits.
 
-    def _voiced_starts(self, utt, length, frames):
-        if self.vad_scp is None or utt not in self.vad_scp:
-            return None
-        voiced = np.asarray(kaldiio.load_mat(self.vad_scp[utt])) > 0.5
-        if len(voiced) != length or voiced.sum() < MIN_VOICED_FRAMES:
-            return None
-        starts = np.flatnonzero(voiced[:max(length - frames + 1, 1)])
-        return starts if len(starts) else None
+        Too little speech (see :func:`~pyspk.train.data.voiced_frames`): crops start anywhere, as the feats
+        source keeps such utterances whole.
+        """
+        starts = None if voiced is None else np.flatnonzero(voiced[:max(length - frames + 1, 1)])
+        if starts is None or len(starts) == 0:
+            return random_start(rng, length, frames)
+        return int(starts[rng.integers(len(starts))])
 
     def _crop(self, utt: str, start: int, frames: int) -> np.ndarray:
         return self.read_span(utt, start * self.fbank.window_shift, crop_samples(frames, self.fbank))
@@ -229,10 +223,11 @@ class WavCropDataset(CropDataset):
             return self._sample_disjoint(index, rng)
         utt = self.utts[index]
         length = self.num_frames(utt)
+        voiced = voiced_frames(self.vad_scp, utt, length)  # read once per item, not per crop
         out = {}
         for name, count, frames in self.crops:
             self._pick_sources(name, count, [utt], rng)  # drawn as the feats source does, so the starts agree
-            rows = [self._crop(utt, self._start(rng, utt, length, frames), frames) for _ in range(count)]
+            rows = [self._crop(utt, self._start(rng, voiced, length, frames), frames) for _ in range(count)]
             out[name] = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
         return out
 
