@@ -48,12 +48,12 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from pyspk.cluster.agglomerative import agglomerative
+from pyspk.cluster.kmeans import kmeans, minibatch_kmeans
 
 try:
     import faiss
 except ImportError:
     faiss = None
-from pyspk.cluster.kmeans import kmeans, minibatch_kmeans
 
 
 def make_blobs(n_points, n_clusters, dim, seed):
