@@ -150,7 +150,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: PathLike, crops: Mapping[str, Mapping[str, Any]], seed: int = 0, use_vad: bool = False,
                  aug_prob: float = 0.5, aug_suffixes: Iterable[str] = AUG_SUFFIXES, non_overlapping: bool = False):
         data = DataDir(data_dir)
-        self.feats_path = data.file("feats.scp")
+        self.source_path = data.file("feats.scp")  # the utterances' file, named in errors (raw audio: wav.scp)
         self.feats = data.feats_scp()
         self.groups = group_copies(data, list(self.feats), tuple(aug_suffixes))
         self.utts = list(self.groups)
@@ -176,7 +176,7 @@ class CropDataset(torch.utils.data.Dataset):
             except Exception as e:  # any reading problem; named below
                 log.warning("utterance %s: cannot read features (%s); skipped", utt, e)
                 problems.append(f"{utt}: {e}")
-        raise DataDirError(self.feats_path, 0, f"the first {len(problems)} utterances cannot be read "
+        raise DataDirError(self.source_path, 0, f"the first {len(problems)} utterances cannot be read "
                                                f"({'; '.join(problems[:3])} ...)")
 
     def load(self, utt: str) -> np.ndarray:

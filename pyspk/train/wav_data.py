@@ -90,11 +90,11 @@ class WavCropDataset(CropDataset):
                  use_vad: bool = False, aug_prob: float = 0.5, non_overlapping: bool = False,
                  cache_mb: float = DEFAULT_CACHE_MB):
         data = DataDir(data_dir)
-        self.feats_path = data.file("wav.scp")
+        self.source_path = data.file("wav.scp")
         self.sources = {s.utt: s for s in utterance_sources(data_dir)}
         self.utts = sorted(self.sources, key=c_sort_key)
         if not self.utts:
-            raise DataDirError(self.feats_path, 0, "no utterances")
+            raise DataDirError(self.source_path, 0, "no utterances")
         self.groups = {utt: [] for utt in self.utts}  # copies are made on the device, not stored
         self.clean_of, self.num_copies = {}, 0
         self.crops = parse_crops(crops)
