@@ -128,7 +128,7 @@ def _initial_distances(points, sizes, linkage):
         # Mean cosine distance between the members of two micro-clusters of unit vectors.
         return (1.0 - points @ points.T).astype(np.float32)
     if linkage == "complete":
-        unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+        unit = length_normalize(torch.from_numpy(points)).numpy()
         return (1.0 - unit @ unit.T).astype(np.float32)
     sizes = np.asarray(sizes, dtype=np.float64)
     sq = (points * points).sum(1)
