@@ -185,7 +185,7 @@ class OnlineAugmenter:
     def __init__(self, options: Mapping[str, Any], rate: int, device: torch.device, seed: int = 0,
                  speech: SpeechSource | None = None):
         rng = np.random.default_rng([int(seed), 1])  # the banks depend on the seed only
-        self.options, self.device = options, device
+        self.device = device
         self.types = [t for t in AUG_TYPES if options["types"].get(t, 0.0) > 0]
         self.weights = torch.tensor([options["types"][t] for t in self.types], device=device)
         if "reverb" in self.types:
