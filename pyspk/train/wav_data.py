@@ -95,8 +95,7 @@ class WavCropDataset(CropDataset):
         self.utts = sorted(self.sources, key=c_sort_key)
         if not self.utts:
             raise DataDirError(self.source_path, 0, "no utterances")
-        self.groups = {utt: [] for utt in self.utts}  # copies are made on the device, not stored
-        self.clean_of, self.num_copies = {}, 0
+        self.num_copies = 0  # copies are made on the device, not stored
         self.crops = parse_crops(crops)
         self.seed, self.fbank = int(seed), fbank
         self.aug_prob = group_aug_probs(crops, aug_prob)
