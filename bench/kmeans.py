@@ -48,12 +48,12 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from pyspk.cluster.agglomerative import agglomerative
+from pyspk.cluster.kmeans import kmeans, minibatch_kmeans
 
 try:
     import faiss
 except ImportError:
     faiss = None
-from pyspk.cluster.kmeans import kmeans, minibatch_kmeans
 
 
 def make_blobs(n_points, n_clusters, dim, seed):
@@ -154,7 +154,7 @@ def main():
               f"peak memory so far {peak_memory_gib():.2f} GiB", flush=True)
 
     print_table(results)
-    if (args.ahc or args.vox2_scale) and labels_of:
+    if args.ahc and labels_of:  # --vox2-scale sets args.ahc
         # On pyspk's centroids, or the first method's when pyspk did not run.
         name = "pyspk" if "pyspk" in labels_of else next(iter(labels_of))
         ahc_pass(x, truth, labels_of[name], name, k, args.ahc_threshold, results[name][0])

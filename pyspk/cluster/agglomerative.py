@@ -40,7 +40,7 @@ import time
 import numpy as np
 import torch
 
-from pyspk.cluster.kmeans import ClusterResult, _distances_to_assigned, kmeans, length_normalize
+from pyspk.cluster.kmeans import _distances_to_assigned, _result, kmeans, length_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _initial_distances(points, sizes, linkage):
         # Mean cosine distance between the members of two micro-clusters of unit vectors.
         return (1.0 - points @ points.T).astype(np.float32)
     if linkage == "complete":
-        unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+        unit = length_normalize(torch.from_numpy(points)).numpy()
         return (1.0 - unit @ unit.T).astype(np.float32)
     sizes = np.asarray(sizes, dtype=np.float64)
     sq = (points * points).sum(1)
@@ -213,16 +213,17 @@ def group_means(values, labels, n_groups):
     return (sums / counts.reshape(-1, *([1] * (values.ndim - 1)))).numpy()
 
 
-def result_from_labels(x, labels, started):
-    """A :class:`ClusterResult` whose centres are the means of the clusters of ``labels``."""
+def result_from_labels(x, labels, started, spherical=False):
+    """A :class:`ClusterResult` whose centres are the means of the clusters of ``labels`` (unit-norm when
+    ``spherical``) and whose distances are Euclidean distances to them."""
     labels_t = torch.from_numpy(labels)
     k = int(labels.max()) + 1
     counts = torch.bincount(labels_t, minlength=k).clamp_min(1).unsqueeze(1)
     centers = torch.zeros(k, x.shape[1]).index_add_(0, labels_t, x) / counts
+    if spherical:
+        centers = length_normalize(centers)
     distances = _distances_to_assigned(x, centers, labels_t, block_rows=65536)
-    return ClusterResult(centers=centers.numpy(), labels=labels, distances=distances.numpy(),
-                         inertia=float((distances.double() ** 2).sum()), n_iter=0, converged=True,
-                         seconds=time.perf_counter() - started)
+    return _result(centers, labels_t, distances, 0, True, started)
 
 
 def agglomerative(x, n_clusters, *, linkage="average", threshold=None, max_points=10000, reduce_clusters=0,
@@ -249,21 +250,19 @@ def agglomerative(x, n_clusters, *, linkage="average", threshold=None, max_point
         raise ValueError(f"number of clusters ({n_clusters}) must be between 1 and the number of points merged "
                          f"({n_micro}: min(points {n}, --agglo-max-points or --reduce-clusters)), or 0 for a "
                          "threshold")
+    # Unit rows, made once: the cosine threshold and the average/complete points (ward merges the rows as they are).
+    unit = None if linkage == "ward" else length_normalize(x).numpy()
     if n_clusters == 0 and threshold is None:
         if linkage == "ward":
             raise ValueError("ward linkage needs an explicit threshold (--threshold)")
-        threshold = auto_cosine_threshold(length_normalize(x).numpy(), seed=seed)
+        threshold = auto_cosine_threshold(unit, seed=seed)
     if micro is None:
         micro = micro_clusters(x, n_micro, seed, device) if n_micro < n else (np.arange(n), np.ones(n, np.int64))
     micro_labels, sizes = micro
-    points = group_means((x if linkage == "ward" else length_normalize(x)).numpy(), micro_labels, len(sizes))
+    points = group_means(x.numpy() if linkage == "ward" else unit, micro_labels, len(sizes))
     pairs, heights = nn_chain(_initial_distances(points, sizes, linkage), sizes, linkage)
     merged = cut_tree(pairs, heights, len(sizes), n_clusters, threshold)
-    result = result_from_labels(x, merged[micro_labels], started)
-    if spherical:
-        result.centers = length_normalize(torch.from_numpy(result.centers)).numpy()
-        result.distances = np.linalg.norm(x.numpy() - result.centers[result.labels], axis=1).astype(np.float32)
-        result.inertia = float((result.distances.astype(np.float64) ** 2).sum())
+    result = result_from_labels(x, merged[micro_labels], started, spherical)
     logger.info("agglomerative (%s linkage) on %d points: %d clusters%s", linkage, len(sizes),
                 result.centers.shape[0], "" if n_clusters else f" at threshold {threshold:.4f}")
     return result

@@ -65,11 +65,9 @@ def mean_llr_matrix(plda, x, groups, n_groups, block_rows=65536):
 
 def auto_llr_threshold(plda, x, seed=0):
     """LLR threshold from the LLRs of random pairs of rows of ``x`` (see the module docstring)."""
-    const, w, u = llr_terms(plda.psi)
     first, second = random_pairs(x.shape[0], seed=seed)
     (y1, _), (y2, _) = (plda.transform_vectors(np.asarray(x[rows], dtype=np.float64)) for rows in (first, second))
-    scores = const - (y1 * y1) @ u - (y2 * y2) @ u + np.einsum("ij,ij->i", y1 * w, y2)
-    threshold = equal_prior_threshold(scores, seed=seed)
+    threshold = equal_prior_threshold(plda.log_likelihood_ratio(y1, 1, y2), seed=seed)
     logger.info("PLDA threshold from %d random pairs: LLR %.3f", len(first), threshold)
     return threshold
 

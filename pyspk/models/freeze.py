@@ -13,6 +13,11 @@ from pyspk.config import ConfigError
 TRAIN_WHAT = ("head", "last", "all")
 
 
+def _under(name, prefix):
+    """Whether parameter ``name`` is ``prefix`` or lies in the module it names."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def last_layer_prefixes(backbone, prefixes=None, key="finetune.last_layers"):
     """The parameter-name prefixes of ``backbone``'s last layers (its class's ``last_layers`` when None), checked.
 
@@ -27,7 +32,7 @@ def last_layer_prefixes(backbone, prefixes=None, key="finetune.last_layers"):
         raise ConfigError(f"{key} must be a non-empty list of parameter-name prefixes, got {prefixes!r}")
     names = [n for n, _ in backbone.named_parameters()]
     for prefix in prefixes:
-        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+        if not any(_under(n, prefix) for n in names):
             top = sorted({n.split(".")[0] for n in names})
             raise ConfigError(f"{key}: '{prefix}' names no parameter of model '{name}'; "
                               f"its top-level modules are {', '.join(top)}")
@@ -39,7 +44,7 @@ def trained_parameters(backbone, what, prefixes):
     if what not in TRAIN_WHAT:
         raise ConfigError(f"'train' must be one of {', '.join(TRAIN_WHAT)}, got {what!r}")
     return {name for name, _ in backbone.named_parameters()
-            if what == "all" or (what == "last" and any(name == p or name.startswith(p + ".") for p in prefixes))}
+            if what == "all" or (what == "last" and any(_under(name, p) for p in prefixes))}
 
 
 def frozen_module_names(backbone, trained):

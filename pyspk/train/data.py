@@ -31,6 +31,8 @@ DATA_KEYS = ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_s
              "non_overlapping")
 CROP_KEYS = ("count", "frames", "aug_prob")
 MAX_CONSECUTIVE_FAILURES = 10
+# Fewer voiced frames than this: the utterance is kept whole rather than a few frames looped.
+MIN_VOICED_FRAMES = 50
 
 
 def group_copies(data: DataDir, utts: Sequence[str], suffixes: Container[str] = AUG_SUFFIXES) -> dict[str, list[str]]:
@@ -97,6 +99,38 @@ def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, 
     return parsed
 
 
+def group_aug_probs(crops: Mapping[str, Mapping[str, Any]], aug_prob: float) -> dict[str, float]:
+    """Per crop group: its chance of an augmented copy (``data.crops.<g>.aug_prob``, else ``aug_prob``).
+
+    A milder chance for the teacher's (global) crops, say.
+    """
+    probs = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
+    for name, prob in probs.items():
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+    return probs
+
+
+def read_vad_scp(data: DataDir, use_vad: bool) -> dict[str, str] | None:
+    """The data dir's vad.scp with ``data.use_vad`` (DataDirError when it has none), else None."""
+    if not use_vad:
+        return None
+    if not data.has("vad.scp"):
+        raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
+    return read_scp(data.file("vad.scp"))
+
+
+def voiced_frames(vad_scp: Mapping[str, str] | None, utt: str, length: int) -> np.ndarray | None:
+    """The voiced-frame mask of ``utt`` (``length`` frames); None without VAD, on a length mismatch or
+    with fewer than MIN_VOICED_FRAMES voiced frames."""
+    if vad_scp is None or utt not in vad_scp:
+        return None
+    voiced = np.asarray(kaldiio.load_mat(vad_scp[utt])) > 0.5
+    if len(voiced) != length or voiced.sum() < MIN_VOICED_FRAMES:
+        return None
+    return voiced
+
+
 def random_start(rng: np.random.Generator, length: int, frames: int) -> int:
     """A uniformly drawn first frame of a crop of ``frames`` in an utterance of ``length`` frames."""
     return int(rng.integers(0, length - frames + 1 if length >= frames else length))
@@ -116,7 +150,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __init__(self, data_dir: PathLike, crops: Mapping[str, Mapping[str, Any]], seed: int = 0, use_vad: bool = False,
                  aug_prob: float = 0.5, aug_suffixes: Iterable[str] = AUG_SUFFIXES, non_overlapping: bool = False):
         data = DataDir(data_dir)
-        self.feats_path = data.file("feats.scp")
+        self.source_path = data.file("feats.scp")  # the utterances' file, named in errors (raw audio: wav.scp)
         self.feats = data.feats_scp()
         self.groups = group_copies(data, list(self.feats), tuple(aug_suffixes))
         self.utts = list(self.groups)
@@ -124,18 +158,10 @@ class CropDataset(torch.utils.data.Dataset):
             raise DataDirError(data.file("feats.scp"), 0, "no utterances")
         self.crops = parse_crops(crops)
         self.seed = int(seed)
-        # Per group: a milder chance of augmented copies for the teacher's (global) crops, say.
-        self.aug_prob = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
-        for name, prob in self.aug_prob.items():
-            if not 0.0 <= prob <= 1.0:
-                raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+        self.aug_prob = group_aug_probs(crops, aug_prob)
         self.non_overlapping = bool(non_overlapping)
         self.clean_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
-        self.vad_scp = None
-        if use_vad:
-            if not data.has("vad.scp"):
-                raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
-            self.vad_scp = read_scp(data.file("vad.scp"))
+        self.vad_scp = read_vad_scp(data, use_vad)
         self.num_copies = sum(len(c) for c in self.groups.values())
 
     def __len__(self):
@@ -150,7 +176,7 @@ class CropDataset(torch.utils.data.Dataset):
             except Exception as e:  # any reading problem; named below
                 log.warning("utterance %s: cannot read features (%s); skipped", utt, e)
                 problems.append(f"{utt}: {e}")
-        raise DataDirError(self.feats_path, 0, f"the first {len(problems)} utterances cannot be read "
+        raise DataDirError(self.source_path, 0, f"the first {len(problems)} utterances cannot be read "
                                                f"({'; '.join(problems[:3])} ...)")
 
     def load(self, utt: str) -> np.ndarray:
@@ -162,11 +188,9 @@ class CropDataset(torch.utils.data.Dataset):
             raise ValueError("features contain NaN or Inf")
         if self.vad_scp is not None:
             clean = utt if utt in self.vad_scp else self.clean_of.get(utt, utt)
-            if clean in self.vad_scp:
-                voiced = np.asarray(kaldiio.load_mat(self.vad_scp[clean])) > 0.5
-                # Too little speech left: keep everything rather than loop a few frames.
-                if len(voiced) == len(mat) and voiced.sum() >= 50:
-                    mat = mat[voiced]
+            voiced = voiced_frames(self.vad_scp, clean, len(mat))
+            if voiced is not None:
+                mat = mat[voiced]
         return mat
 
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -267,7 +267,7 @@ class Trainer:
         self.frontend = build_frontend(cfg["data"], self.dataset, self.seed, self.dist.rank, self.device)
         feat_dim = self.dataset.feat_dim()
         if feat_dim != cfg["model"].get("feat_dim", 80):
-            raise ConfigError(f"{self.dataset.feats_path}: {feat_dim}-dim features but model.feat_dim is "
+            raise ConfigError(f"{self.dataset.source_path}: {feat_dim}-dim features but model.feat_dim is "
                               f"{cfg['model'].get('feat_dim', 80)}")
         self.loader, self.sampler = build_loader(self.dataset, cfg["data"], self.seed, self.dist.rank,
                                                  self.dist.world_size, pin_memory=self.device.type == "cuda",

@@ -86,9 +86,8 @@ def online_aug_options(cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
             raise ConfigError(f"data.online_aug.{key} must be a mapping with keys among {', '.join(kinds)}")
         check_keys(options[key], kinds, f"data.online_aug.{key}")
         options[key] = {**ONLINE_AUG_DEFAULTS[key], **options[key]} if key != "types" else dict(options[key])
-    for t, weight in options["types"].items():
-        check_values(options["types"], {t: Value(float, 0)}, "data.online_aug.types")
-        options["types"][t] = float(weight)
+    check_values(options["types"], dict.fromkeys(options["types"], Value(float, 0)), "data.online_aug.types")
+    options["types"] = {t: float(weight) for t, weight in options["types"].items()}
     if sum(options["types"].values()) <= 0:
         raise ConfigError("data.online_aug.types: at least one weight must be positive")
     options["snrs"] = {t: _check_list(v, f"data.online_aug.snrs.{t}", float, None) for t, v in options["snrs"].items()}
@@ -186,7 +185,7 @@ class OnlineAugmenter:
     def __init__(self, options: Mapping[str, Any], rate: int, device: torch.device, seed: int = 0,
                  speech: SpeechSource | None = None):
         rng = np.random.default_rng([int(seed), 1])  # the banks depend on the seed only
-        self.options, self.device = options, device
+        self.device = device
         self.types = [t for t in AUG_TYPES if options["types"].get(t, 0.0) > 0]
         self.weights = torch.tensor([options["types"][t] for t in self.types], device=device)
         if "reverb" in self.types:
@@ -204,6 +203,8 @@ class OnlineAugmenter:
             self.banks[kind] = (bank.to(device), lengths.to(device), active.to(device))
         self.snrs = {t: torch.tensor(v, device=device) for t, v in options["snrs"].items()}
         self.num_noises = {t: torch.tensor(v, device=device) for t, v in options["num_noises"].items()}
+        # Clips drawn per crop and noise kind: the most a crop can sum (constant; no device sync per step).
+        self.widths = {"noise": 1, **{t: max(v) for t, v in options["num_noises"].items()}}
         log.info("online augmentation: %s", ", ".join(
             f"{t} x{options['types'][t]:g}" + (f" ({len(self.banks[t][0])} clips)" if t in self.banks else "")
             for t in self.types))
@@ -213,14 +214,13 @@ class OnlineAugmenter:
 
     def draw(self, n: int, prob: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random choice for ``n`` crops (the same draws whatever is chosen, so streams stay aligned)."""
-        max_babble = int(self.num_noises["babble"].max())
         plan = {"chosen": torch.rand(n, generator=gen, device=self.device) < prob,
                 "kind": torch.multinomial(self.weights, n, replacement=True, generator=gen),
                 "rir": self._randint(len(self.rirs) if "reverb" in self.types else 1, (n,), gen),
                 "babble_count": self.num_noises["babble"][self._randint(len(self.num_noises["babble"]), (n,), gen)],
                 "music_count": self.num_noises["music"][self._randint(len(self.num_noises["music"]), (n,), gen)]}
         for kind in NOISE_TYPES:
-            width = max_babble if kind == "babble" else int(self.num_noises["music"].max()) if kind == "music" else 1
+            width = self.widths[kind]
             bank_size = len(self.banks[kind][0]) if kind in self.banks else 0
             plan[f"{kind}_clip"] = self._randint(bank_size, (n, width), gen)
             plan[f"{kind}_offset"] = torch.rand(n, width, generator=gen, device=self.device)

@@ -24,17 +24,25 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import kaldiio
 import numpy as np
 import soundfile as sf
 import torch
 
 from pyspk.config import ConfigError, Value, check_keys, check_values
-from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv, read_scp
+from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv
 from pyspk.features.audio import KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, read_audio, utterance_sources
 from pyspk.features.fbank import FbankConfig
 from pyspk.fileutil import PathLike
-from pyspk.train.data import DATA_KEYS, CropDataset, build_dataset, parse_crops, random_start
+from pyspk.train.data import (
+    DATA_KEYS,
+    CropDataset,
+    build_dataset,
+    group_aug_probs,
+    parse_crops,
+    random_start,
+    read_vad_scp,
+    voiced_frames,
+)
 from pyspk.train.online_aug import online_aug_options
 
 log = logging.getLogger(__name__)
@@ -42,8 +50,6 @@ log = logging.getLogger(__name__)
 SOURCES = ("feats", "wav")
 WAV_KEYS = ("source", "fbank_conf", "online_aug", "audio_cache_mb")
 DEFAULT_CACHE_MB = 256
-# Fewer voiced frames than this: crops start anywhere (as the feats source keeps such utterances whole).
-MIN_VOICED_FRAMES = 50
 
 
 class DecodedCache:
@@ -84,26 +90,18 @@ class WavCropDataset(CropDataset):
                  use_vad: bool = False, aug_prob: float = 0.5, non_overlapping: bool = False,
                  cache_mb: float = DEFAULT_CACHE_MB):
         data = DataDir(data_dir)
-        self.feats_path = data.file("wav.scp")
+        self.source_path = data.file("wav.scp")
         self.sources = {s.utt: s for s in utterance_sources(data_dir)}
         self.utts = sorted(self.sources, key=c_sort_key)
         if not self.utts:
-            raise DataDirError(self.feats_path, 0, "no utterances")
-        self.groups = {utt: [] for utt in self.utts}  # copies are made on the device, not stored
-        self.clean_of, self.num_copies = {}, 0
+            raise DataDirError(self.source_path, 0, "no utterances")
+        self.num_copies = 0  # copies are made on the device, not stored
         self.crops = parse_crops(crops)
         self.seed, self.fbank = int(seed), fbank
-        self.aug_prob = {name: float(spec.get("aug_prob", aug_prob)) for name, spec in crops.items()}
-        for name, prob in self.aug_prob.items():
-            if not 0.0 <= prob <= 1.0:
-                raise ConfigError(f"data.crops.{name}.aug_prob must be in [0, 1], got {prob}")
+        self.aug_prob = group_aug_probs(crops, aug_prob)
         self.non_overlapping = bool(non_overlapping)
         self.utt2dur = read_kv(data.file("utt2dur"), float) if data.has("utt2dur") else {}
-        self.vad_scp = None
-        if use_vad:
-            if not data.has("vad.scp"):
-                raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
-            self.vad_scp = read_scp(data.file("vad.scp"))
+        self.vad_scp = read_vad_scp(data, use_vad)
         self.cache = DecodedCache(int(cache_mb * 2**20))
         self.lengths: dict[str, int] = {}
 
@@ -203,21 +201,17 @@ class WavCropDataset(CropDataset):
             raise UtteranceError(f"shorter than one frame ({self.num_samples(utt)} samples)")
         return frames
 
-    def _start(self, rng: np.random.Generator, utt: str, length: int, frames: int) -> int:
-        """A crop's first frame: uniform, or uniform over voiced frames with data.use_vad."""
-        voiced = self._voiced_starts(utt, length, frames)
-        if voiced is None:
-            return random_start(rng, length, frames)
-        return int(voiced[rng.integers(len(voiced))])
+    @staticmethod
+    def _start(rng: np.random.Generator, voiced: np.ndarray | None, length: int, frames: int) -> int:
+        """A crop's first frame: uniform, or uniform over the ``voiced`` frames (data.use_vad) where a crop fits.
 
-    def _voiced_starts(self, utt, length, frames):
-        if self.vad_scp is None or utt not in self.vad_scp:
-            return None
-        voiced = np.asarray(kaldiio.load_mat(self.vad_scp[utt])) > 0.5
-        if len(voiced) != length or voiced.sum() < MIN_VOICED_FRAMES:
-            return None
-        starts = np.flatnonzero(voiced[:max(length - frames + 1, 1)])
-        return starts if len(starts) else None
+        Too little speech (see :func:`~pyspk.train.data.voiced_frames`): crops start anywhere, as the feats
+        source keeps such utterances whole.
+        """
+        starts = None if voiced is None else np.flatnonzero(voiced[:max(length - frames + 1, 1)])
+        if starts is None or len(starts) == 0:
+            return random_start(rng, length, frames)
+        return int(starts[rng.integers(len(starts))])
 
     def _crop(self, utt: str, start: int, frames: int) -> np.ndarray:
         return self.read_span(utt, start * self.fbank.window_shift, crop_samples(frames, self.fbank))
@@ -228,10 +222,11 @@ class WavCropDataset(CropDataset):
             return self._sample_disjoint(index, rng)
         utt = self.utts[index]
         length = self.num_frames(utt)
+        voiced = voiced_frames(self.vad_scp, utt, length)  # read once per item, not per crop
         out = {}
         for name, count, frames in self.crops:
             self._pick_sources(name, count, [utt], rng)  # drawn as the feats source does, so the starts agree
-            rows = [self._crop(utt, self._start(rng, utt, length, frames), frames) for _ in range(count)]
+            rows = [self._crop(utt, self._start(rng, voiced, length, frames), frames) for _ in range(count)]
             out[name] = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
         return out
 
