@@ -9,7 +9,9 @@ samples from sample ``s * shift`` with snip-edges (``F * shift`` without).
 computes Kaldi fbank on the training device.
 
 Reading: a wav.scp file (wav, flac, ogg: whatever libsndfile seeks in) is
-opened and only the crop is read; its length comes from the header. A pipe
+opened once per item, for its length (the header) and only the crops; crops
+less than READ_THROUGH_SECONDS apart are read in one piece, 16-bit audio as
+int16 (exact, half the bytes) straight into the item's rows. A pipe
 (``cmd |``, e.g. ffmpeg decoding m4a) or a file that cannot seek is decoded
 once and kept in a per-worker LRU cache of ``data.audio_cache_mb`` MB (default
 256), its length from utt2dur when the data dir has one. ``segments`` offsets
@@ -19,9 +21,10 @@ would need the whole utterance decoded here).
 """
 
 import collections
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import kaldiio
@@ -142,16 +145,23 @@ class WavCropDataset(CropDataset):
 
         return self.cache.get(utt, decode)
 
-    def num_samples(self, utt: str) -> int:
-        """The utterance's length in samples, read from a header, segments or utt2dur (else decoded)."""
+    def num_samples(self, utt: str, file: sf.SoundFile | None = None) -> int:
+        """The utterance's length in samples, read from a header, segments or utt2dur (else decoded).
+
+        ``file``: the utterance's file, already open (its header is read, not the file opened again).
+        """
         if utt not in self.lengths:
             source = self.sources[utt]
             rate = self.fbank.sample_rate
             if source.start is not None and source.end != -1:
                 length = round(source.end * rate) - round(source.start * rate)
             elif source.entry is not None and self._seekable(source.entry):
-                info = self._info(source.entry)
-                length = info.frames - (round(source.start * rate) if source.start is not None else 0)
+                if file is None:
+                    with self._open_file(source.entry) as opened:
+                        frames = opened.frames
+                else:
+                    frames = file.frames
+                length = frames - (round(source.start * rate) if source.start is not None else 0)
             elif utt in self.utt2dur:
                 length = round(self.utt2dur[utt] * rate)
             else:
@@ -161,15 +171,29 @@ class WavCropDataset(CropDataset):
             self.lengths[utt] = length
         return self.lengths[utt]
 
-    def _info(self, path: str):
+    def _open_file(self, path: str) -> sf.SoundFile:
         if not os.path.isfile(path):
             raise UtteranceError(f"no such file '{path}'")
         try:
-            info = sf.info(path)
+            file = sf.SoundFile(path)
         except (sf.SoundFileError, RuntimeError, ValueError) as e:
             raise UtteranceError(f"cannot read audio from '{path}': {e}") from None
-        self._check_rate(info.samplerate, path)
-        return info
+        try:
+            self._check_rate(file.samplerate, path)
+        except UtteranceError:
+            file.close()
+            raise
+        return file
+
+    @contextlib.contextmanager
+    def _opened(self, utt: str) -> Iterator[sf.SoundFile | None]:
+        """The utterance's file, open for its length and all its crops (None: a pipe, read decoded)."""
+        source = self.sources[utt]
+        if source.entry is None or not self._seekable(source.entry):
+            yield None
+        else:
+            with self._open_file(source.entry) as file:
+                yield file
 
     def read_span(self, utt: str, start: int, count: int) -> np.ndarray:
         """``count`` samples of ``utt`` from ``start``; past the end it wraps around (repeats the utterance)."""
@@ -177,25 +201,28 @@ class WavCropDataset(CropDataset):
         self.read_spans_into(utt, [(start, count)], [row])
         return row
 
-    def read_spans_into(self, utt: str, spans: Sequence[tuple[int, int]], rows: Sequence[np.ndarray]) -> None:
-        """Fill each float32 row with its ``(start, count)`` span of ``utt`` (as :meth:`read_span`), opening once.
+    def read_spans_into(self, utt: str, spans: Sequence[tuple[int, int]], rows: Sequence[np.ndarray],
+                        file: sf.SoundFile | None = None) -> None:
+        """Fill each float32 row with its ``(start, count)`` span of ``utt`` (as :meth:`read_span`).
 
-        A span past the end, a pipe or a file that cannot seek: from the decoded utterance.
+        The file is opened once for all spans (``file``: already open). A span
+        past the end, a pipe or a file that cannot seek: from the decoded utterance.
         """
         source = self.sources[utt]
-        length = self.num_samples(utt)
+        length = self.num_samples(utt, file)
         if source.entry is None or not self._seekable(source.entry) or any(s + c > length for s, c in spans):
             self._decoded_spans_into(utt, spans, rows)
-            return
-        offset = round(source.start * self.fbank.sample_rate) if source.start is not None else 0
-        try:
-            with sf.SoundFile(source.entry) as f:
-                if f.seekable():
-                    self._read_runs_into(f, offset, spans, rows)
-                else:
-                    self._decoded_spans_into(utt, spans, rows)
-        except (sf.SoundFileError, RuntimeError, ValueError) as e:
-            raise UtteranceError(f"cannot read audio from '{source.entry}': {e}") from None
+        elif file is None:
+            with self._open_file(source.entry) as opened:
+                self.read_spans_into(utt, spans, rows, opened)
+        elif not file.seekable():
+            self._decoded_spans_into(utt, spans, rows)
+        else:
+            offset = round(source.start * self.fbank.sample_rate) if source.start is not None else 0
+            try:
+                self._read_runs_into(file, offset, spans, rows)
+            except (sf.SoundFileError, RuntimeError, ValueError) as e:
+                raise UtteranceError(f"cannot read audio from '{source.entry}': {e}") from None
 
     def _decoded_spans_into(self, utt: str, spans: Sequence[tuple[int, int]], rows: Sequence[np.ndarray]) -> None:
         audio = self._decoded(utt)
@@ -243,10 +270,11 @@ class WavCropDataset(CropDataset):
         return clips
 
     # -- crops -----------------------------------------------------------------
-    def num_frames(self, utt: str) -> int:
-        frames = int(self.fbank.num_frames(self.num_samples(utt)))
+    def num_frames(self, utt: str, file: sf.SoundFile | None = None) -> int:
+        samples = self.num_samples(utt, file)
+        frames = int(self.fbank.num_frames(samples))
         if frames < 1:
-            raise UtteranceError(f"shorter than one frame ({self.num_samples(utt)} samples)")
+            raise UtteranceError(f"shorter than one frame ({samples} samples)")
         return frames
 
     def _start(self, rng: np.random.Generator, utt: str, length: int, frames: int) -> int:
@@ -269,38 +297,40 @@ class WavCropDataset(CropDataset):
         """The samples ``(first, count)`` that frames ``[start, start + frames)`` are computed from."""
         return start * self.fbank.window_shift, crop_samples(frames, self.fbank)
 
-    def _read_crops(self, utt: str, starts: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
-        """Every group's crops from its start frames, all read from one opening of the file into the batch rows."""
+    def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """All crop groups of utterance ``index``: the draws of :meth:`CropDataset.sample` without copies."""
+        utt = self.utts[index]
+        with self._opened(utt) as file:  # its header's length and every crop from one opening
+            length = self.num_frames(utt, file)
+            draw = self._draw_disjoint_starts if self.non_overlapping else self._draw_starts
+            return self._read_crops(utt, draw(utt, length, rng), file)
+
+    def _draw_starts(self, utt: str, length: int, rng: np.random.Generator) -> dict[str, list[int]]:
+        starts = {}
+        for name, count, frames in self.crops:
+            self._pick_sources(name, count, [utt], rng)  # drawn as the feats source does, so the starts agree
+            starts[name] = [self._start(rng, utt, length, frames) for _ in range(count)]
+        return starts
+
+    def _draw_disjoint_starts(self, utt: str, length: int, rng: np.random.Generator) -> dict[str, list[int]]:
+        for name, count, _ in self.crops:
+            self._pick_sources(name, count, [utt], rng)
+        starts = self.disjoint_starts(length, rng)
+        if starts is None:  # too short for disjoint crops: independent ones
+            starts = {name: [random_start(rng, length, frames) for _ in range(count)]
+                      for name, count, frames in self.crops}
+        return starts
+
+    def _read_crops(self, utt: str, starts: Mapping[str, Sequence[int]],
+                    file: sf.SoundFile | None) -> dict[str, torch.Tensor]:
+        """Every group's crops from its start frames, all read from ``file`` straight into the batch rows."""
         out, spans, rows = {}, [], []
         for name, count, frames in self.crops:
             out[name] = np.empty((count, crop_samples(frames, self.fbank)), np.float32)
             spans += [self._span(start, frames) for start in starts[name]]
             rows += list(out[name])
-        self.read_spans_into(utt, spans, rows)
+        self.read_spans_into(utt, spans, rows, file)
         return {name: torch.from_numpy(group) for name, group in out.items()}
-
-    def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """All crop groups of utterance ``index``: the draws of :meth:`CropDataset.sample` without copies."""
-        if self.non_overlapping:
-            return self._sample_disjoint(index, rng)
-        utt = self.utts[index]
-        length = self.num_frames(utt)
-        starts = {}
-        for name, count, frames in self.crops:
-            self._pick_sources(name, count, [utt], rng)  # drawn as the feats source does, so the starts agree
-            starts[name] = [self._start(rng, utt, length, frames) for _ in range(count)]
-        return self._read_crops(utt, starts)
-
-    def _sample_disjoint(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        utt = self.utts[index]
-        for name, count, _ in self.crops:
-            self._pick_sources(name, count, [utt], rng)
-        length = self.num_frames(utt)
-        starts = self.disjoint_starts(length, rng)
-        if starts is None:  # too short for disjoint crops: independent ones
-            starts = {name: [random_start(rng, length, frames) for _ in range(count)]
-                      for name, count, frames in self.crops}
-        return self._read_crops(utt, starts)
 
 
 WAV_SCHEMA = {"audio_cache_mb": Value(float, 0)}
