@@ -36,6 +36,7 @@ from pyspk.config import load_config
 from pyspk.device import pick_device
 from pyspk.features.fbank import ArkScpWriter, FbankConfig, compute_fbank
 from pyspk.train.data import CropDataset
+from pyspk.train.objectives import objective_of
 from pyspk.train.online_aug import WavFrontend
 from pyspk.train.wav_data import WavCropDataset
 
@@ -110,7 +111,8 @@ def main(argv=None):
         plain = WavFrontend(fbank, None, wav.aug_prob, seed=1, rank=0, device=device)
         aug_time = time_frontend(front, wav, args.batch, args.reps, device)
         fbank_time = time_frontend(plain, wav, args.batch, args.reps, device)
-    bare = statistics.mean(BareStep(config, device, 100).time_steps(args.reps + 1)[1:])
+        bare_step = BareStep(objective_of(config, args.config), config, tmp, device, 100)
+    bare = statistics.mean(bare_step.time_steps(args.reps + 1)[1:])
     print(f"per batch: augmentation + fbank {aug_time * 1000:8.1f} ms (fbank alone {fbank_time * 1000:.1f} ms), "
           f"forward+backward+update {bare * 1000:8.1f} ms")
     print(f"frontend / step ratio: {aug_time / bare:.3f} (aim <= 0.15)")
