@@ -15,6 +15,17 @@ steps/make_fbank.sh writes it), then
      objective's forward+backward+update on a batch of the same shape
      (bench/train_step.py's BareStep), and their ratio (aim <= 0.15).
 
+Loader, raw audio / arks in one run (2 CPU cores shared with other jobs, so
+the ratios mean more than the items/s), python bench/loader.py --loader-only --reps 5:
+  before (e71d928: a file opening, a seek and a float read per crop):
+    wav 0.25 (138 vs 554 items/s), flac 0.11 (105 vs 917)
+  after (one opening per item, crops under 1 s apart in one int16 read):
+    wav 2.17 (1911 vs 881 items/s), flac 0.49 (416 vs 856)
+FLAC is bounded by its decoding (libsndfile 1.2.2's libFLAC): a whole utterance
+costs 0.34 ms per second of speech against 0.08 ms for its compressed ark
+(wav: 0.03 ms), and a 6 s utterance's crops cover most of it. With --seconds 20
+(the ark decompressed whole, the audio only around the crops): wav 8.8, flac 1.15.
+
 Usage: python bench/loader.py [--config conf/dino_ecapa.yaml] [--utts 64] [--formats wav,flac] [--batch 8]
            [--reps 3] [--device auto] [--loader-only] [section.key=value ...]
 e.g.: python bench/loader.py --batch 4 model.channels=256
