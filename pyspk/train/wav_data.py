@@ -242,9 +242,9 @@ class WavCropDataset(CropDataset):
             else:
                 runs.append([start, start + count, [i]])
         as_int16 = f.subtype in INT16_SUBTYPES
-        position = 0  # of the file, just opened
+        position = f.tell()
         for first, end, members in runs:
-            if not 0 <= offset + first - position <= gap:  # near the current position: read through instead
+            if not 0 <= offset + first - position <= gap:  # else read through from here (the file's start, say)
                 position = f.seek(offset + first)
             base, wanted = position - offset, offset + end - position
             block = f.read(wanted, dtype="int16" if as_int16 else "float32", always_2d=True)[:, 0]
