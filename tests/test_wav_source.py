@@ -103,6 +103,45 @@ def test_seeking_reads_only_the_crop(speech_dir, monkeypatch):
     assert wav.num_samples(utt) == len(full)
 
 
+@pytest.mark.parametrize("suffix, subtype", [("wav", "PCM_16"), ("flac", "PCM_16"), ("wav", "PCM_24"),
+                                             ("wav", "FLOAT")])
+def test_spans_read_together_equal_each_read_alone(tmp_path, suffix, subtype):
+    audio = np.concatenate([sf.read(f, dtype="float64")[0] for f in speech_files(4)])
+    audio[::7] += 3e-6 * (subtype != "PCM_16")  # samples between the 16-bit steps
+    path = str(tmp_path / f"rec.{suffix}")
+    sf.write(path, audio, 16000, subtype=subtype)
+    full = sf.read(path, dtype="float32")[0] * 32768.0
+    with open(tmp_path / "wav.scp", "w") as f:
+        f.write(f"rec {path}\n")
+    with open(tmp_path / "segments", "w") as f:  # and an offset into the recording
+        f.write("rec-a rec 0.00 -1\nrec-b rec 0.25 -1\n")
+    wav = WavCropDataset(str(tmp_path), CROPS, FbankConfig.from_file(FBANK_CONF))
+    for utt, offset in (("rec-a", 0), ("rec-b", 4000)):
+        length = len(full) - offset
+        in_file = [(20000, 6400), (100, 4000), (2000, 4000), (100, 4000), (50000, 3000), (0, 1), (length - 10, 10)]
+        past_end = [(length - 500, 1000), (30000, 3000)]  # the first wraps: all from the decoded utterance
+        for spans in (in_file, past_end):
+            rows = [np.empty(count, np.float32) for _, count in spans]
+            wav.read_spans_into(utt, spans, rows)
+            for (start, count), row in zip(spans, rows, strict=True):
+                expected = full[offset + (start + np.arange(count)) % length]
+                assert np.array_equal(row, expected) and np.array_equal(wav.read_span(utt, start, count), expected)
+
+
+def test_an_item_opens_its_file_once(speech_dir, monkeypatch):
+    wav = WavCropDataset(speech_dir, CROPS, FbankConfig.from_file(FBANK_CONF))
+    opened = []  # for the header's length and all the crops, the length not yet known
+
+    class CountedSoundFile(sf.SoundFile):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(wav_data.sf, "SoundFile", CountedSoundFile)
+    wav[(3, 0)]
+    assert opened == [wav.sources[wav.utts[3]].entry]
+
+
 def test_pipes_and_segments(speech_dir, tmp_path):
     file = speech_files(4)[0]
     full, _ = sf.read(file, dtype="float32")

@@ -9,7 +9,9 @@ samples from sample ``s * shift`` with snip-edges (``F * shift`` without).
 computes Kaldi fbank on the training device.
 
 Reading: a wav.scp file (wav, flac, ogg: whatever libsndfile seeks in) is
-opened and only the crop is read; its length comes from the header. A pipe
+opened once per item, for its length (the header) and only the crops; crops
+less than READ_THROUGH_SECONDS apart are read in one piece, 16-bit audio as
+int16 (exact, half the bytes) straight into the item's rows. A pipe
 (``cmd |``, e.g. ffmpeg decoding m4a) or a file that cannot seek is decoded
 once and kept in a per-worker LRU cache of ``data.audio_cache_mb`` MB (default
 256), its length from utt2dur when the data dir has one. ``segments`` offsets
@@ -19,9 +21,10 @@ would need the whole utterance decoded here).
 """
 
 import collections
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +53,11 @@ log = logging.getLogger(__name__)
 SOURCES = ("feats", "wav")
 WAV_KEYS = ("source", "fbank_conf", "online_aug", "audio_cache_mb")
 DEFAULT_CACHE_MB = 256
+# Crops closer than this are read in one piece, the gap read through: a seek in FLAC (libsndfile 1.2) costs
+# about as much as decoding 1 s of 16 kHz audio; in a wav reading through costs next to nothing.
+READ_THROUGH_SECONDS = 1.0
+# Read as int16: exactly the float reading times 2^15, in half the bytes and with no float scaling.
+INT16_SUBTYPES = ("PCM_16",)
 
 
 class DecodedCache:
@@ -135,16 +143,23 @@ class WavCropDataset(CropDataset):
 
         return self.cache.get(utt, decode)
 
-    def num_samples(self, utt: str) -> int:
-        """The utterance's length in samples, read from a header, segments or utt2dur (else decoded)."""
+    def num_samples(self, utt: str, file: sf.SoundFile | None = None) -> int:
+        """The utterance's length in samples, read from a header, segments or utt2dur (else decoded).
+
+        ``file``: the utterance's file, already open (its header is read, not the file opened again).
+        """
         if utt not in self.lengths:
             source = self.sources[utt]
             rate = self.fbank.sample_rate
             if source.start is not None and source.end != -1:
                 length = round(source.end * rate) - round(source.start * rate)
             elif source.entry is not None and self._seekable(source.entry):
-                info = self._info(source.entry)
-                length = info.frames - (round(source.start * rate) if source.start is not None else 0)
+                if file is None:
+                    with self._open_file(source.entry) as opened:
+                        frames = opened.frames
+                else:
+                    frames = file.frames
+                length = frames - (round(source.start * rate) if source.start is not None else 0)
             elif utt in self.utt2dur:
                 length = round(self.utt2dur[utt] * rate)
             else:
@@ -154,35 +169,93 @@ class WavCropDataset(CropDataset):
             self.lengths[utt] = length
         return self.lengths[utt]
 
-    def _info(self, path: str):
+    def _open_file(self, path: str) -> sf.SoundFile:
         if not os.path.isfile(path):
             raise UtteranceError(f"no such file '{path}'")
         try:
-            info = sf.info(path)
+            file = sf.SoundFile(path)
         except (sf.SoundFileError, RuntimeError, ValueError) as e:
             raise UtteranceError(f"cannot read audio from '{path}': {e}") from None
-        self._check_rate(info.samplerate, path)
-        return info
+        try:
+            self._check_rate(file.samplerate, path)
+        except UtteranceError:
+            file.close()
+            raise
+        return file
+
+    @contextlib.contextmanager
+    def _opened(self, utt: str) -> Iterator[sf.SoundFile | None]:
+        """The utterance's file, open for its length and all its crops (None: a pipe, read decoded)."""
+        source = self.sources[utt]
+        if source.entry is None or not self._seekable(source.entry):
+            yield None
+        else:
+            with self._open_file(source.entry) as file:
+                yield file
 
     def read_span(self, utt: str, start: int, count: int) -> np.ndarray:
         """``count`` samples of ``utt`` from ``start``; past the end it wraps around (repeats the utterance)."""
+        row = np.empty(count, np.float32)
+        self.read_spans_into(utt, [(start, count)], [row])
+        return row
+
+    def read_spans_into(self, utt: str, spans: Sequence[tuple[int, int]], rows: Sequence[np.ndarray],
+                        file: sf.SoundFile | None = None) -> None:
+        """Fill each float32 row with its ``(start, count)`` span of ``utt`` (as :meth:`read_span`).
+
+        The file is opened once for all spans (``file``: already open). A span
+        past the end, a pipe or a file that cannot seek: from the decoded utterance.
+        """
         source = self.sources[utt]
-        length = self.num_samples(utt)
-        if start + count > length or source.entry is None or not self._seekable(source.entry):
-            audio = self._decoded(utt)
-            return audio[(start + np.arange(count)) % len(audio)].astype(np.float32)
-        offset = round(source.start * self.fbank.sample_rate) if source.start is not None else 0
-        try:
-            with sf.SoundFile(source.entry) as f:
-                if not f.seekable():
-                    return self._decoded(utt)[start:start + count].astype(np.float32)
-                f.seek(offset + start)
-                samples = f.read(count, dtype="float32", always_2d=True)[:, 0]
-        except (sf.SoundFileError, RuntimeError, ValueError) as e:
-            raise UtteranceError(f"cannot read audio from '{source.entry}': {e}") from None
-        if len(samples) < count:  # a header promising more than the file holds
-            raise UtteranceError(f"'{source.entry}': {len(samples)} samples from {offset + start}, expected {count}")
-        return samples * KALDI_SAMPLE_SCALE
+        length = self.num_samples(utt, file)
+        if source.entry is None or not self._seekable(source.entry) or any(s + c > length for s, c in spans):
+            self._decoded_spans_into(utt, spans, rows)
+        elif file is None:
+            with self._open_file(source.entry) as opened:
+                self.read_spans_into(utt, spans, rows, opened)
+        elif not file.seekable():
+            self._decoded_spans_into(utt, spans, rows)
+        else:
+            offset = round(source.start * self.fbank.sample_rate) if source.start is not None else 0
+            try:
+                self._read_runs_into(file, offset, spans, rows)
+            except (sf.SoundFileError, RuntimeError, ValueError) as e:
+                raise UtteranceError(f"cannot read audio from '{source.entry}': {e}") from None
+
+    def _decoded_spans_into(self, utt: str, spans: Sequence[tuple[int, int]], rows: Sequence[np.ndarray]) -> None:
+        audio = self._decoded(utt)
+        for (start, count), row in zip(spans, rows, strict=True):
+            row[:] = audio[(start + np.arange(count)) % len(audio)]
+
+    def _read_runs_into(self, f: sf.SoundFile, offset: int, spans: Sequence[tuple[int, int]],
+                        rows: Sequence[np.ndarray]) -> None:
+        """The spans (from file sample ``offset``) in runs: spans closer than READ_THROUGH_SECONDS read at once."""
+        gap = READ_THROUGH_SECONDS * self.fbank.sample_rate
+        runs = []  # [first, end, span numbers]: sorted by start, one read each
+        for i in sorted(range(len(spans)), key=lambda i: spans[i][0]):
+            start, count = spans[i]
+            if runs and start - runs[-1][1] <= gap:
+                runs[-1][1] = max(runs[-1][1], start + count)
+                runs[-1][2].append(i)
+            else:
+                runs.append([start, start + count, [i]])
+        as_int16 = f.subtype in INT16_SUBTYPES
+        position = f.tell()
+        for first, end, members in runs:
+            if not 0 <= offset + first - position <= gap:  # else read through from here (the file's start, say)
+                position = f.seek(offset + first)
+            base, wanted = position - offset, offset + end - position
+            block = f.read(wanted, dtype="int16" if as_int16 else "float32", always_2d=True)[:, 0]
+            if len(block) < wanted:  # a header promising more than the file holds
+                raise UtteranceError(f"'{f.name}': {len(block)} samples from {position}, expected {wanted}")
+            position += wanted
+            for i in members:
+                start, count = spans[i]
+                piece = block[start - base:start - base + count]
+                if as_int16:
+                    rows[i][:] = piece
+                else:
+                    np.multiply(piece, KALDI_SAMPLE_SCALE, out=rows[i])
 
     def speech_clips(self, count: int, max_samples: int, rng: np.random.Generator) -> list[np.ndarray]:
         """At most ``count`` utterances, each at most ``max_samples`` from a random start: the babble bank."""
@@ -195,10 +268,11 @@ class WavCropDataset(CropDataset):
         return clips
 
     # -- crops -----------------------------------------------------------------
-    def num_frames(self, utt: str) -> int:
-        frames = int(self.fbank.num_frames(self.num_samples(utt)))
+    def num_frames(self, utt: str, file: sf.SoundFile | None = None) -> int:
+        samples = self.num_samples(utt, file)
+        frames = int(self.fbank.num_frames(samples))
         if frames < 1:
-            raise UtteranceError(f"shorter than one frame ({self.num_samples(utt)} samples)")
+            raise UtteranceError(f"shorter than one frame ({samples} samples)")
         return frames
 
     @staticmethod
@@ -213,37 +287,45 @@ class WavCropDataset(CropDataset):
             return random_start(rng, length, frames)
         return int(starts[rng.integers(len(starts))])
 
-    def _crop(self, utt: str, start: int, frames: int) -> np.ndarray:
-        return self.read_span(utt, start * self.fbank.window_shift, crop_samples(frames, self.fbank))
+    def _span(self, start: int, frames: int) -> tuple[int, int]:
+        """The samples ``(first, count)`` that frames ``[start, start + frames)`` are computed from."""
+        return start * self.fbank.window_shift, crop_samples(frames, self.fbank)
 
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """All crop groups of utterance ``index``: the draws of :meth:`CropDataset.sample` without copies."""
-        if self.non_overlapping:
-            return self._sample_disjoint(index, rng)
         utt = self.utts[index]
-        length = self.num_frames(utt)
+        with self._opened(utt) as file:  # its header's length and every crop from one opening
+            length = self.num_frames(utt, file)
+            draw = self._draw_disjoint_starts if self.non_overlapping else self._draw_starts
+            return self._read_crops(utt, draw(utt, length, rng), file)
+
+    def _draw_starts(self, utt: str, length: int, rng: np.random.Generator) -> dict[str, list[int]]:
         voiced = voiced_frames(self.vad_scp, utt, length)  # read once per item, not per crop
-        out = {}
+        starts = {}
         for name, count, frames in self.crops:
             self._pick_sources(name, count, [utt], rng)  # drawn as the feats source does, so the starts agree
-            rows = [self._crop(utt, self._start(rng, voiced, length, frames), frames) for _ in range(count)]
-            out[name] = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
-        return out
+            starts[name] = [self._start(rng, voiced, length, frames) for _ in range(count)]
+        return starts
 
-    def _sample_disjoint(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        utt = self.utts[index]
+    def _draw_disjoint_starts(self, utt: str, length: int, rng: np.random.Generator) -> dict[str, list[int]]:
         for name, count, _ in self.crops:
             self._pick_sources(name, count, [utt], rng)
-        length = self.num_frames(utt)
         starts = self.disjoint_starts(length, rng)
-        out = {}
+        if starts is None:  # too short for disjoint crops: independent ones
+            starts = {name: [random_start(rng, length, frames) for _ in range(count)]
+                      for name, count, frames in self.crops}
+        return starts
+
+    def _read_crops(self, utt: str, starts: Mapping[str, Sequence[int]],
+                    file: sf.SoundFile | None) -> dict[str, torch.Tensor]:
+        """Every group's crops from its start frames, all read from ``file`` straight into the batch rows."""
+        out, spans, rows = {}, [], []
         for name, count, frames in self.crops:
-            rows = []
-            for k in range(count):
-                start = random_start(rng, length, frames) if starts is None else starts[name][k]
-                rows.append(self._crop(utt, start, frames))
-            out[name] = torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
-        return out
+            out[name] = np.empty((count, crop_samples(frames, self.fbank)), np.float32)
+            spans += [self._span(start, frames) for start in starts[name]]
+            rows += list(out[name])
+        self.read_spans_into(utt, spans, rows, file)
+        return {name: torch.from_numpy(group) for name, group in out.items()}
 
 
 WAV_SCHEMA = {"audio_cache_mb": Value(float, 0)}
