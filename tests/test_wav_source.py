@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from conftest import ROOT
 
 from pyspk.config import ConfigError, load_config
 from pyspk.features.fbank import FbankConfig, compute_fbank
+from pyspk.supervised.classifier import utterance_labels
 from pyspk.train import wav_data
 from pyspk.train.data import CropDataset
 from pyspk.train.online_aug import OnlineAugmenter, WavFrontend, fft_convolve, online_aug_options
@@ -294,3 +296,19 @@ def test_training_from_raw_audio_runs_and_resumes(speech_dir, tmp_path):
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_classifier_labels_follow_the_raw_audio_dataset(speech_dir, tmp_path):
+    # With data.source wav the crops index wav.scp, which need not list what feats.scp lists.
+    data_dir = str(tmp_path / "data")
+    shutil.copytree(speech_dir, data_dir)
+    with open(os.path.join(data_dir, "feats.scp")) as f:
+        lines = f.readlines()
+    with open(os.path.join(data_dir, "feats.scp"), "w") as f:
+        f.writelines(lines[1:])
+    dataset = WavCropDataset(data_dir, CROPS, FbankConfig.from_file(FBANK_CONF), seed=0)
+    classes, labels = utterance_labels(data_dir, source="wav")
+    with open(os.path.join(data_dir, "utt2spk")) as f:
+        utt2spk = dict(line.split() for line in f)
+    assert [classes[label] for label in labels] == [utt2spk[utt] for utt in dataset.utts]
+    assert len(utterance_labels(data_dir)[1]) == len(dataset) - 1

@@ -40,6 +40,7 @@ from pyspk.supervised.aam import AAMSoftmax, build_margin_schedule
 from pyspk.supervised.two_step import TwoStep
 from pyspk.train.data import AUG_SUFFIXES, group_copies
 from pyspk.train.loop import Objective
+from pyspk.train.wav_data import wav_utterances
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,22 @@ INTER_TOPK_KEYS = ("k", "margin")
 BACKBONE_NAME = "model"
 
 
-def utterance_labels(data_dir, aug_suffixes=AUG_SUFFIXES):
-    """``(classes, labels)`` for the clean utterances in the order the crop dataset indexes them.
+def utterance_labels(data_dir, aug_suffixes=AUG_SUFFIXES, source="feats"):
+    """``(classes, labels)`` for the utterances in the order the crop dataset of ``data.source`` indexes them.
 
     ``classes`` are the speaker ids of ``utt2spk`` (C-sorted), ``labels`` an
-    int64 array of class indices, one per clean utterance of ``feats.scp``.
+    int64 array of class indices, one per clean utterance of ``feats.scp``
+    (``source`` feats) or per utterance of ``wav.scp`` and segments (wav).
     """
     data = DataDir(data_dir)
-    utts = list(group_copies(data, list(data.feats_scp()), tuple(aug_suffixes)))
+    if source == "wav":
+        utts, listing = list(wav_utterances(data_dir)), "wav.scp"
+    else:
+        utts, listing = list(group_copies(data, list(data.feats_scp()), tuple(aug_suffixes))), "feats.scp"
     utt2spk = data.utt2spk()
     for utt in utts:
         if utt not in utt2spk:
-            raise DataDirError(data.file("utt2spk"), 0, f"no speaker for utterance '{utt}' of feats.scp")
+            raise DataDirError(data.file("utt2spk"), 0, f"no speaker for utterance '{utt}' of {listing}")
     speakers = [utt2spk[u] for u in utts]
     classes = sorted(set(speakers), key=c_sort_key)
     if len(classes) < 2:
@@ -115,8 +120,9 @@ class ClassifierObjective(Objective):
     """AAM-softmax speaker classification as an :class:`~pyspk.train.loop.Objective`.
 
     Labels come from ``<data_dir>/utt2spk`` and are looked up by the crop's
-    dataset index (the Objective is built before it could see the dataset,
-    and the head needs the number of classes).
+    dataset index, the utterances listed as ``data.source`` lists them (the
+    Objective is built before it could see the dataset, and the head needs
+    the number of classes).
     """
 
     section = "classifier"
@@ -127,8 +133,8 @@ class ClassifierObjective(Objective):
         cfg = classifier_section(config)
         self.crop_names = list(config["data"]["crops"])
         backbone = build_model(config["model"])
-        self.classes, labels = utterance_labels(self.data_dir,
-                                                config["data"].get("aug_suffixes", AUG_SUFFIXES))
+        self.classes, labels = utterance_labels(self.data_dir, config["data"].get("aug_suffixes", AUG_SUFFIXES),
+                                                config["data"].get("source", "feats"))
         self.labels = torch.from_numpy(labels).to(device)
         counts = np.bincount(labels, minlength=len(self.classes))
         log.info("%d classes from %s/utt2spk, %d to %d utterances each", len(self.classes), self.data_dir,
@@ -148,7 +154,8 @@ class ClassifierObjective(Objective):
     def sampling_labels(self, config):
         if not classifier_section(config).get("balanced_classes", False):
             return None
-        classes, labels = utterance_labels(self.data_dir, config["data"].get("aug_suffixes", AUG_SUFFIXES))
+        classes, labels = utterance_labels(self.data_dir, config["data"].get("aug_suffixes", AUG_SUFFIXES),
+                                           config["data"].get("source", "feats"))
         log.info("class-balanced batches: each of the %d classes drawn with probability 1/%d", len(classes),
                  len(classes))
         return labels

@@ -60,6 +60,12 @@ READ_THROUGH_SECONDS = 1.0
 INT16_SUBTYPES = ("PCM_16",)
 
 
+def wav_utterances(data_dir: PathLike) -> dict:
+    """``{utt: source}`` of wav.scp (and segments), in the order the raw-audio dataset indexes them (C-sorted)."""
+    sources = {s.utt: s for s in utterance_sources(data_dir)}
+    return {utt: sources[utt] for utt in sorted(sources, key=c_sort_key)}
+
+
 class DecodedCache:
     """Least-recently-used decoded recordings, bounded by total bytes (one per loader worker)."""
 
@@ -99,8 +105,8 @@ class WavCropDataset(CropDataset):
                  cache_mb: float = DEFAULT_CACHE_MB):
         data = DataDir(data_dir)
         self.source_path = data.file("wav.scp")
-        self.sources = {s.utt: s for s in utterance_sources(data_dir)}
-        self.utts = sorted(self.sources, key=c_sort_key)
+        self.sources = wav_utterances(data_dir)
+        self.utts = list(self.sources)
         if not self.utts:
             raise DataDirError(self.source_path, 0, "no utterances")
         self.num_copies = 0  # copies are made on the device, not stored
