@@ -17,7 +17,8 @@ once and kept in a per-worker LRU cache of ``data.audio_cache_mb`` MB (default
 256), its length from utt2dur when the data dir has one. ``segments`` offsets
 the reads into the recording. With ``data.use_vad`` and a vad.scp, crops start
 on voiced frames (the feats source instead drops unvoiced frames, which
-would need the whole utterance decoded here).
+would need the whole utterance decoded here); disjoint crops
+(``data.non_overlapping``) tile the whole utterance and ignore the VAD.
 """
 
 import collections
