@@ -106,3 +106,22 @@ def test_rerun_of_finished_stages_does_nothing(voxceleb_run):
     assert "round 1/1 is finished" in proc.stdout
     assert os.path.getmtime(final) == mtime
     assert Path(recipe, "exp", "results.txt").read_text() == before
+
+
+def test_online_aug_trains_from_voxceleb2_converted_to_flac(voxceleb_run, tmp_path):
+    """--online-aug true: stage 1 converts the m4a to flac once, and training reads the flac dir."""
+    _, args, _ = voxceleb_run
+    recipe = make_recipe_copy(tmp_path)
+    stop = args.index("--stop-stage") + 1
+    proc = run_script([*args[:stop], "4", *args[stop + 1:], "--online-aug", "true"], cwd=recipe)
+    assert "converting data/voxceleb2_dev (m4a through ffmpeg) to flac" in proc.stdout
+    converted = os.path.join(recipe, "data", "voxceleb2_dev_flac")
+    with open(os.path.join(converted, "wav.scp")) as f:
+        paths = [line.split()[1] for line in f]
+    assert len(paths) == len(VOX2_SPEAKERS) * len(VIDEOS) * 3
+    assert all(p.endswith(".flac") and sf.info(os.path.join(recipe, p)).format == "FLAC" for p in paths)
+    assert "on data/voxceleb2_dev_flac (raw audio, augmented on the device)" in proc.stdout
+    assert os.path.isfile(os.path.join(recipe, "exp", "dino_tiny", "final.pt"))
+
+    proc = run_script([*args[:stop], "1", *args[stop + 1:], "--online-aug", "true"], cwd=recipe)
+    assert "nothing to do" in proc.stdout

@@ -20,8 +20,12 @@
 # the training device (reverb, noise, music, babble at the same SNRs): no
 # copies and no fbank of copies; only the corpora (VoxCeleb, MUSAN, RIRS_NOISES)
 # plus the fbank of the clean train set and of VoxCeleb1, which the embeddings
-# are extracted from. The loader decodes m4a through ffmpeg (kept in a small
-# per-worker cache); converting VoxCeleb2 to flac once lets it seek instead.
+# are extracted from. With it, --convert-audio true (the default) decodes the
+# m4a once at the end of stage 1 (steps/convert_audio.sh) into one 16 kHz
+# 16-bit flac file per utterance under --convert-dir, and everything from stage
+# 2 on uses data/voxceleb2_dev_flac: the loader then seeks in files instead of
+# running ffmpeg for each item. Estimate, not measured: 2,360 h x 16 kHz x
+# ~1 byte per sample in flac is about 135 GB, 2-3 times the m4a.
 set -euo pipefail
 
 # Begin configuration section.
@@ -47,6 +51,8 @@ classifier_config=conf/classifier_ecapa.yaml
 classifier_overrides=
 aug_types="reverb noise music babble"
 online_aug=false                        # true: augment raw audio on the GPU, no stored copies (see above)
+convert_audio=true                      # with --online-aug true: train from VoxCeleb2 dev converted to flac
+convert_dir=flac                        # the converted flac files (~135 GB, estimate); relative: in this dir
 rounds=2                                # pseudo-labelling rounds
 num_clusters=6000                       # about the number of VoxCeleb2 dev speakers (5,994)
 keep_fraction=0.8                       # pseudo-labels: most central fraction of each cluster kept
@@ -82,6 +88,8 @@ help_message="Usage: $0 [options]
   --classifier-overrides 'K=V ..'
   --aug-types \"T ...\"    augmentation types ($aug_types)
   --online-aug BOOL      augment raw audio on the training device, no stored copies ($online_aug)
+  --convert-audio BOOL   with --online-aug true, stage 1 converts VoxCeleb2 dev to flac, trained on ($convert_audio)
+  --convert-dir DIR      where the converted flac files go ($convert_dir)
   --rounds N             pseudo-labelling rounds ($rounds)
   --num-clusters N       k-means clusters for pseudo-labels ($num_clusters)
   --keep-fraction F      fraction kept per cluster ($keep_fraction)
@@ -98,6 +106,7 @@ e.g.: $0 --vox1-root /data/VoxCeleb1 --vox2-root /data/VoxCeleb2 --stage 1 --sto
 caller_dir=$PWD
 cd "$(dirname "$0")"
 . ./path.sh
+. ./cmd.sh
 . utils/parse_options.sh
 . steps/libs/common.sh  # log
 # Corpus roots given as relative paths are taken from the caller's directory.
@@ -116,7 +125,11 @@ require_ffmpeg() {  # VoxCeleb2's wav.scp decodes m4a through ffmpeg
   command -v ffmpeg >/dev/null || { log "ERROR: ffmpeg is not on PATH (needed to read VoxCeleb2 m4a)"; exit 1; }
 }
 
-train=voxceleb2_dev
+[[ "$convert_audio" =~ ^(true|false)$ ]] || { log "ERROR: --convert-audio must be true or false, got '$convert_audio'"; exit 1; }
+vox2_dev=voxceleb2_dev
+train=$vox2_dev
+# Raw-audio training reads the converted files (made at the end of stage 1).
+[ "$online_aug" != true ] || [ "$convert_audio" != true ] || train=${vox2_dev}_flac
 # The pipeline's options, checked before any stage runs.
 pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set "$train" --test-sets voxceleb1
   --ssl "$ssl" --ssl-config "$ssl_config" --ssl-overrides "$ssl_overrides"
@@ -145,11 +158,16 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   require_dir $vox1_root/wav "VoxCeleb1 audio"
   require_dir $vox2_root/dev "VoxCeleb2 dev"
   require_ffmpeg
-  python local/make_voxceleb2.py $vox2_root dev data/$train
+  python local/make_voxceleb2.py $vox2_root dev data/$vox2_dev
   python local/make_voxceleb1.py $vox1_root data
-  for d in $train voxceleb1 voxceleb1_dev voxceleb1_test; do
+  for d in $vox2_dev voxceleb1 voxceleb1_dev voxceleb1_test; do
     utils/validate_data_dir.sh --no-text --no-feats data/$d
   done
+  if [ $train != $vox2_dev ]; then
+    log "Stage 1: converting data/$vox2_dev (m4a through ffmpeg) to flac in $convert_dir/$vox2_dev -> data/$train" \
+        "(--convert-audio true), which stages 2 and on use"
+    steps/convert_audio.sh --nj $nj --cmd "$train_cmd" --format flac data/$vox2_dev data/$train $convert_dir/$vox2_dev
+  fi
 fi
 
 if [ $stop_stage -ge 2 ]; then
