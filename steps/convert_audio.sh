@@ -14,7 +14,9 @@
 # left out of <dest-data-dir>; the script fails if more than
 # --max-fail-fraction of them fail. Files already converted are kept (they only
 # appear by rename once complete), so a killed run resumes where it stopped; a
-# finished run for the same source and format does nothing.
+# finished run for the same source and format does nothing. An existing file is
+# not compared with its source: after changing the audio of an utterance id,
+# remove <audio-dir> (or the file) to convert it again.
 set -euo pipefail
 echo "$0 $*"
 
