@@ -80,6 +80,29 @@ def test_pruned_lloyd_matches_plain_lloyd():
     np.testing.assert_allclose(centers.numpy(), ref_centers, atol=1e-5)
 
 
+def reference_greedy_kmeans_plus_plus(x, n_clusters, seed, n_trials):
+    """Greedy k-means++ in float64 numpy on the same random draws as ``km.kmeans_plus_plus``."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [int(torch.randint(len(x), (1,), generator=generator)[0])]
+    closest = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, n_clusters):
+        cumulative = np.cumsum(closest)
+        targets = torch.rand(n_trials, generator=generator, dtype=torch.float64).numpy() * cumulative[-1]
+        candidates = np.minimum(np.searchsorted(cumulative, targets), len(x) - 1)
+        new_closest = np.minimum(((x[:, None, :] - x[candidates][None]) ** 2).sum(-1), closest[:, None])
+        best = new_closest.sum(0).argmin()
+        chosen.append(int(candidates[best]))
+        closest = new_closest[:, best]
+    return chosen
+
+
+def test_greedy_kmeans_plus_plus_matches_reference():
+    x, _ = blobs(n_clusters=30, per_cluster=20, dim=16, spread=0.5, seed=2)
+    chosen = km.kmeans_plus_plus(torch.from_numpy(x), 30, torch.Generator().manual_seed(4), n_trials=5)
+    assert len(set(chosen.tolist())) == 30
+    assert chosen.tolist() == reference_greedy_kmeans_plus_plus(x.astype(np.float64), 30, 4, 5)
+
+
 def test_block_size_and_seed_do_not_change_results_unexpectedly():
     x, _ = blobs(n_clusters=10, per_cluster=30, spread=0.6)
     small = km.kmeans(x, 10, seed=5, device="cpu", block_bytes=4096)

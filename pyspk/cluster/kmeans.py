@@ -119,26 +119,34 @@ def kmeans_plus_plus(x, n_clusters, generator, n_trials=None, progress=False):
     Each step draws ``n_trials`` candidates with probability proportional to
     the squared distance to the nearest chosen centre and keeps the candidate
     that lowers the total potential most. All work per step is one skinny GEMM
-    over ``x``; no host synchronisation inside the loop.
+    over ``x`` and two passes over its (n_trials, m) output; no host
+    synchronisation inside the loop.
     """
     m = x.shape[0]
     device = x.device
     if n_trials is None:
         n_trials = 3 * (2 + int(math.log(n_clusters)))
     x_sq = (x * x).sum(dim=1)
+    x_t = x.t().contiguous()
     chosen = torch.empty(n_clusters, dtype=torch.int64, device=device)
     chosen[0] = torch.randint(m, (1,), generator=generator, device=device)[0]
-    closest = (x_sq - 2.0 * (x @ x[chosen[0]]) + x_sq[chosen[0]]).clamp_min_(0.0)
+    # Distances are kept shifted by -||x||^2 (``||c||^2 - 2 x.c``) so that the
+    # GEMM output is compared as it is, without a pass adding ||x||^2, and with
+    # one row per candidate its potential is a contiguous sum: at k in the
+    # hundreds these per-step passes cost as much as the GEMM itself.
+    shifted = torch.addmm(x_sq[chosen[0]].reshape(1, 1), x[chosen[0]].unsqueeze(0), x_t, alpha=-2.0).squeeze(0)
+    closest = (shifted + x_sq).clamp_min_(0.0)
     for i in tqdm(range(1, n_clusters), desc="k-means++", disable=not progress, mininterval=5):
         cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
         targets = torch.rand(n_trials, generator=generator, device=device, dtype=torch.float64) * cumulative[-1]
         candidates = torch.searchsorted(cumulative, targets).clamp_(max=m - 1)
-        dist = torch.addmm(x_sq.index_select(0, candidates).unsqueeze(0), x, x.index_select(0, candidates).t(),
-                           alpha=-2.0)
-        new_closest = torch.minimum(dist.add_(x_sq.unsqueeze(1)), closest.unsqueeze(1))
-        best = new_closest.sum(dim=0).argmin()
+        trial = torch.addmm(x_sq.index_select(0, candidates).unsqueeze(1), x.index_select(0, candidates), x_t,
+                            alpha=-2.0)
+        torch.minimum(trial, shifted.unsqueeze(0), out=trial)
+        best = trial.sum(dim=1).argmin()
         chosen[i] = candidates[best]
-        closest = new_closest[:, best].clamp_min(0.0)
+        shifted = trial[best]
+        closest = (shifted + x_sq).clamp_min_(0.0)
     return chosen
 
 
