@@ -69,9 +69,11 @@ def test_minibatch_and_agglomerative_recover_separated_clusters():
     assert len(two_stage.distances) == len(x)
 
 
-def test_pruned_lloyd_matches_plain_lloyd():
-    x, _ = blobs(n_clusters=8, per_cluster=40, dim=16, spread=0.8, seed=3)
-    start = x[:8].copy()
+# 8 centres: one group of bounds (Hamerly's single bound); 64: 6 groups and 2 far movers per iteration.
+@pytest.mark.parametrize("n_clusters", [8, 64])
+def test_pruned_lloyd_matches_plain_lloyd(n_clusters):
+    x, _ = blobs(n_clusters=n_clusters, per_cluster=40, dim=16, spread=0.8, seed=3)
+    start = x[:n_clusters].copy()
     centers, labels, _, n_iter, converged = km._lloyd(torch.from_numpy(x), torch.from_numpy(start), 300, 0.0, 64,
                                                       False, False)
     assert converged and n_iter > 3
