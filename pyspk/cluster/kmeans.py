@@ -242,39 +242,41 @@ def _distances_to_assigned(x, centers, labels, block_rows):
     return out
 
 
-def _bound_by_far_movers(x, centers, far, far_groups, labels, lower, block_rows):
-    """Fold the exact distances to the centres ``far`` into the group bounds ``lower``.
+def _far_mover_distances(xb, labels_b, far_centers, far_sq):
+    """Distances of the rows of ``xb`` to the centres ``far_centers``; infinite to a row's own centre.
 
-    Their move is left out of the groups' moves: a few centres that jump
-    (early iterations, re-seeded empty clusters) would otherwise lower whole
-    groups' bounds by their jump and send nearly every point to a full
-    comparison; a thin GEMM against them costs a small share of one.
+    ``labels_b`` holds, per row, the position in ``far_centers`` of its own
+    centre, or -1.
     """
-    far_centers = centers.index_select(0, far)
-    far_sq = (far_centers * far_centers).sum(dim=1)
-    for start in range(0, x.shape[0], block_rows):
-        xb = x[start:start + block_rows]
-        sq = torch.addmm(far_sq.unsqueeze(0), xb, far_centers.t(), alpha=-2.0).add_((xb * xb).sum(dim=1, keepdim=True))
-        dist = sq.clamp_min_(0.0).sqrt_().masked_fill_(labels[start:start + block_rows].unsqueeze(1) == far, math.inf)
-        lower[start:start + block_rows].scatter_reduce_(1, far_groups.expand_as(dist), dist, "amin")
+    sq = torch.addmm(far_sq.unsqueeze(0), xb, far_centers.t(), alpha=-2.0).add_((xb * xb).sum(dim=1, keepdim=True))
+    own = labels_b.unsqueeze(1) == torch.arange(far_centers.shape[0], device=xb.device)
+    return sq.clamp_min_(0.0).sqrt_().masked_fill_(own, math.inf)
 
 
-def _refresh(x, centers, labels, upper, lower, sums, counts, block_rows):
+def _refresh(x, centers, labels, upper, lower, far, far_slack, sums, counts, block_rows):
     """Re-assign the points whose bounds allow a change (Yinyang's global filter).
 
     ``upper`` bounds the distance to the assigned centre, ``lower[:, g]`` the
     distance to any other centre of group ``g``; a point with ``upper <=
     min_g lower`` cannot change cluster and is skipped. The others first get
-    their exact distance to their centre (a gather, no GEMM) and only those
-    still in doubt are compared with all centres. Updates the arrays in place,
-    and the members' ``sums`` and ``counts`` for the points that moved;
-    returns how many moved.
+    their exact distance to their centre (a gather, no GEMM), then, if still
+    in doubt, their exact distances to the ``far`` centres (the largest
+    movers, whose moves ``far_slack`` (per group) took out of the group
+    bounds again: a few jumping centres would otherwise send nearly every
+    point to a full comparison), and only those still in doubt are compared
+    with all centres. Updates the arrays in place, and the members' ``sums``
+    and ``counts`` for the points that moved; returns how many moved.
     """
     n_groups, group_size = lower.shape[1], _center_groups(centers.shape[0])[1]
     nearest_other = lower.amin(dim=1)
     candidates = torch.nonzero(upper > nearest_other).flatten()
     centers_sq = _padded((centers * centers).sum(dim=1), n_groups, group_size, math.inf)
     padded_centers = _padded(centers, n_groups, group_size, 0.0)
+    far_centers = centers.index_select(0, far)
+    far_sq = (far_centers * far_centers).sum(dim=1)
+    far_groups = far // group_size
+    far_position = torch.full((centers.shape[0],), -1, dtype=torch.int64, device=x.device)
+    far_position[far] = torch.arange(far.numel(), device=x.device)
     changed = 0
     for start in range(0, candidates.numel(), block_rows):
         rows = candidates[start:start + block_rows]
@@ -283,6 +285,14 @@ def _refresh(x, centers, labels, upper, lower, sums, counts, block_rows):
         exact = torch.linalg.vector_norm(xb - centers.index_select(0, old), dim=1)
         upper[rows] = exact
         doubt = torch.nonzero(exact > nearest_other.index_select(0, rows)).flatten()
+        if doubt.numel() == 0:
+            continue
+        rows, xb, old, exact = (t.index_select(0, doubt) for t in (rows, xb, old, exact))
+        bound = lower.index_select(0, rows).add_(far_slack)
+        far_dist = _far_mover_distances(xb, far_position.index_select(0, old), far_centers, far_sq)
+        bound.scatter_reduce_(1, far_groups.expand_as(far_dist), far_dist, "amin")
+        lower[rows] = bound
+        doubt = torch.nonzero(exact > bound.amin(dim=1)).flatten()
         if doubt.numel() == 0:
             continue
         rows, xb, old = rows.index_select(0, doubt), xb.index_select(0, doubt), old.index_select(0, doubt)
@@ -340,9 +350,12 @@ def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
         centers = new_centers
         upper += move[labels]
         far = torch.topk(move, min(k, max(1, k // FAR_MOVER_SHARE))).indices
-        lower -= _padded(move.index_fill(0, far, 0.0), n_groups, group_size, 0.0).view(n_groups, group_size).amax(1)
-        _bound_by_far_movers(x, centers, far, far // group_size, labels, lower, block_rows)
-        changed = _refresh(x, centers, labels, upper, lower, sums, counts, block_rows)
+        group_move = _padded(move, n_groups, group_size, 0.0).view(n_groups, group_size).amax(dim=1)
+        group_move_rest = _padded(move.index_fill(0, far, 0.0), n_groups, group_size, 0.0)
+        lower -= group_move
+        changed = _refresh(x, centers, labels, upper, lower, far,
+                           group_move - group_move_rest.view(n_groups, group_size).amax(dim=1), sums, counts,
+                           block_rows)
         if progress:
             logger.info("iteration %d: centre shift %.3g, %d points changed cluster%s", n_iter, shift, changed,
                         f", re-seeded {reseeded} empty clusters" if reseeded else "")
