@@ -47,7 +47,7 @@ import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from pyspk.cluster.agglomerative import agglomerative
+from pyspk.cluster.agglomerative import MICRO_MAX_ITER, agglomerative
 
 try:
     import faiss
@@ -94,11 +94,16 @@ def parse_args():
                              "implied by --vox2-scale)")
     parser.add_argument("--ahc-threshold", type=float, default=0.5,
                         help="cosine-distance threshold of the AHC pass (default: 0.5)")
+    parser.add_argument("--max-iter", type=int, default=100,
+                        help=f"pyspk's Lloyd iteration cap (default: 100; {MICRO_MAX_ITER} with --vox2-scale, as "
+                             "the k-means reduction before AHC, pyspk.cluster.agglomerative.micro_clusters)")
     args = parser.parse_args()
     if args.vox2_scale:
         args.n_points, args.n_clusters = 1_000_000, 6_000
         if args.methods == parser.get_default("methods"):
             args.methods = "pyspk,faiss"
+        if args.max_iter == parser.get_default("max_iter"):
+            args.max_iter = MICRO_MAX_ITER
         args.ahc = True
     return args
 
@@ -106,7 +111,7 @@ def parse_args():
 def make_runners(x, k, args):
     """``{method: function returning (centres, labels, note)}``."""
     def run_pyspk():
-        r = kmeans(x, k, seed=args.seed, device=args.device)
+        r = kmeans(x, k, seed=args.seed, device=args.device, max_iter=args.max_iter)
         return r.centers, r.labels, f"{r.n_iter} iter"
 
     def run_pyspk_minibatch():
