@@ -55,6 +55,8 @@ from pyspk.device import pick_device
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_BYTES = {"cuda": 512 << 20, "cpu": 16 << 20}
+# Lloyd bounds: at most 64 groups of centres (N x 64 floats of lower bounds),
+# and the k / 32 centres that moved most compared exactly (see _refresh).
 MAX_CENTER_GROUPS = 64
 FAR_MOVER_SHARE = 32
 
@@ -223,6 +225,11 @@ def _padded(values, n_groups, group_size, fill):
     return out
 
 
+def _group_max(values, n_groups, group_size):
+    """Largest of ``values`` (k,) in each group of centres."""
+    return _padded(values, n_groups, group_size, 0.0).view(n_groups, group_size).amax(dim=1)
+
+
 def _nearest_and_group_bounds(xb, centers, centers_sq, n_groups, group_size):
     """Nearest centre of each row of ``xb``, the distance to it, and per group the distance to the nearest other.
 
@@ -325,7 +332,8 @@ def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
     bounds by the group's largest move, and re-assigns only the points whose
     bounds overlap, so late iterations cost a fraction of a full pass. A
     single bound for all other centres (Hamerly) drops by the largest move of
-    all k centres and prunes far less when k is in the thousands. The members'
+    all k centres and prunes far less when k is in the thousands; the largest
+    movers are handled apart (``far_slack``, see :func:`_refresh`). The members'
     sums are kept in float64 and updated by the points that moved, not
     recomputed over all N. Returns (centers, labels, distances, n_iter,
     converged); labels and distances are exact for the returned centres.
@@ -356,12 +364,10 @@ def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
         centers = new_centers
         upper += move[labels]
         far = torch.topk(move, min(k, max(1, k // FAR_MOVER_SHARE))).indices
-        group_move = _padded(move, n_groups, group_size, 0.0).view(n_groups, group_size).amax(dim=1)
-        group_move_rest = _padded(move.index_fill(0, far, 0.0), n_groups, group_size, 0.0)
+        group_move = _group_max(move, n_groups, group_size)
         lower -= group_move
-        changed = _refresh(x, centers, labels, upper, lower, far,
-                           group_move - group_move_rest.view(n_groups, group_size).amax(dim=1), sums, counts,
-                           block_rows)
+        far_slack = group_move - _group_max(move.index_fill(0, far, 0.0), n_groups, group_size)
+        changed = _refresh(x, centers, labels, upper, lower, far, far_slack, sums, counts, block_rows)
         if progress:
             logger.info("iteration %d: centre shift %.3g, %d points changed cluster%s", n_iter, shift, changed,
                         f", re-seeded {reseeded} empty clusters" if reseeded else "")
