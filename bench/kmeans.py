@@ -37,6 +37,11 @@ cores). One thread each, which the load disturbs least:
 pyspk first: pyspk 34.0 s, faiss 59.4 s (1.75x faiss speed); faiss first:
 faiss 66.1 s, pyspk 37.1 s (1.78x). Same results both orders: pyspk's inertia
 x0.957 of faiss's (19 iterations), NMI 0.992 vs 0.984; peak memory 1.23 GiB.
+Against the earlier version (Hamerly bounds), same data and process, one
+thread, both orders: 45.2-45.4 s vs 72.7-74.6 s (1.6x faster), 2.5 vs 8.1
+full-pass equivalents in the Lloyd iterations, seeding 26-28 s vs 37 s (now
+about 60 % of the time); inertia 0.06 % higher (another local optimum, 19
+iterations vs 16).
 With 2 threads each (same commands without OMP_NUM_THREADS, same load):
 pyspk 334 s vs faiss 173 s when pyspk ran first (0.52x faiss speed; other
 benchmark runs overlapped pyspk's), faiss 149 s vs pyspk 221 s when faiss ran
