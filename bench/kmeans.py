@@ -21,21 +21,60 @@ agglomerative pass of steps/cluster_embeddings.sh (--method agglomerative
 and prints the peak resident memory of the process (resource.getrusage
 maxrss, which only grows: run one method per process for its own peak).
 
-Measured with the defaults on 2 CPU cores (AMD EPYC, AVX2), quiet machine:
-pyspk 41 s (inertia x0.991 of scikit-learn's, NMI 0.992), pyspk mini-batch
-46 s (x0.996, NMI 0.993), scikit-learn KMeans 289 s (NMI 0.989),
-MiniBatchKMeans 41 s (x1.071, NMI 0.969). About half of pyspk's time is the
-k-means++ seeding, half the Lloyd iterations.
+Measured with the defaults on 2 CPU cores (AMD EPYC, AVX2), before the
+group bounds and the cheaper seeding passes, quiet machine: pyspk 41 s
+(inertia x0.991 of scikit-learn's, NMI 0.992), pyspk mini-batch 46 s (x0.996,
+NMI 0.993), scikit-learn KMeans 289 s (NMI 0.989), MiniBatchKMeans 41 s
+(x1.071, NMI 0.969); about half of pyspk's time was the k-means++ seeding.
 
-Against faiss (1.15.1, its defaults), same data, 2 cores shared with other
-developers' jobs (load 4-10, so the method run first is penalised): pyspk
-177 s vs faiss 149 s when pyspk ran first (0.84x faiss speed), 167 s vs
-211 s when faiss ran first (1.26x); pyspk's inertia 4.4 % lower (x0.956),
-NMI 0.992 vs 0.984. The AHC pass of --vox2-scale alone (6,000 micro-clusters
-of 1,000,000 x 192 points) took 26-60 s, peak memory 4.7 GiB (mostly the
-float64 data generation); full --vox2-scale runs did not finish within 15
-minutes on the loaded machine (25 Lloyd passes over 1 M x 6,000 x 192 are
-about 6e13 flops, some 10 minutes on 2 quiet AVX2 cores for faiss or pyspk).
+Against faiss (1.15.1, its defaults: 25 full passes), same data and process,
+current code, the machine shared with other developers' jobs (load 6-8 on 2
+cores). One thread each, which the load disturbs least:
+
+    OMP_NUM_THREADS=1 python bench/kmeans.py --methods pyspk,faiss
+    OMP_NUM_THREADS=1 python bench/kmeans.py --methods faiss,pyspk
+
+pyspk first: pyspk 34.0 s, faiss 59.4 s (1.75x faiss speed); faiss first:
+faiss 66.1 s, pyspk 37.1 s (1.78x). Same results both orders: pyspk's inertia
+x0.957 of faiss's (19 iterations), NMI 0.992 vs 0.984; peak memory 1.23 GiB.
+Against the earlier version (Hamerly bounds), same data and process, one
+thread, both orders: 45.2-45.4 s vs 72.7-74.6 s (1.6x faster), 2.5 vs 8.1
+full-pass equivalents in the Lloyd iterations, seeding 26-28 s vs 37 s (now
+about 60 % of the time); inertia 0.06 % higher (another local optimum, 19
+iterations vs 16).
+With 2 threads each (same commands without OMP_NUM_THREADS, same load):
+pyspk 334 s vs faiss 173 s when pyspk ran first (0.52x faiss speed; other
+benchmark runs overlapped pyspk's), faiss 149 s vs pyspk 221 s when faiss ran
+first (0.67x). Both are 3-10x slower than with one thread: with more runnable
+threads than cores every OpenMP parallel region waits for a descheduled
+thread, and pyspk runs far more, smaller regions (the seeding's thousands of
+sequential steps, the pruned passes) than faiss's 25 full passes; an
+interleaved A/B against the earlier version at 60,000 x 600 with 2 threads
+gave equal wall times (11.6 vs 11.8 s) although the new code does 2.5
+instead of 6.5 full-pass equivalents. So: faster than faiss at lower inertia
+on one core; not on 2 busy cores; 2 quiet cores not measured.
+
+Where the time goes (one thread, loaded; seeding time and full-pass
+equivalents logged around the same calls as
+
+    OMP_NUM_THREADS=1 python bench/kmeans.py --n-points 1000000 --n-clusters 1000 --methods pyspk --max-iter 20 --ahc
+
+): k-means on 1,000,000 x 192 into 1,000 clusters took 76 s, of it 8.5 s
+seeding, AHC 6 s; the Lloyd work was 3.7 full-pass equivalents over 20
+iterations, 2.9 over 10 (the reduction's cap; inertia 0.002 % higher, same
+AHC result, NMI 0.995). ``--vox2-scale`` (1 M, k = 6,000)
+did not finish within 15 minutes with 2 threads on the loaded machine: the
+seeding alone (96,000-point sample, 30 candidates per step, 6.6e12 flops)
+took 553 s. Extrapolated, not measured: scaling the 1 M x 1,000 run (a full
+pass at k = 6,000 is 2.3e12 flops, about 110 s on one loaded core, 2.9 of
+them; seeding 220-340 s) or the 200,000 x 2,000 one (10x the seeding work,
+15x the work per pass), plus the AHC pass on 6,000 micro-clusters (26-60 s),
+gives 6-12 minutes on one loaded core, perhaps 3-6 minutes on 2 quiet cores:
+the 5-minute target is plausible, not shown. A seeding sample of 8 k instead
+of 16 k (``init_sample_size``) would halve the seeding for about 0.15 %
+higher inertia. Peak memory 4.7 GiB at 1 M, mostly the float64 data
+generation (the group bounds add N x 64 floats, 256 MiB at 1 M); 1.23 GiB at
+200,000.
 """
 
 import argparse
@@ -47,7 +86,7 @@ import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from pyspk.cluster.agglomerative import agglomerative
+from pyspk.cluster.agglomerative import MICRO_MAX_ITER, agglomerative
 from pyspk.cluster.kmeans import kmeans, minibatch_kmeans
 
 try:
@@ -94,11 +133,16 @@ def parse_args():
                              "implied by --vox2-scale)")
     parser.add_argument("--ahc-threshold", type=float, default=0.5,
                         help="cosine-distance threshold of the AHC pass (default: 0.5)")
+    parser.add_argument("--max-iter", type=int, default=100,
+                        help=f"pyspk's Lloyd iteration cap (default: 100; {MICRO_MAX_ITER} with --vox2-scale, as "
+                             "the k-means reduction before AHC, pyspk.cluster.agglomerative.micro_clusters)")
     args = parser.parse_args()
     if args.vox2_scale:
         args.n_points, args.n_clusters = 1_000_000, 6_000
         if args.methods == parser.get_default("methods"):
             args.methods = "pyspk,faiss"
+        if args.max_iter == parser.get_default("max_iter"):
+            args.max_iter = MICRO_MAX_ITER
         args.ahc = True
     return args
 
@@ -106,7 +150,7 @@ def parse_args():
 def make_runners(x, k, args):
     """``{method: function returning (centres, labels, note)}``."""
     def run_pyspk():
-        r = kmeans(x, k, seed=args.seed, device=args.device)
+        r = kmeans(x, k, seed=args.seed, device=args.device, max_iter=args.max_iter)
         return r.centers, r.labels, f"{r.n_iter} iter"
 
     def run_pyspk_minibatch():

@@ -69,15 +69,40 @@ def test_minibatch_and_agglomerative_recover_separated_clusters():
     assert len(two_stage.distances) == len(x)
 
 
-def test_pruned_lloyd_matches_plain_lloyd():
-    x, _ = blobs(n_clusters=8, per_cluster=40, dim=16, spread=0.8, seed=3)
-    start = x[:8].copy()
+# 8 centres: one group of bounds (Hamerly's single bound); 64: 6 groups and 2 far movers per iteration.
+@pytest.mark.parametrize("n_clusters", [8, 64])
+def test_pruned_lloyd_matches_plain_lloyd(n_clusters):
+    x, _ = blobs(n_clusters=n_clusters, per_cluster=40, dim=16, spread=0.8, seed=3)
+    start = x[:n_clusters].copy()
     centers, labels, _, n_iter, converged = km._lloyd(torch.from_numpy(x), torch.from_numpy(start), 300, 0.0, 64,
                                                       False, False)
     assert converged and n_iter > 3
     ref_labels, ref_centers = reference_lloyd(x.astype(np.float64), start.astype(np.float64), n_iter)
     np.testing.assert_array_equal(labels.numpy(), ref_labels)
     np.testing.assert_allclose(centers.numpy(), ref_centers, atol=1e-5)
+
+
+def reference_greedy_kmeans_plus_plus(x, n_clusters, seed, n_trials):
+    """Greedy k-means++ in float64 numpy on the same random draws as ``km.kmeans_plus_plus``."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [int(torch.randint(len(x), (1,), generator=generator)[0])]
+    closest = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, n_clusters):
+        cumulative = np.cumsum(closest)
+        targets = torch.rand(n_trials, generator=generator, dtype=torch.float64).numpy() * cumulative[-1]
+        candidates = np.minimum(np.searchsorted(cumulative, targets), len(x) - 1)
+        new_closest = np.minimum(((x[:, None, :] - x[candidates][None]) ** 2).sum(-1), closest[:, None])
+        best = new_closest.sum(0).argmin()
+        chosen.append(int(candidates[best]))
+        closest = new_closest[:, best]
+    return chosen
+
+
+def test_greedy_kmeans_plus_plus_matches_reference():
+    x, _ = blobs(n_clusters=30, per_cluster=20, dim=16, spread=0.5, seed=2)
+    chosen = km.kmeans_plus_plus(torch.from_numpy(x), 30, torch.Generator().manual_seed(4), n_trials=5)
+    assert len(set(chosen.tolist())) == 30
+    assert chosen.tolist() == reference_greedy_kmeans_plus_plus(x.astype(np.float64), 30, 4, 5)
 
 
 def test_block_size_and_seed_do_not_change_results_unexpectedly():

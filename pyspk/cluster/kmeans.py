@@ -3,11 +3,17 @@
 Scale target: VoxCeleb2 (1 M x 192-256 dims, k in the thousands). Distances
 are computed block by block as ``||x||^2 - 2 x.c + ||c||^2`` (one GEMM per
 block), so memory stays bounded by ``block_bytes`` whatever N x k is. Lloyd
-iterations keep Hamerly's bounds per point (distance to its centre, and a
-lower bound on the distance to any other centre) so that points that cannot
-change cluster skip the GEMM: after the first few iterations only a fraction
-of the points is re-compared with all centres. Results are those of plain
-Lloyd iterations.
+iterations keep Yinyang bounds per point (Ding et al. 2015: an upper bound on
+the distance to its centre, and per group of about 10 centres, at most 64
+groups, a lower bound on the distance to the group's others) so that points
+that cannot change cluster skip the GEMM. The few centres that move most in
+an iteration (k / 32) are left out of their groups' moves for the points in
+doubt, which get their exact distances to them (a thin GEMM): otherwise one
+jumping centre lowers a whole group's bounds and sends nearly every point
+back to a full comparison. On overlapping clusters (speaker-like data,
+100,000 points, k = 1,000) this brings the work of a run from 6-7 full passes
+(Hamerly's single bound) to about 2.5. Results are those of plain Lloyd
+iterations.
 
 Initialisation: greedy k-means++ (3 (2 + ln k) candidates per step, keeping
 the one that lowers the potential most; scikit-learn draws 2 + ln k on the
@@ -20,7 +26,12 @@ Lloyd iterations; on the subsample it is cheap and still spreads the seeds
 over all dense regions (a cluster the sample misses is fixed by the Lloyd
 iterations and the empty-cluster re-seeding). k-means|| was not chosen: with
 k in the thousands its oversampling rounds cost more GEMM work than the Lloyd
-iterations themselves.
+iterations themselves. Measured at 100,000 x 1,000 (two seeds): 2 + ln k
+candidates gave 1.1 % higher inertia (2 (2 + ln k): 0.2-0.4 %) and more
+Lloyd iterations, no faster overall; a sample of 8 k gave 0.15 % higher
+inertia for about 20 % less time; Lloyd iterations on the sample before the
+full set saved one full pass there, spent about as much on the sample, and
+gave 0.5 % higher inertia. The defaults keep the lower inertia.
 
 Spherical (cosine) k-means is the same algorithm with unit-norm centroids:
 for unit vectors ``||x - c||^2 = 2 - 2 cos(x, c)``. The default is plain
@@ -44,6 +55,10 @@ from pyspk.device import pick_device
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_BYTES = {"cuda": 512 << 20, "cpu": 16 << 20}
+# Lloyd bounds: at most 64 groups of centres (N x 64 floats of lower bounds),
+# and the k / 32 centres that moved most compared exactly (see _refresh).
+MAX_CENTER_GROUPS = 64
+FAR_MOVER_SHARE = 32
 
 
 @dataclass
@@ -119,26 +134,34 @@ def kmeans_plus_plus(x, n_clusters, generator, n_trials=None, progress=False):
     Each step draws ``n_trials`` candidates with probability proportional to
     the squared distance to the nearest chosen centre and keeps the candidate
     that lowers the total potential most. All work per step is one skinny GEMM
-    over ``x``; no host synchronisation inside the loop.
+    over ``x`` and two passes over its (n_trials, m) output; no host
+    synchronisation inside the loop.
     """
     m = x.shape[0]
     device = x.device
     if n_trials is None:
         n_trials = 3 * (2 + int(math.log(n_clusters)))
     x_sq = (x * x).sum(dim=1)
+    x_t = x.t().contiguous()
     chosen = torch.empty(n_clusters, dtype=torch.int64, device=device)
     chosen[0] = torch.randint(m, (1,), generator=generator, device=device)[0]
-    closest = (x_sq - 2.0 * (x @ x[chosen[0]]) + x_sq[chosen[0]]).clamp_min_(0.0)
+    # Distances are kept shifted by -||x||^2 (``||c||^2 - 2 x.c``) so that the
+    # GEMM output is compared as it is, without a pass adding ||x||^2, and with
+    # one row per candidate its potential is a contiguous sum: at k in the
+    # hundreds these per-step passes cost as much as the GEMM itself.
+    shifted = torch.addmm(x_sq[chosen[0]].reshape(1, 1), x[chosen[0]].unsqueeze(0), x_t, alpha=-2.0).squeeze(0)
+    closest = (shifted + x_sq).clamp_min_(0.0)
     for i in tqdm(range(1, n_clusters), desc="k-means++", disable=not progress, mininterval=5):
         cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
         targets = torch.rand(n_trials, generator=generator, device=device, dtype=torch.float64) * cumulative[-1]
         candidates = torch.searchsorted(cumulative, targets).clamp_(max=m - 1)
-        dist = torch.addmm(x_sq.index_select(0, candidates).unsqueeze(0), x, x.index_select(0, candidates).t(),
-                           alpha=-2.0)
-        new_closest = torch.minimum(dist.add_(x_sq.unsqueeze(1)), closest.unsqueeze(1))
-        best = new_closest.sum(dim=0).argmin()
+        trial = torch.addmm(x_sq.index_select(0, candidates).unsqueeze(1), x.index_select(0, candidates), x_t,
+                            alpha=-2.0)
+        torch.minimum(trial, shifted.unsqueeze(0), out=trial)
+        best = trial.sum(dim=1).argmin()
         chosen[i] = candidates[best]
-        closest = new_closest[:, best].clamp_min(0.0)
+        shifted = trial[best]
+        closest = (shifted + x_sq).clamp_min_(0.0)
     return chosen
 
 
@@ -184,16 +207,43 @@ def _check_input(x, n_clusters):
         raise ValueError("the embeddings contain NaN or Inf values")
 
 
-def _nearest_two(xb, centers, centers_sq):
-    """Nearest centre of each row of ``xb``, the distance to it and to the second nearest."""
+def _center_groups(n_clusters):
+    """Yinyang grouping of the centres: ``(n_groups, group_size)`` for contiguous groups of about 10 centres.
+
+    At most ``MAX_CENTER_GROUPS`` groups, which bounds the per-point bounds
+    array to N x 64 floats. The last group is padded to ``group_size``.
+    """
+    n_groups = max(1, min(n_clusters // 10, MAX_CENTER_GROUPS))
+    group_size = -(-n_clusters // n_groups)
+    return -(-n_clusters // group_size), group_size
+
+
+def _padded(values, n_groups, group_size, fill):
+    """``values`` (k, ...) padded with ``fill`` to ``n_groups * group_size`` rows."""
+    out = values.new_full((n_groups * group_size, *values.shape[1:]), fill)
+    out[:values.shape[0]] = values
+    return out
+
+
+def _group_max(values, n_groups, group_size):
+    """Largest of ``values`` (k,) in each group of centres."""
+    return _padded(values, n_groups, group_size, 0.0).view(n_groups, group_size).amax(dim=1)
+
+
+def _nearest_and_group_bounds(xb, centers, centers_sq, n_groups, group_size):
+    """Nearest centre of each row of ``xb``, the distance to it, and per group the distance to the nearest other.
+
+    ``centers``/``centers_sq`` are padded to ``n_groups * group_size`` rows
+    (zero centres of infinite squared norm, never the nearest).
+    """
     scores = torch.addmm(centers_sq.unsqueeze(0), xb, centers.t(), alpha=-2.0)
+    best, labels = scores.min(dim=1)
+    scores.scatter_(1, labels.unsqueeze(1), math.inf)
+    group_best = scores.view(xb.shape[0], n_groups, group_size).amin(dim=2)
     x_sq = (xb * xb).sum(dim=1, keepdim=True)
-    if centers.shape[0] == 1:
-        dist = (scores + x_sq).clamp_min_(0.0).sqrt_().squeeze(1)
-        return torch.zeros(xb.shape[0], dtype=torch.int64, device=xb.device), dist, torch.full_like(dist, math.inf)
-    two, labels = torch.topk(scores, 2, dim=1, largest=False)
-    dist = (two + x_sq).clamp_min_(0.0).sqrt_()
-    return labels[:, 0], dist[:, 0], dist[:, 1]
+    upper = (best + x_sq.squeeze(1)).clamp_min_(0.0).sqrt_()
+    lower = (group_best + x_sq).clamp_min_(0.0).sqrt_()
+    return labels, upper, lower
 
 
 def _distances_to_assigned(x, centers, labels, block_rows):
@@ -205,58 +255,107 @@ def _distances_to_assigned(x, centers, labels, block_rows):
     return out
 
 
-def _refresh(x, centers, labels, upper, lower, block_rows):
-    """Re-assign the points whose bounds allow a change (Hamerly's pruning).
+def _far_mover_distances(xb, labels_b, far_centers, far_sq):
+    """Distances of the rows of ``xb`` to the centres ``far_centers``; infinite to a row's own centre.
 
-    ``upper`` bounds the distance to the assigned centre, ``lower`` the
-    distance to any other; a point with ``upper <= lower`` cannot change
-    cluster and is skipped. The others first get their exact distance to
-    their centre (a gather, no GEMM) and only those still in doubt are
-    compared with all centres. Updates the arrays in place; returns the number
-    of points that changed cluster.
+    ``labels_b`` holds, per row, the position in ``far_centers`` of its own
+    centre, or -1.
     """
-    candidates = torch.nonzero(upper > lower).flatten()
-    centers_sq = (centers * centers).sum(dim=1)
-    changed = torch.zeros((), dtype=torch.int64, device=x.device)
+    sq = torch.addmm(far_sq.unsqueeze(0), xb, far_centers.t(), alpha=-2.0).add_((xb * xb).sum(dim=1, keepdim=True))
+    own = labels_b.unsqueeze(1) == torch.arange(far_centers.shape[0], device=xb.device)
+    return sq.clamp_min_(0.0).sqrt_().masked_fill_(own, math.inf)
+
+
+def _refresh(x, centers, labels, upper, lower, far, far_slack, sums, counts, block_rows):
+    """Re-assign the points whose bounds allow a change (Yinyang's global filter).
+
+    ``upper`` bounds the distance to the assigned centre, ``lower[:, g]`` the
+    distance to any other centre of group ``g``; a point with ``upper <=
+    min_g lower`` cannot change cluster and is skipped. The others first get
+    their exact distance to their centre (a gather, no GEMM), then, if still
+    in doubt, their exact distances to the ``far`` centres (the largest
+    movers, whose moves ``far_slack`` (per group) took out of the group
+    bounds again: a few jumping centres would otherwise send nearly every
+    point to a full comparison), and only those still in doubt are compared
+    with all centres. Updates the arrays in place, and the members' ``sums``
+    and ``counts`` for the points that moved; returns how many moved.
+    """
+    n_groups, group_size = lower.shape[1], _center_groups(centers.shape[0])[1]
+    nearest_other = lower.amin(dim=1)
+    candidates = torch.nonzero(upper > nearest_other).flatten()
+    centers_sq = _padded((centers * centers).sum(dim=1), n_groups, group_size, math.inf)
+    padded_centers = _padded(centers, n_groups, group_size, 0.0)
+    far_centers = centers.index_select(0, far)
+    far_sq = (far_centers * far_centers).sum(dim=1)
+    far_groups = far // group_size
+    far_position = torch.full((centers.shape[0],), -1, dtype=torch.int64, device=x.device)
+    far_position[far] = torch.arange(far.numel(), device=x.device)
+    changed = 0
     for start in range(0, candidates.numel(), block_rows):
         rows = candidates[start:start + block_rows]
         xb = x.index_select(0, rows)
         old = labels.index_select(0, rows)
         exact = torch.linalg.vector_norm(xb - centers.index_select(0, old), dim=1)
         upper[rows] = exact
-        doubt = torch.nonzero(exact > lower.index_select(0, rows)).flatten()
+        doubt = torch.nonzero(exact > nearest_other.index_select(0, rows)).flatten()
         if doubt.numel() == 0:
             continue
-        rows = rows.index_select(0, doubt)
-        new, d1, d2 = _nearest_two(xb.index_select(0, doubt), centers, centers_sq)
-        changed += (new != old.index_select(0, doubt)).sum()
-        labels[rows], upper[rows], lower[rows] = new, d1, d2
-    return int(changed)
+        rows, xb, old, exact = (t.index_select(0, doubt) for t in (rows, xb, old, exact))
+        bound = lower.index_select(0, rows).add_(far_slack)
+        far_dist = _far_mover_distances(xb, far_position.index_select(0, old), far_centers, far_sq)
+        bound.scatter_reduce_(1, far_groups.expand_as(far_dist), far_dist, "amin")
+        lower[rows] = bound
+        doubt = torch.nonzero(exact > bound.amin(dim=1)).flatten()
+        if doubt.numel() == 0:
+            continue
+        rows, xb, old = rows.index_select(0, doubt), xb.index_select(0, doubt), old.index_select(0, doubt)
+        new, upper[rows], lower[rows] = _nearest_and_group_bounds(xb, padded_centers, centers_sq, n_groups,
+                                                                  group_size)
+        labels[rows] = new
+        moved = torch.nonzero(new != old).flatten()
+        if moved.numel():
+            xm = xb.index_select(0, moved).double()
+            sums.index_add_(0, new.index_select(0, moved), xm).index_add_(0, old.index_select(0, moved), xm,
+                                                                          alpha=-1)
+            counts.index_add_(0, new.index_select(0, moved), torch.ones_like(moved))
+            counts.index_add_(0, old.index_select(0, moved), torch.ones_like(moved), alpha=-1)
+            changed += moved.numel()
+    return changed
 
 
 def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
-    """Lloyd iterations from ``centers`` with Hamerly's bounds to skip settled points.
+    """Lloyd iterations from ``centers`` with Yinyang's group bounds to skip settled points.
 
-    Each iteration recomputes the centroids (one pass of ``index_add_``), moves
-    the bounds by how far the centres moved, and re-assigns only the points
-    whose bounds overlap, so late iterations cost a fraction of a full pass.
-    Returns (centers, labels, distances, n_iter, converged); labels and
-    distances are exact for the returned centres.
+    Each point keeps an upper bound on the distance to its centre and, per
+    group of centres, a lower bound on the distance to the group's others.
+    Each iteration moves the upper bound by its centre's move and the group
+    bounds by the group's largest move, and re-assigns only the points whose
+    bounds overlap, so late iterations cost a fraction of a full pass. A
+    single bound for all other centres (Hamerly) drops by the largest move of
+    all k centres and prunes far less when k is in the thousands; the largest
+    movers are handled apart (``far_slack``, see :func:`_refresh`). The members'
+    sums are kept in float64 and updated by the points that moved, not
+    recomputed over all N. Returns (centers, labels, distances, n_iter,
+    converged); labels and distances are exact for the returned centres.
     """
     n, k = x.shape[0], centers.shape[0]
+    n_groups, group_size = _center_groups(k)
     labels = torch.empty(n, dtype=torch.int64, device=x.device)
     upper = torch.empty(n, device=x.device)
-    lower = torch.empty(n, device=x.device)
-    centers_sq = (centers * centers).sum(dim=1)
+    lower = torch.empty(n, n_groups, device=x.device)
+    centers_sq = _padded((centers * centers).sum(dim=1), n_groups, group_size, math.inf)
+    padded_centers = _padded(centers, n_groups, group_size, 0.0)
+    sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
     for start in range(0, n, block_rows):
         stop = start + block_rows
-        labels[start:stop], upper[start:stop], lower[start:stop] = _nearest_two(x[start:stop], centers, centers_sq)
+        labels[start:stop], upper[start:stop], lower[start:stop] = _nearest_and_group_bounds(
+            x[start:stop], padded_centers, centers_sq, n_groups, group_size)
+        sums.index_add_(0, labels[start:stop], x[start:stop].double())
+    counts = torch.bincount(labels, minlength=k)
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        counts = torch.bincount(labels, minlength=k)
-        sums = torch.zeros_like(centers).index_add_(0, labels, x)
-        new_centers = sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype)
+        new_centers = (sums / counts.clamp_min(1).unsqueeze(1)).to(centers.dtype)
         if spherical:
             new_centers = length_normalize(new_centers)
         reseeded = _reseed_empty(new_centers, counts, x, upper, spherical)
@@ -264,10 +363,11 @@ def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
         shift = float((move * move).sum())
         centers = new_centers
         upper += move[labels]
-        if k > 1:
-            top, top_idx = torch.topk(move, 2)
-            lower -= torch.where(labels == top_idx[0], top[1], top[0])
-        changed = _refresh(x, centers, labels, upper, lower, block_rows)
+        far = torch.topk(move, min(k, max(1, k // FAR_MOVER_SHARE))).indices
+        group_move = _group_max(move, n_groups, group_size)
+        lower -= group_move
+        far_slack = group_move - _group_max(move.index_fill(0, far, 0.0), n_groups, group_size)
+        changed = _refresh(x, centers, labels, upper, lower, far, far_slack, sums, counts, block_rows)
         if progress:
             logger.info("iteration %d: centre shift %.3g, %d points changed cluster%s", n_iter, shift, changed,
                         f", re-seeded {reseeded} empty clusters" if reseeded else "")
