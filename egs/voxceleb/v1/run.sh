@@ -22,9 +22,9 @@
 # plus the fbank of the clean train set and of VoxCeleb1, which the embeddings
 # are extracted from. With it, --convert-audio true (the default) decodes the
 # m4a once at the end of stage 1 (steps/convert_audio.sh) into one 16 kHz
-# 16-bit flac file per utterance under --convert-dir, and everything from stage
-# 2 on uses data/voxceleb2_dev_flac: the loader then seeks in files instead of
-# running ffmpeg for each item. Estimate, not measured: 2,360 h x 16 kHz x
+# 16-bit flac (--convert-format wav: wav) file per utterance under --convert-dir,
+# and everything from stage 2 on uses data/voxceleb2_dev_flac (_wav): the
+# loader then seeks in files instead of running ffmpeg for each item. Estimate, not measured: 2,360 h x 16 kHz x
 # ~1 byte per sample in flac is about 135 GB, 2-3 times the m4a.
 set -euo pipefail
 
@@ -51,8 +51,9 @@ classifier_config=conf/classifier_ecapa.yaml
 classifier_overrides=
 aug_types="reverb noise music babble"
 online_aug=false                        # true: augment raw audio on the GPU, no stored copies (see above)
-convert_audio=true                      # with --online-aug true: train from VoxCeleb2 dev converted to flac
-convert_dir=flac                        # the converted flac files (~135 GB, estimate); relative: in this dir
+convert_audio=true                      # with --online-aug true: train from VoxCeleb2 dev converted to files
+convert_format=flac                     # flac (~135 GB, estimate) | wav (about twice that; loader 4x as fast)
+convert_dir=flac                        # the converted files; relative: in this dir
 rounds=2                                # pseudo-labelling rounds
 num_clusters=6000                       # about the number of VoxCeleb2 dev speakers (5,994)
 keep_fraction=0.8                       # pseudo-labels: most central fraction of each cluster kept
@@ -88,8 +89,9 @@ help_message="Usage: $0 [options]
   --classifier-overrides 'K=V ..'
   --aug-types \"T ...\"    augmentation types ($aug_types)
   --online-aug BOOL      augment raw audio on the training device, no stored copies ($online_aug)
-  --convert-audio BOOL   with --online-aug true, stage 1 converts VoxCeleb2 dev to flac, trained on ($convert_audio)
-  --convert-dir DIR      where the converted flac files go ($convert_dir)
+  --convert-audio BOOL   with --online-aug true, stage 1 converts VoxCeleb2 dev to files, trained on ($convert_audio)
+  --convert-format F     flac|wav: disk against loader speed ($convert_format)
+  --convert-dir DIR      where the converted files go ($convert_dir)
   --rounds N             pseudo-labelling rounds ($rounds)
   --num-clusters N       k-means clusters for pseudo-labels ($num_clusters)
   --keep-fraction F      fraction kept per cluster ($keep_fraction)
@@ -126,10 +128,11 @@ require_ffmpeg() {  # VoxCeleb2's wav.scp decodes m4a through ffmpeg
 }
 
 [[ "$convert_audio" =~ ^(true|false)$ ]] || { log "ERROR: --convert-audio must be true or false, got '$convert_audio'"; exit 1; }
+[[ "$convert_format" =~ ^(flac|wav)$ ]] || { log "ERROR: --convert-format must be flac or wav, got '$convert_format'"; exit 1; }
 vox2_dev=voxceleb2_dev
 train=$vox2_dev
 # Raw-audio training reads the converted files (made at the end of stage 1).
-[ "$online_aug" != true ] || [ "$convert_audio" != true ] || train=${vox2_dev}_flac
+[ "$online_aug" != true ] || [ "$convert_audio" != true ] || train=${vox2_dev}_$convert_format
 # The pipeline's options, checked before any stage runs.
 pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set "$train" --test-sets voxceleb1
   --ssl "$ssl" --ssl-config "$ssl_config" --ssl-overrides "$ssl_overrides"
@@ -164,9 +167,9 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
     utils/validate_data_dir.sh --no-text --no-feats data/$d
   done
   if [ $train != $vox2_dev ]; then
-    log "Stage 1: converting data/$vox2_dev (m4a through ffmpeg) to flac in $convert_dir/$vox2_dev -> data/$train" \
+    log "Stage 1: converting data/$vox2_dev (m4a through ffmpeg) to $convert_format in $convert_dir/$vox2_dev -> data/$train" \
         "(--convert-audio true), which stages 2 and on use"
-    steps/convert_audio.sh --nj $nj --cmd "$train_cmd" --format flac data/$vox2_dev data/$train $convert_dir/$vox2_dev
+    steps/convert_audio.sh --nj $nj --cmd "$train_cmd" --format $convert_format data/$vox2_dev data/$train $convert_dir/$vox2_dev
   fi
 fi
 
