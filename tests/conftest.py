@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from pyspk.augment.noise import coloured_noise
+from pyspk.data.datadir import utt2spk_to_spk2utt, write_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,14 +63,14 @@ def make_wav_data_dir(path, n_spk=4, n_utt=3, seed=0, sample_rate=16000, min_sec
         f.writelines(sorted(wav_scp))
     with open(os.path.join(data_dir, "utt2spk"), "w") as f:
         f.writelines(sorted(utt2spk))
-    spk2utt = {}
-    for line in sorted(utt2spk):
-        utt, spk = line.split()
-        spk2utt.setdefault(spk, []).append(utt)
-    with open(os.path.join(data_dir, "spk2utt"), "w") as f:
-        for spk in sorted(spk2utt):
-            f.write(f"{spk} {' '.join(spk2utt[spk])}\n")
+    write_spk2utt(data_dir, utt2spk)
     return data_dir
+
+
+def write_spk2utt(data_dir, utt2spk_lines):
+    """``data_dir/spk2utt`` from ``utt spk`` lines."""
+    utt2spk = dict(line.split() for line in utt2spk_lines)
+    write_table(os.path.join(data_dir, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
 
 
 def free_port():

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import run_script, synth_voice
+from conftest import run_script, synth_voice, write_spk2utt
 
 from pyspk.data.datadir import DataDir, read_kv
 from pyspk.features.audio import cut_segment, read_audio
@@ -41,12 +41,7 @@ def make_segmented_dir(root, recordings=RECORDINGS):
     for name, lines in (("wav.scp", wav_scp), ("segments", segments), ("utt2spk", utt2spk)):
         with open(os.path.join(data, name), "w") as f:
             f.writelines(sorted(lines))
-    spk2utt = {}
-    for line in sorted(utt2spk):
-        utt, spk = line.split()
-        spk2utt.setdefault(spk, []).append(utt)
-    with open(os.path.join(data, "spk2utt"), "w") as f:
-        f.writelines(f"{spk} {' '.join(utts)}\n" for spk, utts in sorted(spk2utt.items()))
+    write_spk2utt(data, utt2spk)
     return data, expected
 
 
