@@ -11,7 +11,8 @@ from conftest import ROOT, run_script
 from pyspk.bin import train as train_cli
 from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
-from pyspk.ssl.contrastive import ContrastiveObjective, ProjectionHead, nt_xent
+from pyspk.ssl.contrastive import ContrastiveObjective
+from pyspk.ssl.ntxent import ProjectionHead, nt_xent
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import CropDataset, ResumableBatchSampler
 from pyspk.train.loop import Trainer

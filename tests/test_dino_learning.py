@@ -14,7 +14,7 @@ from pyspk.models import build_model, load_backbone, read_backbone_file, save_ba
 from pyspk.ssl.dino import CollapseMonitor, DINOObjective, cross_crop_cosine_loss, diversity_loss, redundancy_loss
 from pyspk.train.checkpoint import average_backbones
 from pyspk.train.loop import clip_gradients
-from pyspk.train.schedules import build_schedule
+from pyspk.train.schedules import build_ema_momentum, build_schedule, ema_lag
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +56,45 @@ def test_first_and_last_step_of_teacher_schedules():
     objective = build_objective(tiny_config(teacher_temp=0.04, momentum={"base": 0.996, "final": 1.0}))
     assert objective.teacher_temp(0) == objective.teacher_temp(39) == 0.04
     assert objective.momentum(0) == pytest.approx(0.996) and objective.momentum(39) == pytest.approx(1.0)
+
+
+def test_ema_lag_of_constant_and_reference_momentum():
+    lag, init_share = ema_lag([0.99] * 20000)
+    assert lag == pytest.approx(99.0, rel=1e-6) and init_share < 1e-80  # m / (1 - m) steps
+    assert ema_lag([0.0] * 10) == (0.0, 0.0)  # the teacher is the last student
+    reference = build_schedule({"base": 0.996, "final": 1.0}, 1000, 125000, "m")  # DINO: 100 epochs
+    lag, init_share = ema_lag(reference.values)
+    assert 0.08 < lag / 125000 < 0.13 and init_share < 1e-50
+    short = build_schedule({"base": 0.996, "final": 1.0}, 100, 500, "m")  # the same over 500 steps
+    lag, init_share = ema_lag(short.values)
+    assert lag / 500 > 0.6 and init_share == pytest.approx(math.exp(-0.004 * 499 / 2), rel=0.01)
+
+
+@pytest.mark.parametrize("total", [500, 50000])
+def test_momentum_from_lag_fraction_keeps_the_share_of_the_run(total):
+    momentum = build_ema_momentum({"lag_fraction": 0.1}, 100, total, "dino.momentum")
+    assert momentum(0) == momentum(total - 1) == pytest.approx(0.1 * total / (0.1 * total + 1))
+    lag, init_share = ema_lag(momentum.values)
+    assert lag / total == pytest.approx(0.1, abs=0.002) and init_share < 1e-4
+    assert build_objective(tiny_config(momentum={"lag_fraction": 0.1}), total=total).momentum(0) == momentum(0)
+
+
+def test_momentum_too_slow_for_the_run_is_logged(caplog):
+    with caplog.at_level("INFO"):
+        build_ema_momentum({"base": 0.996, "final": 1.0}, 100, 500, "dino.momentum")
+    assert "lags its student by 322 of 500 steps" in caplog.text
+    assert "37 % of its random initial weights" in caplog.text and "lag_fraction" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_ema_momentum({"lag_fraction": 0.1}, 100, 500, "dino.momentum")
+    assert not caplog.text
+
+
+@pytest.mark.parametrize("bad", [{"lag_fraction": 0}, {"lag_fraction": 1.5}, {"lag_fraction": "x"},
+                                 {"lag_fraction": 0.1, "base": 0.99}])
+def test_bad_lag_fraction_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match=r"dino\.momentum"):
+        build_ema_momentum(bad, 100, 500, "dino.momentum")
 
 
 # -- clipping -------------------------------------------------------------------------
@@ -132,6 +171,27 @@ def test_regularisers_and_warmup_add_to_the_loss_and_reach_the_backbone():
         objective.after_step(step)
     assert objective.stop.stopped_step is not None and stats["contrastive"] == 0
     assert objective.state_dict()["contrastive_stop"]["stopped_step"] == objective.stop.stopped_step
+
+
+def test_warmup_through_a_projection_head():
+    torch.manual_seed(0)
+    head = {"hidden_dim": 16, "out_dim": 8}
+    config = tiny_config(contrastive={"weight": 1.0, "head": head})
+    objective = build_objective(config)
+    model = objective.trainable()
+    loss, stats = objective.compute_loss(model, crops_batch(), 0)
+    assert stats["contrastive"] > 0
+    loss.backward()
+    assert all(p.grad is not None for p in model.head.projection.parameters())
+    assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+    objective.after_backward(0)  # the DINO prototypes are frozen at first, through the wrapper
+    assert all(p.grad is None for p in model.head.last_layer.parameters())
+    objective.after_step(0)
+    restored = build_objective(config)
+    restored.load_state_dict(objective.state_dict())
+    assert torch.equal(restored.student.head.projection.mlp[0].weight, model.head.projection.mlp[0].weight)
+    with pytest.raises(ConfigError, match=r"dino\.contrastive\.head"):
+        build_objective(tiny_config(contrastive={"weight": 1.0, "head": {"width": 8}}))
 
 
 def test_switches_off_by_default():

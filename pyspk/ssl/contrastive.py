@@ -14,44 +14,17 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pyspk.config import ConfigError, check_keys
 from pyspk.device import distributed_rank
 from pyspk.models import build_model
 from pyspk.ssl.dino import MultiCropNet
-from pyspk.ssl.ntxent import nt_xent
+from pyspk.ssl.ntxent import ProjectionHead, nt_xent, projection_options
 from pyspk.train.augment import CHANNEL_DEFAULTS, channel_augment, merged_options
 from pyspk.train.loop import Objective
 
-PROJECTION_DEFAULTS = {"hidden_dim": 512, "out_dim": 128, "nlayers": 2, "use_bn": True}
 CONTRASTIVE_KEYS = ("head", "temperature", "gather_negatives", "channel_invariant")
 CHANNEL_INVARIANT_KEYS = ("weight", "channel")
-
-
-class ProjectionHead(nn.Module):
-    """SimCLR projection MLP: ``nlayers`` linear layers with (BN +) ReLU between them."""
-
-    def __init__(self, in_dim, hidden_dim=512, out_dim=128, nlayers=2, use_bn=True):
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (max(int(nlayers), 1) - 1) + [out_dim]
-        layers = []
-        for i in range(len(dims) - 1):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < len(dims) - 2:
-                if use_bn:
-                    layers.append(nn.BatchNorm1d(dims[i + 1]))
-                layers.append(nn.ReLU(inplace=True))
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.mlp(x)
-
-
-def projection_options(cfg, name):
-    cfg = dict(cfg or {})
-    check_keys(cfg, PROJECTION_DEFAULTS, name)
-    return {**PROJECTION_DEFAULTS, **cfg}
 
 
 def crop_major(crops):

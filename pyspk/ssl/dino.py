@@ -10,7 +10,9 @@ Optional terms that make a short run learn early and not collapse, each off
 (weight 0) unless configured: RDINO's diversity and redundancy-elimination
 terms on the student's embeddings (3D-Speaker), hyperion's cosine term
 between teacher and student embeddings of different crops, and an
-embedding-level NT-Xent warm-up stopped when it stops improving (as MeMo's).
+NT-Xent warm-up, on the embeddings (as MeMo's) or through a projection head,
+stopped when it stops improving. The EMA momentum may be given as the share
+of the run the teacher lags its student by (pyspk.train.schedules).
 A collapse monitor warns when the teacher's targets stay near uniform.
 """
 
@@ -26,9 +28,9 @@ from torch import nn
 from pyspk.config import ConfigError, Value, check_keys, check_values
 from pyspk.device import average_buffers, distributed_active
 from pyspk.models import BackboneFileError, build_model, init_from_file
-from pyspk.ssl.ntxent import contrastive_options, nt_xent
+from pyspk.ssl.ntxent import ProjectionHead, contrastive_options, nt_xent, projection_options
 from pyspk.train.loop import Objective
-from pyspk.train.schedules import build_schedule
+from pyspk.train.schedules import build_ema_momentum, build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,27 @@ class DINOHead(nn.Module):
 
     def forward(self, x):
         return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+
+
+class ProjectedDINOHead(nn.Module):
+    """A DINO head with a projection MLP beside it for the NT-Xent warm-up.
+
+    ``forward`` returns ``(dino_logits, projections)``, so both are computed in the one
+    (DDP) forward; the NT-Xent then shapes the backbone through the projection, as the
+    contrastive objective does, instead of on the embeddings themselves.
+    """
+
+    def __init__(self, dino_head, projection):
+        super().__init__()
+        self.dino = dino_head
+        self.projection = projection
+
+    @property
+    def last_layer(self):
+        return self.dino.last_layer
+
+    def forward(self, x):
+        return self.dino(x), self.projection(x)
 
 
 class MultiCropNet(nn.Module):
@@ -250,8 +273,9 @@ class DINOObjective(Objective):
     ``center_momentum``, ``freeze_last_layer_epochs`` or
     ``freeze_last_layer_fraction`` (of all steps; wins when set),
     ``regularisers: {diversity, redundancy, cosine}`` (weights, 0: off),
-    ``contrastive: {weight, temperature, gather_negatives, stop}`` (MeMo's
-    warm-up; weight 0 or absent: off), ``collapse`` (see CollapseMonitor),
+    ``contrastive: {weight, temperature, gather_negatives, stop, head}`` (MeMo's
+    warm-up; weight 0 or absent: off; ``head``: a projection MLP, see
+    :class:`ProjectedDINOHead`, null: on the embeddings), ``collapse`` (see CollapseMonitor),
     ``init_model`` (a backbone file whose default backbone starts student
     and teacher, e.g. a contrastive model's final.pt). The data section must
     define crops ``global`` (teacher + student) and ``local`` (student only;
@@ -279,6 +303,12 @@ class DINOObjective(Objective):
         if cfg.get("init_model"):
             init_backbone(backbone, cfg["init_model"])
         head = DINOHead(backbone.embed_dim, **head_cfg)
+        contrastive_cfg = dict(cfg.get("contrastive") or {})
+        projection_cfg = contrastive_cfg.pop("head", None)
+        self.projected = projection_cfg is not None
+        if self.projected:
+            head = ProjectedDINOHead(head, ProjectionHead(
+                backbone.embed_dim, **projection_options(projection_cfg, "dino.contrastive.head")))
         self.student = MultiCropNet(backbone, head).to(device)
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
@@ -288,8 +318,8 @@ class DINOObjective(Objective):
         self.teacher_temp = build_schedule(cfg.get("teacher_temp", {"base": 0.07, "warmup_start": 0.04,
                                                                     "warmup_epochs": 0, "kind": "constant"}),
                                            steps_per_epoch, total_steps, "dino.teacher_temp")
-        self.momentum = build_schedule(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
-                                       steps_per_epoch, total_steps, "dino.momentum")
+        self.momentum = build_ema_momentum(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
+                                           steps_per_epoch, total_steps, "dino.momentum")
         if cfg.get("freeze_last_layer_fraction") is not None:
             self.freeze_last_layer_steps = round(float(cfg["freeze_last_layer_fraction"]) * total_steps)
         else:
@@ -299,8 +329,7 @@ class DINOObjective(Objective):
         self.regularisers = {k: float(v) for k, v in {**REGULARISER_DEFAULTS, **regularisers}.items()}
         self.n_views = sum(int(c["count"]) for c in crops.values())
         (self.contrastive_weight, self.contrastive_temp, self.gather,
-         self.stop) = contrastive_options(cfg.get("contrastive"), steps_per_epoch, "dino.contrastive",
-                                          default_weight=0.0)
+         self.stop) = contrastive_options(contrastive_cfg, steps_per_epoch, "dino.contrastive", default_weight=0.0)
         self._contrastive_value = None
         collapse = dict(cfg.get("collapse") or {})
         check_keys(collapse, COLLAPSE_DEFAULTS, "dino.collapse")
@@ -324,6 +353,9 @@ class DINOObjective(Objective):
             self.teacher.train()
             teacher_emb, teacher_out = self.teacher(groups[:1])
         embeddings, student_out = model(groups)
+        contrastive_input = embeddings
+        if self.projected:
+            (teacher_out, _), (student_out, contrastive_input) = teacher_out, student_out
         loss, stats = self.loss_fn(student_out, teacher_out, self.student_temp, self.teacher_temp(step))
         self.loss_fn.update_center(teacher_out)
         regulariser = self.regulariser_loss(embeddings, teacher_emb)
@@ -332,7 +364,7 @@ class DINOObjective(Objective):
         self._contrastive_value = None
         stats["contrastive"] = torch.zeros((), device=loss.device)
         if self.contrastive_weight > 0 and self.stop.active(step):
-            contrastive, _ = nt_xent(embeddings, self.n_views, self.contrastive_temp, self.gather)
+            contrastive, _ = nt_xent(contrastive_input, self.n_views, self.contrastive_temp, self.gather)
             loss = loss + self.contrastive_weight * contrastive
             self._contrastive_value = stats["contrastive"] = contrastive.detach()
         with torch.no_grad():

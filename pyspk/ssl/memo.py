@@ -37,7 +37,7 @@ from pyspk.ssl.contrastive import crop_major
 from pyspk.ssl.dino import DINOHead, DINOLoss, ema_update, head_options
 from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
-from pyspk.train.schedules import build_schedule
+from pyspk.train.schedules import build_ema_momentum, build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ class MeMoObjective(Objective):
         self.student_temp = float(cfg.get("student_temp", 0.1))
         self.teacher_temp = build_schedule(cfg.get("teacher_temp", 0.04), steps_per_epoch, total_steps,
                                            "memo.teacher_temp")
-        self.momentum = build_schedule(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
-                                       steps_per_epoch, total_steps, "memo.momentum")
+        self.momentum = build_ema_momentum(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
+                                           steps_per_epoch, total_steps, "memo.momentum")
         self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
         self._build_contrastive(cfg.get("contrastive"), steps_per_epoch)
         self.metric_names = (*(self.pair_name(*p) for p in self.pairs), "contrastive", "contrastive_on",

@@ -1,6 +1,8 @@
-"""Embedding-level NT-Xent and its dynamic stop, shared by contrastive, MeMo and DINO.
+"""NT-Xent, its projection head and its dynamic stop, shared by contrastive, MeMo and DINO.
 
 :func:`nt_xent` is the multi-positive InfoNCE over the crops of a batch;
+:class:`ProjectionHead` the SimCLR MLP it may be applied through (the
+contrastive objective always, DINO's warm-up optionally);
 :class:`ContrastiveStop` ends an auxiliary contrastive term once its windowed
 mean stops improving (MeMo's warm-up; DINO's optional one).
 """
@@ -10,12 +12,39 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from pyspk.config import ConfigError, check_keys
 from pyspk.device import distributed_active
 
 CONTRASTIVE_KEYS = ("weight", "temperature", "gather_negatives", "stop")
 STOP_DEFAULTS = {"window_steps": 50, "patience": 2, "min_delta": 0.0, "max_epochs": None}
+PROJECTION_DEFAULTS = {"hidden_dim": 512, "out_dim": 128, "nlayers": 2, "use_bn": True}
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR projection MLP: ``nlayers`` linear layers with (BN +) ReLU between them."""
+
+    def __init__(self, in_dim, hidden_dim=512, out_dim=128, nlayers=2, use_bn=True):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (max(int(nlayers), 1) - 1) + [out_dim]
+        layers = []
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(dims[i + 1]))
+                layers.append(nn.ReLU(inplace=True))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+def projection_options(cfg, name):
+    cfg = dict(cfg or {})
+    check_keys(cfg, PROJECTION_DEFAULTS, name)
+    return {**PROJECTION_DEFAULTS, **cfg}
 
 
 class _GatherRows(torch.autograd.Function):
