@@ -318,8 +318,7 @@ class DINOObjective(Objective):
         self.teacher_temp = build_schedule(cfg.get("teacher_temp", {"base": 0.07, "warmup_start": 0.04,
                                                                     "warmup_epochs": 0, "kind": "constant"}),
                                            steps_per_epoch, total_steps, "dino.teacher_temp")
-        self.momentum = build_ema_momentum(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
-                                           steps_per_epoch, total_steps, "dino.momentum")
+        self.momentum = build_ema_momentum(cfg.get("momentum"), steps_per_epoch, total_steps, "dino.momentum")
         if cfg.get("freeze_last_layer_fraction") is not None:
             self.freeze_last_layer_steps = round(float(cfg["freeze_last_layer_fraction"]) * total_steps)
         else:

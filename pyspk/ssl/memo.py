@@ -143,8 +143,7 @@ class MeMoObjective(Objective):
         self.student_temp = float(cfg.get("student_temp", 0.1))
         self.teacher_temp = build_schedule(cfg.get("teacher_temp", 0.04), steps_per_epoch, total_steps,
                                            "memo.teacher_temp")
-        self.momentum = build_ema_momentum(cfg.get("momentum", {"base": 0.996, "final": 1.0}),
-                                           steps_per_epoch, total_steps, "memo.momentum")
+        self.momentum = build_ema_momentum(cfg.get("momentum"), steps_per_epoch, total_steps, "memo.momentum")
         self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
         self._build_contrastive(cfg.get("contrastive"), steps_per_epoch)
         self.metric_names = (*(self.pair_name(*p) for p in self.pairs), "contrastive", "contrastive_on",

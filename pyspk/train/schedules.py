@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, Value, check_keys, check_values
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,11 @@ def ema_lag(momentum: np.ndarray) -> tuple[float, float]:
     return lag, float(kept[0])
 
 
-def build_ema_momentum(cfg: float | Mapping[str, Any], steps_per_epoch: int, total_steps: int,
+def build_ema_momentum(cfg: float | Mapping[str, Any] | None, steps_per_epoch: int, total_steps: int,
                        name: str) -> Schedule:
     """An EMA teacher's momentum: a schedule as :func:`build_schedule`, or ``{lag_fraction: f}``.
+
+    None gives DINO's 0.996 -> 1.
 
     ``lag_fraction`` gives a constant momentum whose teacher lags its student by that share of
     the run (``m = f N / (f N + 1)`` for N steps), so a 500-step run and a 100-epoch one keep
@@ -100,12 +102,12 @@ def build_ema_momentum(cfg: float | Mapping[str, Any], steps_per_epoch: int, tot
     8-12 % of the run, the same schedule over 500 steps by 64 % with a third of the random
     initial weights left. Logs the lag and warns when over 1 % of the initial weights remain.
     """
+    if cfg is None:
+        cfg = {"base": 0.996, "final": 1.0}
     if isinstance(cfg, dict) and "lag_fraction" in cfg:
         check_keys(cfg, ("lag_fraction",), name)
-        fraction = cfg["lag_fraction"]
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-            raise ConfigError(f"'{name}.lag_fraction' must be a number in (0, 1], got {fraction!r}")
-        lag_steps = float(fraction) * max(int(total_steps), 1)
+        check_values(cfg, {"lag_fraction": Value(float, 0, 1, low_open=True)}, name)
+        lag_steps = float(cfg["lag_fraction"]) * max(int(total_steps), 1)
         schedule = Schedule(lag_steps / (lag_steps + 1.0), total_steps=total_steps, kind="constant")
     else:
         schedule = build_schedule(cfg, steps_per_epoch, total_steps, name)
