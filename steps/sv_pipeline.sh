@@ -10,27 +10,32 @@
 #
 # Stages (0 and 1, install and data preparation, belong to the recipe):
 #   2  fbank and energy VAD of the train and test sets; with --augment true,
-#      augmented copies of the train set (reverb, noise, music, babble) and
-#      their fbank in data/<train-set>_combined, from which training draws;
+#      augmented copies of the train set (reverb, noise, music, babble, at the
+#      data's sample rate) and their fbank in data/<train-set>_combined, from
+#      which training draws (each copy with its clean utterance's VAD);
 #      with --online-aug true no copies: training reads the audio of
 #      data/<train-set>/wav.scp and augments it on the device (data.source=wav)
 #   3  no-training baseline: cosine on per-utterance fbank mean+std
-#   4  self-supervised training (--ssl dino|contrastive|memo) -> exp/<config name>
+#   4  self-supervised training (--ssl dino|contrastive|memo) -> <exp>/<config name>
 #   5  embeddings of the untrained network and of the SSL model (MeMo: of each
 #      architecture's teacher) for the train and test sets
-#   6  cosine scoring, EER/minDCF and DET plots (MeMo: each teacher and fused)
+#   6  cosine scoring, EER/minDCF and DET plots (MeMo: each teacher and fused);
+#      with --adapt-set also with that unlabelled in-domain set's mean (*_cosine_adapt)
 #   7  pseudo-labelling rounds 1..R: k-means of the previous round's train
 #      embeddings, confident members kept, AAM-softmax classifier on them (and
-#      their augmented copies), re-extraction, cosine and PLDA scoring
-#   8  supervised upper bound: the same classifier budget on the true labels
+#      their augmented copies), re-extraction, cosine and PLDA scoring (with
+#      --adapt-set also a PLDA adapted to it, steps/adapt_plda.sh: *_plda_adapt)
+#   8  supervised upper bound: the same classifier budget on the true labels of
+#      --supervised-set (default the train set; e.g. only its named speakers)
 #      (--supervised false skips it, for a train set without labels)
 #   9  summary of the results file and the clustering reports
 #
 # Every trial list is scored. A system's result line is named
 # <system>[_<test-set>][_<list>]: the test set only when it is not the first of
 # --test-sets, the list name <list> of trials_<list> (none for plain "trials").
-# Every stage is idempotent: finished work is kept and not rewritten; to redo
-# a piece of it, delete its output (a round: exp/pl_<ssl>_r<r>).
+# Experiment dirs live under --exp (default exp). Every stage is idempotent:
+# finished work is kept and not rewritten; to redo a piece of it, delete its
+# output (a round: <exp>/pl_<ssl>_r<r>).
 set -euo pipefail
 echo "$0 $*"
 
@@ -60,7 +65,7 @@ posterior_threshold=0.9
 min_cluster_size=5        # smaller clusters are dropped
 max_cluster_size=0        # at most this many kept per cluster, most confident first; 0: no limit
 pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
-pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>: several clustering/classifier choices side by side
+pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>: several clustering/classifier choices side by side
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
 online_aug=false          # train from raw audio, augmented on the device: no stored copies (overrides --augment)
@@ -69,7 +74,12 @@ aug_audio_format=wav      # audio of the augmented copies: wav|flac (flac: about
 rir_dir=                  # RIRS_NOISES; empty: simulated rooms
 musan_dir=                # MUSAN; empty: generated noise, music and babble
 supervised=true           # stage 8: the upper bound on the true labels of the train set
-results=exp/results.txt
+exp=exp                   # root of the experiment dirs (a second setup of one recipe side by side: exp_<name>)
+use_vad=false             # embeddings of voiced frames only (vad.scp), as the training config's data.use_vad
+supervised_set=           # stage 8's labelled set, utterances of --train-set (default: --train-set itself)
+adapt_set=                # unlabelled in-domain data: scores also with its cosine mean and a PLDA adapted to it
+plda_adapt_scales=0.75,0.25  # shares of the in-domain excess variance booked within,between speakers
+results=                  # default: <exp>/results.txt
 check_only=false          # only check the options (a recipe does so before its own stages)
 # End configuration section.
 
@@ -99,7 +109,7 @@ Options:
   --min-cluster-size N         smaller clusters are dropped ($min_cluster_size)
   --max-cluster-size N         most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-init ssl|previous       each round's classifier init ($pl_init)
-  --pl-tag TAG                 rounds in exp/pl_<ssl>_<TAG>_r<r>, results <ssl>_pl_<TAG>_r<r> (default: no tag)
+  --pl-tag TAG                 rounds in <exp>/pl_<ssl>_<TAG>_r<r>, results <ssl>_pl_<TAG>_r<r> (default: no tag)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
   --online-aug true|false      augment raw audio on the training device instead of stored copies ($online_aug)
@@ -108,7 +118,15 @@ Options:
   --rir-dir DIR                RIRS_NOISES directory (default: simulated rooms)
   --musan-dir DIR              MUSAN directory (default: generated sources)
   --supervised true|false      stage 8, the upper bound on true labels ($supervised)
-  --results FILE               results file ($results)
+  --exp DIR                    root of the experiment dirs ($exp)
+  --use-vad true|false         embeddings of the frames vad.scp marks voiced ($use_vad)
+  --supervised-set NAME        stage 8's labelled data dir, a subset of --train-set (default: --train-set)
+  --adapt-set NAME             unlabelled in-domain data dir for back-end adaptation: cosine with its mean
+                               and PLDA adapted to it (steps/adapt_plda.sh), results <system>_{cosine,plda}_adapt
+  --plda-adapt-scales W,B      shares of the adaptation set's excess variance added to the within- and
+                               between-speaker covariances ($plda_adapt_scales: Kaldi's SRE16 recipe;
+                               Kaldi's library defaults are 0.3,0.7)
+  --results FILE               results file (default: <exp>/results.txt)
   --check-only true|false      check the option values and configs, then exit ($check_only)"
 
 . ./path.sh
@@ -128,7 +146,7 @@ case $pl_init in ssl|previous) ;; *) die "--pl-init must be ssl or previous, got
 case $cluster_method in kmeans|minibatch|agglomerative) ;;
   *) die "--cluster-method must be kmeans, minibatch or agglomerative, got '$cluster_method'" ;; esac
 case $cluster_select in nearest|posterior) ;; *) die "--cluster-select must be nearest or posterior, got '$cluster_select'" ;; esac
-for opt in augment online_aug supervised check_only plda_recluster; do
+for opt in augment online_aug supervised check_only plda_recluster use_vad; do
   case ${!opt} in true|false) ;; *) die "--$opt must be true or false, got '${!opt}'" ;; esac
 done
 for opt in nj num_gpus rounds num_clusters min_cluster_size max_cluster_size; do
@@ -137,13 +155,17 @@ done
 [ "$num_clusters" -gt 0 ] || [ $cluster_method = agglomerative ] ||
   die "--num-clusters 0 (found by a threshold) needs --cluster-method agglomerative"
 [[ "$plda_lda_dim" =~ ^[0-9]+$ ]] || die "--plda-lda-dim must be a non-negative integer, got '$plda_lda_dim'"
+[[ "$plda_adapt_scales" =~ ^[0-9.]+,[0-9.]+$ ]] ||
+  die "--plda-adapt-scales must be two non-negative numbers W,B, got '$plda_adapt_scales'"
 [ -n "$ssl_config" ] || ssl_config=conf/$ssl.yaml
 for f in "$ssl_config" "$classifier_config"; do
   [ -f "$f" ] || die "no such config $f (relative paths are taken from the recipe directory $PWD)"
 done
 [ -n "$test_sets" ] || die "--test-sets is empty"
+[[ $exp =~ ^[A-Za-z0-9._/-]+$ ]] || die "--exp may hold letters, digits, '.', '_', '-' and '/' only, got '$exp'"
+: "${results:=$exp/results.txt}" "${supervised_set:=$train_set}"
 [ $check_only = false ] || exit 0
-for d in $train_set $test_sets; do
+for d in $train_set $test_sets $supervised_set $adapt_set; do
   [ -d data/$d ] || die "no data dir data/$d: run the recipe's data preparation (stage 1) first"
 done
 first_test=${test_sets%% *}
@@ -158,8 +180,8 @@ if [ $online_aug = true ]; then
   wav_overrides+="${rir_dir:+,\"rir_dir\":\"$rir_dir\"}${musan_dir:+,\"musan_dir\":\"$musan_dir\"}}"
 fi
 
-# Experiment dirs are named after the config file: conf/dino_demo.yaml -> exp/dino_demo.
-ssl_exp=exp/$(basename "$ssl_config" .yaml)
+# Experiment dirs are named after the config file: conf/dino_demo.yaml -> <exp>/dino_demo.
+ssl_exp=$exp/$(basename "$ssl_config" .yaml)
 train_data=$train_set
 [ $augment = false ] || train_data=${train_set}_combined
 num_train_utts=$(wc -l < data/$train_set/utt2spk)
@@ -203,29 +225,40 @@ metrics() {
   steps/compute_metrics.sh --name "$name" --results "$results" ${det:+--det-plot "$det"} "$trials" "$scores"
 }
 
+# The data dirs every model embeds: the train and test sets, and the adaptation set if any.
+embed_sets="$train_set $test_sets"
+[ -z "$adapt_set" ] || [[ " $embed_sets " == *" $adapt_set "* ]] || embed_sets+=" $adapt_set"
+
 # extract <model-dir> <backbone|""> <part>...: embeddings of <model-dir>/final.pt for data/<part>
 # into <model-dir>/xvectors_[<backbone>_]<part> (the step itself skips finished work).
 extract() {
   local model=$1 backbone=$2 part; shift 2
   for part in "$@"; do
-    steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device ${backbone:+--backbone $backbone} \
+    steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --use-vad $use_vad ${backbone:+--backbone $backbone} \
       $model/final.pt data/$part $model/xvectors_${backbone:+${backbone}_}$part
   done
 }
 
-# score_cosine <model-dir> <system> [<backbone>]: every trial list, the train-set mean removed.
+# score_cosine <model-dir> <system> [<backbone>]: every trial list, the train-set mean removed; with
+# --adapt-set (other than the train set) also with the adaptation set's mean (<system>_cosine_adapt).
 score_cosine() {
-  local dir=$1 system=$2 tag=${3:+${3}_} t trials suffix scores
+  local dir=$1 system=$2 tag=${3:+${3}_} t trials suffix scores mean_set name mean_sets=$train_set
+  [ -z "$adapt_set" ] || [ "$adapt_set" = "$train_set" ] || mean_sets+=" $adapt_set"
   while read -r t trials suffix; do
-    scores=$dir/scores/cosine_${tag}$(basename $trials)_$t
-    steps/score_cosine.sh --mean-dir $dir/xvectors_${tag}$train_set $trials \
-      $dir/xvectors_${tag}$t $dir/xvectors_${tag}$t $scores
-    metrics ${system}_cosine$suffix $trials $scores ${scores}_det.png
+    for mean_set in $mean_sets; do
+      name=cosine
+      [ "$mean_set" = "$train_set" ] || name=cosine_adapt
+      scores=$dir/scores/${name}_${tag}$(basename $trials)_$t
+      steps/score_cosine.sh --mean-dir $dir/xvectors_${tag}$mean_set $trials \
+        $dir/xvectors_${tag}$t $dir/xvectors_${tag}$t $scores
+      metrics ${system}_$name$suffix $trials $scores ${scores}_det.png
+    done
   done < <(trial_lists)
 }
 
 # score_plda <model-dir> <system> <labels-dir>: PLDA trained on <model-dir>'s embeddings of the
-# utterances of <labels-dir> with its labels (true or pseudo), every trial list scored.
+# utterances of <labels-dir> with its labels (true or pseudo), every trial list scored; with
+# --adapt-set also with the PLDA adapted to it (<system>_plda_adapt).
 score_plda() {
   local dir=$1 system=$2 labels=$3 t trials suffix scores lda_dim=$plda_lda_dim num_spk
   num_spk=$(cut -d' ' -f2 data/$labels/utt2spk | sort -u | wc -l)
@@ -234,10 +267,17 @@ score_plda() {
     lda_dim=$((num_spk - 1))
   fi
   steps/train_plda.sh --lda-dim $lda_dim $dir/xvectors_$labels data/$labels $dir/plda
+  [ -z "$adapt_set" ] || steps/adapt_plda.sh --within-covar-scale ${plda_adapt_scales%,*} \
+    --between-covar-scale ${plda_adapt_scales#*,} $dir/plda $dir/xvectors_$adapt_set $dir/plda_adapt
   while read -r t trials suffix; do
     scores=$dir/scores/plda_$(basename $trials)_$t
     steps/score_plda.sh $dir/plda $trials $dir/xvectors_$t $dir/xvectors_$t $scores
     metrics ${system}_plda$suffix $trials $scores
+    if [ -n "$adapt_set" ]; then
+      scores=$dir/scores/plda_adapt_$(basename $trials)_$t
+      steps/score_plda.sh $dir/plda_adapt $trials $dir/xvectors_$t $dir/xvectors_$t $scores
+      metrics ${system}_plda_adapt$suffix $trials $scores
+    fi
   done < <(trial_lists)
 }
 
@@ -249,22 +289,31 @@ memo_teachers() {
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: fbank features and energy VAD"
   for part in $train_set $test_sets; do
-    steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$part exp/make_fbank/$part fbank
-    steps/compute_vad_decision.sh --nj $nj --cmd "$cmd" data/$part exp/make_vad/$part fbank
+    steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$part $exp/make_fbank/$part fbank
+    steps/compute_vad_decision.sh --nj $nj --cmd "$cmd" data/$part $exp/make_vad/$part fbank
   done
   if [ $augment = true ]; then
     log "Stage 2: augmented copies of data/$train_set ($aug_types) -> data/$train_data, and their fbank"
     steps/augment_data_dir.sh --nj $nj --cmd "$cmd" --types "$aug_types" --audio-format $aug_audio_format \
-      ${rir_dir:+--rir-dir "$rir_dir"} ${musan_dir:+--musan-dir "$musan_dir"} data/$train_set exp/augment/$train_set
-    steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$train_data exp/make_fbank/$train_data fbank
+      ${rir_dir:+--rir-dir "$rir_dir"} ${musan_dir:+--musan-dir "$musan_dir"} data/$train_set $exp/augment/$train_set
+    steps/make_fbank.sh --nj $nj --cmd "$cmd" data/$train_data $exp/make_fbank/$train_data fbank
+    # A copy keeps its clean utterance's length, so it takes that utterance's VAD (as Kaldi's
+    # augmentation scripts copy vad.scp): training with data.use_vad crops the same voiced frames.
+    awk 'NR == FNR { vad[$1] = $2; next } ($2 in vad) { print $1, vad[$2] }' \
+      data/$train_set/vad.scp data/$train_data/utt2uniq > data/$train_data/vad.scp.tmp
+    if cmp -s data/$train_data/vad.scp.tmp data/$train_data/vad.scp; then
+      rm data/$train_data/vad.scp.tmp  # unchanged: a re-run rewrites nothing
+    else
+      mv data/$train_data/vad.scp.tmp data/$train_data/vad.scp
+    fi
   fi
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: no-training baseline (cosine on fbank mean+std)"
-  mkdir -p exp/baseline
+  mkdir -p $exp/baseline
   while read -r t trials suffix; do
-    scores=exp/baseline/scores_$(basename $trials)_$t
+    scores=$exp/baseline/scores_$(basename $trials)_$t
     [ -f "$scores" ] || python -m pyspk.bin.score_fbank_baseline --scores $scores data/$t $trials
     metrics fbank_mean_std_cosine$suffix $trials $scores
   done < <(trial_lists)
@@ -278,20 +327,20 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: embeddings of the untrained network and of $ssl_exp"
-  [ -f exp/untrained/final.pt ] || \
-    python -m pyspk.bin.init_model --config $ssl_config --seed 0 exp/untrained/final.pt
-  extract exp/untrained "" $train_set $test_sets
-  extract $ssl_exp "" $train_set $test_sets
+  [ -f $exp/untrained/final.pt ] || \
+    python -m pyspk.bin.init_model --config $ssl_config --seed 0 $ssl_overrides $exp/untrained/final.pt
+  extract $exp/untrained "" $embed_sets
+  extract $ssl_exp "" $embed_sets
   if [ $ssl = memo ]; then
     for teacher in $(memo_teachers | tail -n +2); do
-      extract $ssl_exp $teacher $train_set $test_sets
+      extract $ssl_exp $teacher $embed_sets
     done
   fi
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: cosine scoring and metrics"
-  score_cosine exp/untrained untrained
+  score_cosine $exp/untrained untrained
   if [ $ssl = memo ]; then
     teacher_list=$(memo_teachers)
     mapfile -t teachers <<< "$teacher_list"
@@ -319,12 +368,13 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   ref_opt=()
   [ "$supervised" = false ] || ref_opt=(--ref-utt2spk "data/$train_set/utt2spk")
   for r in $(seq 1 $rounds); do
-    dir=exp/pl_${ssl}${pl_tag:+_$pl_tag}_r$r
+    dir=$exp/pl_${ssl}${pl_tag:+_$pl_tag}_r$r
     pl_data=${train_set}_pl_${ssl}${pl_tag:+_$pl_tag}_r$r
     init=$ssl_exp
     [ $pl_init = ssl ] || init=$prev
-    if [ -f $dir/.done ]; then
-      log "Stage 7: round $r/$rounds is finished ($dir/.done); nothing to do"
+    # The round's own marker: steps/train.sh's <dir>/.done says only that training finished.
+    if [ -f $dir/.scored ]; then
+      log "Stage 7: round $r/$rounds is finished ($dir/.scored); nothing to do"
       prev=$dir
       continue
     fi
@@ -342,35 +392,59 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       "${ref_opt[@]}" "${copies_opt[@]}" $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$wav_overrides $classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
-    extract $dir "" $train_set $test_sets $pl_data
+    extract $dir "" $embed_sets $pl_data
     score_cosine $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r
     score_plda $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r $pl_data
-    touch $dir/.done
+    touch $dir/.scored
     prev=$dir
   done
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  dir=exp/supervised_upper_bound
+  dir=$exp/supervised_upper_bound
   if [ $supervised = false ]; then
     log "Stage 8: skipped (--supervised false: data/$train_set has no true labels to bound with)"
-  elif [ -f $dir/.done ]; then
-    log "Stage 8: the supervised upper bound is finished ($dir/.done); nothing to do"
+  elif [ -f $dir/.scored ]; then
+    log "Stage 8: the supervised upper bound is finished ($dir/.scored); nothing to do"
   else
-    log "Stage 8: supervised upper bound (TRUE speaker labels, same budget) -> $dir"
+    log "Stage 8: supervised upper bound (TRUE speaker labels of data/$supervised_set, same budget) -> $dir"
+    sup_data=$train_data
+    if [ "$supervised_set" != "$train_set" ]; then
+      # The labelled subset takes its features and VAD from data/$train_set (same utterances).
+      for f in feats.scp vad.scp utt2num_frames; do
+        [ ! -f data/$train_set/$f ] ||
+          utils/filter_scp.pl data/$supervised_set/utt2spk data/$train_set/$f > data/$supervised_set/$f
+      done
+      utils/validate_data_dir.sh --no-text data/$supervised_set
+      # ... and its augmented copies: the utterances of data/$train_data whose clean utterance
+      # (utt2uniq) is in data/$supervised_set.
+      sup_data=$supervised_set
+      if [ $augment = true ]; then
+        sup_data=${supervised_set}_combined
+        list=$(mktemp)
+        if [ -f data/$train_data/utt2uniq ]; then
+          awk 'NR == FNR { keep[$1] = 1; next } ($2 in keep) { print $1 }' \
+            data/$supervised_set/utt2spk data/$train_data/utt2uniq > "$list"
+        else
+          cut -d' ' -f1 data/$supervised_set/utt2spk > "$list"
+        fi
+        utils/subset_data_dir.sh --utt-list "$list" data/$train_data data/$sup_data
+        rm -f "$list"
+      fi
+    fi
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
-      --overrides "$wav_overrides $classifier_overrides" --init-model $ssl_exp/final.pt data/$train_data $dir
-    extract $dir "" $train_set $test_sets
+      --overrides "$wav_overrides $classifier_overrides" --init-model $ssl_exp/final.pt data/$sup_data $dir
+    extract $dir "" $embed_sets $supervised_set
     score_cosine $dir supervised_upper_bound
-    score_plda $dir supervised_upper_bound $train_set
-    touch $dir/.done
+    score_plda $dir supervised_upper_bound $supervised_set
+    touch $dir/.scored
   fi
 fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   log "Stage 9: summary"
   cat $results
-  for report in exp/pl_${ssl}${pl_tag:+_$pl_tag}_r*/cluster/cluster_report.txt; do
+  for report in $exp/pl_${ssl}${pl_tag:+_$pl_tag}_r*/cluster/cluster_report.txt; do
     [ -f "$report" ] && { echo "== $report"; cat "$report"; }
   done
 fi

@@ -80,6 +80,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+RECIPE_FILES = ("run.sh", "local", "conf", "path.sh", "cmd.sh", "steps", "utils")
+
+
+def link_recipe(tmp_path, recipe):
+    """A corpus recipe's files (``egs/<corpus>/<version>``) linked into a scratch dir, where its data/ and
+    exp/ go; returns the dir."""
+    root = tmp_path / "recipe"
+    root.mkdir()
+    for name in RECIPE_FILES:
+        os.symlink(os.path.join(recipe, name), root / name)
+    return str(root)
+
+
 def run_script(args, cwd=ROOT, check=True, env=None):
     """Run a shell script of the project with path.sh's environment; return the CompletedProcess."""
     full_env = dict(os.environ)

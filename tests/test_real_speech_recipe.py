@@ -5,23 +5,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, link_recipe, run_script
 
 from pyspk.data.datadir import DataDir, read_trials
 from pyspk.features.audio import read_audio
 
 RECIPE = os.path.join(ROOT, "egs", "arabic_commands", "v1")
 CORPUS = os.path.join(ROOT, "..", "shared", "data", "arabic_speech_commands")
-LINKED = ("run.sh", "local", "conf", "path.sh", "cmd.sh", "steps", "utils")
-
-
-def make_recipe_root(tmp_path):
-    """The recipe's files linked into a scratch dir, where its data/ and exp/ go."""
-    root = tmp_path / "recipe"
-    root.mkdir()
-    for name in LINKED:
-        os.symlink(os.path.join(RECIPE, name), root / name)
-    return str(root)
 
 
 def session(utt):
@@ -60,7 +50,7 @@ def test_data_prep_joins_keywords_of_one_session_and_keeps_targets_cross_session
 
 
 def test_recipe_runs_end_to_end_on_a_few_speakers(tmp_path):
-    root = make_recipe_root(tmp_path)
+    root = link_recipe(tmp_path, RECIPE)
     args = ["./run.sh", "--stage", "1", "--corpus", CORPUS, "--speakers", "4", "--test-speakers", "2",
             "--rounds-used", "2", "--nj", "1", "--ssl", "dino",
             "--ssl-config", os.path.join(ROOT, "conf", "dino_tiny.yaml"),
@@ -79,7 +69,7 @@ def test_recipe_runs_end_to_end_on_a_few_speakers(tmp_path):
 
 @pytest.mark.parametrize("option,value", [("--ssl", "wav2vec"), ("--num-clusters", "many")])
 def test_bad_options_stop_before_any_work(tmp_path, option, value):
-    root = make_recipe_root(tmp_path)
+    root = link_recipe(tmp_path, RECIPE)
     proc = run_script(["./run.sh", "--stage", "1", "--corpus", CORPUS, option, value], cwd=root, check=False)
     assert proc.returncode == 1 and option.lstrip("-") in proc.stderr
     assert not os.path.exists(os.path.join(root, "data"))

@@ -10,6 +10,9 @@ between-class covariance diagonal) and ``psi`` (that diagonal, decreasing).
   number of averaged utterances and Kaldi's two length normalisations).
 * :meth:`Plda.log_likelihood_ratio` and :class:`PldaScorer` give
   ``Plda::LogLikelihoodRatio`` (with the number of enrolment utterances).
+* :func:`adapt_plda` is ``ivector-adapt-plda`` (``PldaUnsupervisedAdaptor``):
+  unsupervised adaptation of the mean and covariances to unlabelled in-domain
+  embeddings.
 * :meth:`Plda.write` / :meth:`Plda.read` use Kaldi's Plda object format
   (text as ``copy-plda --binary=false`` writes it, or binary), so models move
   both ways between Kaldi and pyspk.
@@ -276,20 +279,8 @@ class _PldaEstimator:
         return (part1 + part2) / s.num_examples
 
     def output(self):
-        """Simultaneous diagonalisation: within -> I, between -> diag(psi), psi decreasing."""
-        try:
-            chol = np.linalg.cholesky(self.within)
-        except np.linalg.LinAlgError:
-            raise ValueError("within-class covariance is singular") from None
-        normalizing = np.linalg.inv(chol)
-        between_proj = _symmetric(normalizing @ self.between @ normalizing.T)
-        psi, eigvecs = np.linalg.eigh(between_proj)
-        num_floored = int((psi < 0).sum())
-        if num_floored:
-            logger.warning("floored %d eigenvalues of between-class variance to zero", num_floored)
-        order = np.argsort(psi)[::-1]
-        psi, eigvecs = np.maximum(psi[order], 0.0), eigvecs[:, order]
-        return Plda(self.stats.mean, eigvecs.T @ normalizing, psi)
+        transform, psi = _simultaneous_diagonalisation(self.within, self.between)
+        return Plda(self.stats.mean, transform, psi)
 
 
 def _symmetric(matrix):
@@ -321,6 +312,87 @@ def estimate_plda(x: ArrayLike, labels: ArrayLike, num_em_iters: int = 10,
     logger.info("between-class variances in the normalised space: %s",
                 np.array2string(plda.psi[:10], precision=3) + (" ..." if plda.dim > 10 else ""))
     return plda
+
+
+def adapt_plda(plda: Plda, vectors: ArrayLike, within_covar_scale: float = 0.75, between_covar_scale: float = 0.25,
+               mean_diff_scale: float = 1.0) -> Plda:
+    """Unsupervised in-domain adaptation of ``plda``, as Kaldi's ``ivector-adapt-plda``.
+
+    A PLDA trained out of domain under-estimates the variability of in-domain
+    data. From unlabelled rows of ``vectors`` (in the PLDA's input space, i.e.
+    after the same mean subtraction, LDA and length norm) this takes their
+    mean as the new mean, and their covariance (plus ``mean_diff_scale``
+    times the outer product of the mean shift) in the space where the model's
+    total covariance ``within + between`` is unit. In every eigen-direction
+    of that covariance whose variance ``s`` exceeds 1, the excess ``s - 1``
+    is added to the within-class covariance times ``within_covar_scale`` and
+    to the between-class one times ``between_covar_scale``; directions with
+    less variance than the model expects are left as they are. The model is
+    then re-diagonalised (Cholesky of the within-class covariance, eigen of
+    the between-class one) into a new transform and psi. Kaldi's library
+    defaults are 0.3 / 0.7; these defaults are those of its recipes
+    (egs/sre16/v2: ``--within-covar-scale=0.75 --between-covar-scale=0.25``).
+    Returns a new model; ``plda`` is unchanged.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != plda.dim:
+        raise ValueError(f"PLDA has dimension {plda.dim}, adaptation vectors have shape {x.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"PLDA adaptation needs at least 2 vectors, got {x.shape[0]}")
+    for name, value in (("within_covar_scale", within_covar_scale), ("between_covar_scale", between_covar_scale),
+                        ("mean_diff_scale", mean_diff_scale)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a non-negative number, got {value}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("adaptation vectors have non-finite values")
+
+    # Statistics of the adaptation data: mean and (biased) centred covariance,
+    # plus the optional term for the shift of the mean.
+    mean = x.mean(axis=0)
+    centred = x - mean
+    variance = centred.T @ centred / x.shape[0]
+    mean_diff = mean - plda.mean
+    variance += mean_diff_scale * np.outer(mean_diff, mean_diff)
+
+    # The PLDA transform makes the within-class covariance I and the between-class
+    # one diag(psi); scaling its rows by 1/sqrt(1 + psi) makes the total unit.
+    total_scale = 1.0 / np.sqrt(1.0 + plda.psi)
+    to_unit_total = plda.transform * total_scale[:, None]
+    projected = _symmetric(to_unit_total @ variance @ to_unit_total.T)
+    eigvals, eigvecs = np.linalg.eigh(projected)
+    excess = np.maximum(eigvals - 1.0, 0.0)
+    logger.info("PLDA adaptation: %d vectors, |mean difference| %.4g; %d of %d directions have more variance "
+                "than the model (largest ratio %.4g)", x.shape[0], np.linalg.norm(mean_diff),
+                int((excess > 0).sum()), plda.dim, eigvals.max())
+    # In that space within = diag(1/(1+psi)) and between = diag(psi/(1+psi)); each
+    # gets its share of the excess variance, eigvecs diag(excess) eigvecs^T.
+    excess_covar = (eigvecs * excess) @ eigvecs.T
+    within_unit = np.diag(total_scale ** 2) + within_covar_scale * excess_covar
+    between_unit = np.diag(plda.psi * total_scale ** 2) + between_covar_scale * excess_covar
+    # Back to the input space, then diagonalise again as ivector-compute-plda does.
+    back = np.linalg.inv(to_unit_total)
+    within = _symmetric(back @ within_unit @ back.T)
+    between = _symmetric(back @ between_unit @ back.T)
+    transform, psi = _simultaneous_diagonalisation(within, between)
+    logger.info("between-class variances in the normalised space: before %s, after %s",
+                np.array2string(plda.psi[:10], precision=3), np.array2string(psi[:10], precision=3))
+    return Plda(mean, transform, psi)
+
+
+def _simultaneous_diagonalisation(within, between):
+    """``(transform, psi)``: transform @ within @ transform.T = I, transform @ between @ transform.T
+    = diag(psi), psi decreasing (Cholesky of ``within``, then eigen; Kaldi's order)."""
+    try:
+        chol = np.linalg.cholesky(within)
+    except np.linalg.LinAlgError:
+        raise ValueError("within-class covariance is singular") from None
+    normalizing = np.linalg.inv(chol)
+    psi, eigvecs = np.linalg.eigh(_symmetric(normalizing @ between @ normalizing.T))
+    num_floored = int((psi < 0).sum())
+    if num_floored:  # between is positive semi-definite: only rounding gives negative values
+        logger.warning("floored %d eigenvalues of between-class variance to zero", num_floored)
+    order = np.argsort(psi)[::-1]
+    return eigvecs[:, order].T @ normalizing, np.maximum(psi[order], 0.0)
 
 
 class PldaScorer:

@@ -40,6 +40,8 @@ max_cluster_size=0        # most members kept per cluster (0: no limit)
 pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
 device=auto
 online_aug=false          # true: train from raw audio augmented on the device (no stored copies)
+adapt_set=                # unlabelled data for the back-end's cosine mean and PLDA adaptation, e.g. test
+plda_adapt_scales=0.75,0.25  # within,between shares of the in-domain excess variance (steps/sv_pipeline.sh)
 results=exp/results.txt   # one line per system; a second config of one method wants its own file
 # End configuration section.
 
@@ -70,6 +72,11 @@ help_message="Usage: $0 [options]
   --pl-tag TAG             rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
   --device DEV             auto|cpu|cuda[:i] ($device)
   --online-aug BOOL        augment raw audio on the training device, no stored copies ($online_aug)
+  --adapt-set NAME         data/NAME, unlabelled, for the back-end: cosine with its mean, PLDA adapted
+                           to it; results <system>_{cosine,plda}_adapt (e.g. test: the held-out
+                           utterances without their labels) (default: none)
+  --plda-adapt-scales W,B  shares of the adaptation set's excess variance booked within and between
+                           speakers ($plda_adapt_scales, Kaldi's SRE16 recipe)
   --results FILE           results file ($results)
 e.g.: $0 --stage 4 --stop-stage 6 --ssl contrastive"
 
@@ -90,7 +97,8 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results"
   --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster"
-  --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --online-aug "$online_aug")
+  --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --online-aug "$online_aug"
+  --adapt-set "$adapt_set" --plda-adapt-scales "$plda_adapt_scales")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
