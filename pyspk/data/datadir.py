@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
+import numpy as np
+
 from pyspk.fileutil import PathLike, atomic_open
 
 # Kaldi files are byte strings: undecodable bytes survive a read/write round
@@ -211,6 +213,23 @@ def read_trials(path: PathLike) -> list[tuple[str, str, bool]]:
         if fields[2] not in ("target", "nontarget"):
             raise DataDirError(path, lineno, f"third field must be 'target' or 'nontarget', got '{fields[2]}'")
         trials.append((fields[0], fields[1], fields[2] == "target"))
+    return trials
+
+
+def trials_from_pairs(names: list[str], first: np.ndarray, second: np.ndarray, targets: np.ndarray,
+                      nontargets: np.ndarray, rng: np.random.Generator) -> list[tuple[str, str, bool]]:
+    """``(enroll, test, is_target)`` sorted as Kaldi sorts, from chosen pairs of ``names``.
+
+    ``targets`` and ``nontargets`` index the pairs ``(first[i], second[i])``; which side of a
+    pair enrols is drawn from ``rng``, so a list does not enrol the first utterance by name.
+    """
+    chosen = np.concatenate([np.asarray(targets, dtype=np.int64), np.asarray(nontargets, dtype=np.int64)])
+    is_target = np.arange(len(chosen)) < len(targets)
+    swap = rng.random(len(chosen)) < 0.5
+    enroll = np.where(swap, second[chosen], first[chosen])
+    test = np.where(swap, first[chosen], second[chosen])
+    trials = [(names[e], names[t], bool(x)) for e, t, x in zip(enroll, test, is_target, strict=True)]
+    trials.sort(key=lambda trial: (c_sort_key(trial[0]), c_sort_key(trial[1])))
     return trials
 
 

@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from pyspk.data.datadir import c_sort_key, utt2spk_to_spk2utt, write_table, write_trials
+from pyspk.data.datadir import c_sort_key, trials_from_pairs, utt2spk_to_spk2utt, write_table, write_trials
 
 CLIP = re.compile(r"^(\d+)_NO_(\d+)\.flac$")
 
@@ -86,15 +86,9 @@ def cross_session_trials(utts, num_trials, target_fraction, seed):
     rng = np.random.default_rng(seed)
     num_target = min(round(num_trials * target_fraction), len(targets))
     num_nontarget = min(num_trials - num_target, len(nontargets))
-    chosen = np.concatenate([rng.choice(targets, num_target, replace=False),
-                             rng.choice(nontargets, num_nontarget, replace=False)])
-    is_target = np.arange(len(chosen)) < num_target
-    swap = rng.random(len(chosen)) < 0.5
-    enroll = np.where(swap, second[chosen], first[chosen])
-    test = np.where(swap, first[chosen], second[chosen])
-    trials = [(names[e], names[t], bool(x)) for e, t, x in zip(enroll, test, is_target, strict=True)]
-    trials.sort(key=lambda trial: (c_sort_key(trial[0]), c_sort_key(trial[1])))
-    return trials
+    chosen_targets = rng.choice(targets, num_target, replace=False)
+    return trials_from_pairs(names, first, second, chosen_targets,
+                             rng.choice(nontargets, num_nontarget, replace=False), rng)
 
 
 def write_data_dir(path, utts):

@@ -44,7 +44,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pyspk.data.datadir import c_sort_key, utt2spk_to_spk2utt, write_table, write_trials
+from pyspk.data.datadir import c_sort_key, trials_from_pairs, utt2spk_to_spk2utt, write_table, write_trials
 
 COLUMNS = ["utt", "speaker", "name_group", "named", "session", "gender", "dialect", "phonetype", "utt_type",
            "keyword_start", "keyword_end", "transcription", "path"]
@@ -176,15 +176,8 @@ def make_trials(utts, cross_call, num_trials, target_fraction, max_share, seed):
     rng = np.random.default_rng(seed)
     chosen_targets = balanced_targets(targets, round(num_trials * target_fraction), max_share, rng)
     num_nontarget = min(num_trials - round(num_trials * target_fraction), len(nontargets))
-    chosen = np.concatenate([np.asarray(chosen_targets, dtype=np.int64),
-                             rng.choice(nontargets, num_nontarget, replace=False)])
-    is_target = np.arange(len(chosen)) < len(chosen_targets)
-    swap = rng.random(len(chosen)) < 0.5
-    enroll = np.where(swap, second[chosen], first[chosen])
-    test = np.where(swap, first[chosen], second[chosen])
-    trials = [(names[e], names[t], bool(x)) for e, t, x in zip(enroll, test, is_target, strict=True)]
-    trials.sort(key=lambda trial: (c_sort_key(trial[0]), c_sort_key(trial[1])))
-    return trials
+    return trials_from_pairs(names, first, second, chosen_targets,
+                             rng.choice(nontargets, num_nontarget, replace=False), rng)
 
 
 def wav_entry(paths):
