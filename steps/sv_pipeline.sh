@@ -260,7 +260,7 @@ score_cosine() {
 # utterances of <labels-dir> with its labels (true or pseudo), every trial list scored; with
 # --adapt-set also with the PLDA adapted to it (<system>_plda_adapt).
 score_plda() {
-  local dir=$1 system=$2 labels=$3 t trials suffix scores lda_dim=$plda_lda_dim num_spk
+  local dir=$1 system=$2 labels=$3 t trials suffix scores backend lda_dim=$plda_lda_dim num_spk
   num_spk=$(cut -d' ' -f2 data/$labels/utt2spk | sort -u | wc -l)
   if [ "$lda_dim" -ge "$num_spk" ]; then
     warn "--plda-lda-dim $lda_dim needs more than $num_spk speakers in data/$labels: using $((num_spk - 1))"
@@ -270,14 +270,11 @@ score_plda() {
   [ -z "$adapt_set" ] || steps/adapt_plda.sh --within-covar-scale ${plda_adapt_scales%,*} \
     --between-covar-scale ${plda_adapt_scales#*,} $dir/plda $dir/xvectors_$adapt_set $dir/plda_adapt
   while read -r t trials suffix; do
-    scores=$dir/scores/plda_$(basename $trials)_$t
-    steps/score_plda.sh $dir/plda $trials $dir/xvectors_$t $dir/xvectors_$t $scores
-    metrics ${system}_plda$suffix $trials $scores
-    if [ -n "$adapt_set" ]; then
-      scores=$dir/scores/plda_adapt_$(basename $trials)_$t
-      steps/score_plda.sh $dir/plda_adapt $trials $dir/xvectors_$t $dir/xvectors_$t $scores
-      metrics ${system}_plda_adapt$suffix $trials $scores
-    fi
+    for backend in plda ${adapt_set:+plda_adapt}; do
+      scores=$dir/scores/${backend}_$(basename $trials)_$t
+      steps/score_plda.sh $dir/$backend $trials $dir/xvectors_$t $dir/xvectors_$t $scores
+      metrics ${system}_$backend$suffix $trials $scores
+    done
   done < <(trial_lists)
 }
 
@@ -417,17 +414,13 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
       done
       utils/validate_data_dir.sh --no-text data/$supervised_set
       # ... and its augmented copies: the utterances of data/$train_data whose clean utterance
-      # (utt2uniq) is in data/$supervised_set.
+      # (utt2uniq, which utils/combine_data.sh always writes) is in data/$supervised_set.
       sup_data=$supervised_set
       if [ $augment = true ]; then
         sup_data=${supervised_set}_combined
         list=$(mktemp)
-        if [ -f data/$train_data/utt2uniq ]; then
-          awk 'NR == FNR { keep[$1] = 1; next } ($2 in keep) { print $1 }' \
-            data/$supervised_set/utt2spk data/$train_data/utt2uniq > "$list"
-        else
-          cut -d' ' -f1 data/$supervised_set/utt2spk > "$list"
-        fi
+        awk 'NR == FNR { keep[$1] = 1; next } ($2 in keep) { print $1 }' \
+          data/$supervised_set/utt2spk data/$train_data/utt2uniq > "$list"
         utils/subset_data_dir.sh --utt-list "$list" data/$train_data data/$sup_data
         rm -f "$list"
       fi
