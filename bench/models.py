@@ -29,7 +29,7 @@ CONFIGS = {
 
 
 def best_time(fn, repeats):
-    fn()  # warm-up: oneDNN builds its kernels on the first call
+    fn()  # warm-up: oneDNN (and onnxruntime) build their kernels on the first call
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

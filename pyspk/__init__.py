@@ -1,3 +1,16 @@
 """pyspk: Kaldi-style recipes for self-supervised speaker embeddings."""
 
 __version__ = "0.1.0"
+
+
+def load(path, device="auto", **options):
+    """A trained model, ready to embed and score audio: ``pyspk.load("model.pt").embed("a.wav")``.
+
+    ``path`` is a model bundle (steps/export_model.sh) or a trainer's final.pt
+    with ``fbank_conf=`` (see pyspk.models.speaker_model.SpeakerModel.load for
+    the options); ``device`` is auto (CUDA when available), cpu, cuda or cuda:N.
+    """
+    # torch loads here, not at "import pyspk": the package's light users stay fast.
+    from pyspk.models.speaker_model import SpeakerModel
+
+    return SpeakerModel.load(path, device=device, **options)

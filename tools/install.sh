@@ -4,7 +4,9 @@
 #     ffmpeg (VoxCeleb2 m4a) and shellcheck (tests/test_shell_lint.py),
 #     when missing and we are root (otherwise says what to install);
 #   - a virtual env in tools/venv with pyspk and its Python dependencies
-#     (torch pinned to 2.13.0, the CPU wheel on machines that ship it).
+#     (torch pinned to 2.13.0, the CPU wheel on machines that ship it), with
+#     the test and export extras (pytest, ruff; onnx, onnxruntime) and the
+#     pyspk command.
 # Re-running it does nothing when everything is in place.
 set -euo pipefail
 
@@ -30,7 +32,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-want=$(cat "$root/pyproject.toml" | sha1sum | cut -d' ' -f1)
+# What is installed follows the project file and this script (its extras).
+want=$(cat "$root/pyproject.toml" "$root/tools/install.sh" | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -45,7 +48,7 @@ pip_install() {
   "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 pip_install --upgrade pip
-pip_install -e "${root}[test]"
-"$venv/bin/python" -c "import torch, kaldiio, kaldi_native_fbank, soundfile, sklearn, yaml, tqdm, matplotlib, pyspk"
+pip_install -e "${root}[test,export]"
+"$venv/bin/python" -c "import torch, kaldiio, kaldi_native_fbank, soundfile, sklearn, yaml, tqdm, matplotlib, onnx, onnxruntime, pyspk"
 echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 log "done"

@@ -12,10 +12,7 @@ import argparse
 import os
 import sys
 
-import torch
-
-from pyspk.fileutil import atomic_path
-from pyspk.models import BackboneFileError
+from pyspk.models import BackboneFileError, write_backbone_file
 from pyspk.train.checkpoint import average_backbones, list_checkpoints
 
 
@@ -41,8 +38,7 @@ def main(argv=None):
         content = average_backbones(paths)
     except BackboneFileError as e:
         sys.exit(f"average_checkpoints: error: {e}")
-    with atomic_path(args.out) as tmp:
-        torch.save(content, tmp)
+    write_backbone_file(args.out, content)
     print(f"average_checkpoints: averaged {', '.join(os.path.basename(p) for p in paths)} into {args.out}")
 
 

@@ -116,8 +116,12 @@ def save_backbones(path: PathLike, backbones: dict[str, torch.nn.Module], defaul
     clash = {"backbones", "default_backbone"} & set(extra)
     if clash:
         raise ValueError(f"extra keys {sorted(clash)} are reserved for the backbone file layout")
-    content = {"backbones": {name: backbone_entry(model) for name, model in backbones.items()},
-               "default_backbone": default, **extra}
+    write_backbone_file(path, {"backbones": {name: backbone_entry(model) for name, model in backbones.items()},
+                               "default_backbone": default, **extra})
+
+
+def write_backbone_file(path: PathLike, content: dict) -> None:
+    """Atomically write a backbone-file dict (``save_backbones``'s layout, e.g. an average of checkpoints)."""
     # Serialised in memory first: torch.save on a full disk fails with an opaque
     # RuntimeError, a plain write with OSError ENOSPC that callers can report.
     buffer = io.BytesIO()

@@ -126,7 +126,8 @@ def _check_features(feats, feat_dim):
         raise ValueError("features contain NaN or Inf")
 
 
-def _select_voiced(feats, vad):
+def select_voiced(feats: np.ndarray, vad: ArrayLike) -> np.ndarray:
+    """The frames of ``feats`` whose VAD decision is 1 (ValueError when none or the lengths differ)."""
     vad = np.asarray(vad).reshape(-1)
     if len(vad) != len(feats):
         raise ValueError(f"vad has {len(vad)} frames but features have {len(feats)}")
@@ -157,7 +158,7 @@ def iter_features(feats_scp: Mapping[str, str], utts: Iterable[str], feat_dim: i
                 if vad_scp is not None:
                     if utt not in vad_scp:
                         raise ValueError("not in vad.scp")
-                    feats = _select_voiced(feats, kaldiio.load_mat(vad_scp[utt], fd_dict=open_files))
+                    feats = select_voiced(feats, kaldiio.load_mat(vad_scp[utt], fd_dict=open_files))
             except Exception as e:  # any reading problem fails this utterance only
                 reason = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
                 log.warning("%s: failed: %s", utt, reason)
