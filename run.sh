@@ -35,10 +35,11 @@ keep_fraction=0.7         # share of each cluster kept, nearest to its centroid 
 cluster_method=kmeans     # kmeans|minibatch|agglomerative; agglomerative with --num-clusters 0 finds k
 cluster_threshold=auto    # agglomerative, --num-clusters 0: cosine-distance threshold (auto: from the data)
 plda_recluster=false      # second clustering pass on the scores of a PLDA trained on the first
+cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that are one speaker
 cluster_select=nearest    # nearest|posterior
 max_cluster_size=0        # most members kept per cluster (0: no limit)
 pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
-pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
+pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous | scratch
 augment=true              # augmented copies of data/train for training
 rir_dir=                  # RIRS_NOISES; empty: simulated rooms
 musan_dir=                # MUSAN; empty: generated noise, music and babble
@@ -64,10 +65,11 @@ help_message="Usage: $0 [options]
   --cluster-method M    kmeans|minibatch|agglomerative ($cluster_method)
   --cluster-threshold T agglomerative threshold with --num-clusters 0 ($cluster_threshold)
   --plda-recluster B    re-cluster with a PLDA (true|false) ($plda_recluster)
+  --cluster-merge M     none|cosine|plda: merge k-means clusters that are one speaker ($cluster_merge)
   --cluster-select S    nearest|posterior ($cluster_select)
   --max-cluster-size N  most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-tag TAG          rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
-  --pl-init ssl|previous  each round's classifier init ($pl_init)
+  --pl-init ssl|previous|scratch  each round's classifier init; scratch also the upper bound's ($pl_init)
   --augment true|false  augmented copies for training ($augment)
   --rir-dir DIR         RIRS_NOISES directory (default: simulated rooms)
   --musan-dir DIR       MUSAN directory (default: generated sources)
@@ -83,7 +85,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --ssl-config "${ssl_config:-conf/${ssl}_demo.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides" --rounds "$rounds"
   --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --cluster-method "$cluster_method"
-  --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster" --cluster-select "$cluster_select"
+  --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster" --cluster-merge "$cluster_merge" --cluster-select "$cluster_select"
   --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --pl-init "$pl_init" --augment "$augment"
   --rir-dir "$rir_dir" --musan-dir "$musan_dir")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null

@@ -10,9 +10,11 @@
 # utt2uniq maps back to the source ids, utt2dist holds the distance to the
 # centroid. The report dir gets cluster_assignments.txt (all utterances) and
 # cluster_report.txt (with --ref-utt2spk: NMI, purity, clusters per true
-# speaker; diagnostics only). With --copies-from <combined-data-dir> (clean +
-# augmented copies <utt>-reverb/-noise/-music/-babble, with feats.scp, as made
-# by steps/augment_data_dir.sh and steps/make_fbank.sh), <dest-data-dir>_combined
+# speaker and, where <src-data-dir>/utt2session exists, the share of a
+# speaker's sessions in its largest cluster; diagnostics only). With
+# --copies-from <combined-data-dir> (clean + augmented copies
+# <utt>-reverb/-noise/-music/-babble, with feats.scp, as made by
+# steps/augment_data_dir.sh and steps/make_fbank.sh), <dest-data-dir>_combined
 # also holds each kept utterance's copies under the same cluster, ids
 # "<cluster>-<utt>-<suffix>", features from the combined dir: the dir a trainer
 # that picks a copy per crop consumes. Each destination dir is built aside and
@@ -31,6 +33,8 @@ reduce_clusters=0
 pca_variance=0
 plda_recluster=false
 plda_threshold=auto
+merge=none               # none|cosine|plda
+merge_threshold=auto
 select=nearest           # nearest|posterior
 keep_fraction=0.8
 posterior_threshold=0.9
@@ -72,6 +76,10 @@ Options:
                                       # kept members (default: $plda_recluster)
   --plda-threshold <auto|llr>         # merge while the mean LLR between groups exceeds it; auto: from
                                       # the LLRs of random utterance pairs (default: $plda_threshold)
+  --merge <none|cosine|plda>          # second pass: merge whole first-pass clusters by average-linkage
+                                      # AHC on cosine or PLDA-LLR scores (default: $merge)
+  --merge-threshold <auto|score>      # least mean pair score at which clusters merge; auto: from the
+                                      # scores of random utterance pairs (default: $merge_threshold)
   --select <nearest|posterior>        # members kept: nearest to their centroid, or by posterior
                                       # (default: $select)
   --keep-fraction <f>                 # --select nearest: fraction of each cluster kept, nearest to its
@@ -120,7 +128,8 @@ mkdir -p "$report_dir/log"
 run_or_die "$cmd" "$report_dir/log/cluster.log" clustering \
   python -m pyspk.bin.cluster --num-clusters "$num_clusters" --method "$method" --threshold "$threshold" \
     --reduce-clusters "$reduce_clusters" --agglo-max-points "$agglo_max_points" --pca-variance "$pca_variance" \
-    --plda-recluster "$plda_recluster" --plda-threshold "$plda_threshold" --select "$select" \
+    --plda-recluster "$plda_recluster" --plda-threshold "$plda_threshold" --merge "$merge" \
+    --merge-threshold "$merge_threshold" --select "$select" \
     --keep-fraction "$keep_fraction" --posterior-threshold "$posterior_threshold" \
     --min-cluster-size "$min_cluster_size" --max-cluster-size "$max_cluster_size" --seed "$seed" --device "$device" \
     --ref-utt2spk "$ref_utt2spk" --subtract-mean "$subtract_mean" --spherical "$spherical" --init "$init" \

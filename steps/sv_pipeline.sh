@@ -22,9 +22,12 @@
 #   6  cosine scoring, EER/minDCF and DET plots (MeMo: each teacher and fused);
 #      with --adapt-set also with that unlabelled in-domain set's mean (*_cosine_adapt)
 #   7  pseudo-labelling rounds 1..R: k-means of the previous round's train
-#      embeddings, confident members kept, AAM-softmax classifier on them (and
-#      their augmented copies), re-extraction, cosine and PLDA scoring (with
-#      --adapt-set also a PLDA adapted to it, steps/adapt_plda.sh: *_plda_adapt)
+#      embeddings (--cluster-merge: whole clusters that are one speaker merged),
+#      confident members kept, AAM-softmax classifier on them (and their
+#      augmented copies; started from --pl-init; the classifier config's
+#      train.average_last and classifier.init_weight shape final.pt),
+#      re-extraction, cosine and PLDA scoring (with --adapt-set also a PLDA
+#      adapted to it, steps/adapt_plda.sh: *_plda_adapt)
 #   8  supervised upper bound: the same classifier budget on the true labels of
 #      --supervised-set (default the train set; e.g. only its named speakers)
 #      (--supervised false skips it, for a train set without labels)
@@ -59,12 +62,15 @@ num_clusters=200          # k (capped to a tenth of the train utterances); 0: fo
 cluster_method=kmeans     # kmeans|minibatch|agglomerative (only agglomerative takes --num-clusters 0)
 cluster_threshold=auto    # agglomerative with --num-clusters 0: cosine-distance threshold, auto: from the data
 plda_recluster=false      # re-cluster with a PLDA trained on the first clustering's kept members
+cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that are one speaker (AHC, threshold)
+cluster_merge_threshold=auto  # least mean pair score (cosine, or PLDA LLR) of two merged clusters; auto: from the data
 cluster_select=nearest    # nearest (--keep-fraction) | posterior (cluster posterior >= --posterior-threshold)
 keep_fraction=0.7         # share of each cluster kept, nearest to its centroid first
 posterior_threshold=0.9
 min_cluster_size=5        # smaller clusters are dropped
 max_cluster_size=0        # at most this many kept per cluster, most confident first; 0: no limit
-pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous (the last round's)
+pl_init=ssl               # each round's classifier (and the upper bound) starts from: ssl (the SSL model) |
+                          # previous (the last round's; the bound: the SSL model) | scratch (random, as Cho et al.)
 pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>: several clustering/classifier choices side by side
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
@@ -103,12 +109,14 @@ Options:
   --cluster-method M           kmeans|minibatch|agglomerative ($cluster_method)
   --cluster-threshold T|auto   agglomerative cosine-distance threshold with --num-clusters 0 ($cluster_threshold)
   --plda-recluster true|false  second pass on PLDA scores ($plda_recluster)
+  --cluster-merge M            none|cosine|plda: merge whole k-means clusters that are one speaker ($cluster_merge)
+  --cluster-merge-threshold T|auto  least mean cosine score / PLDA LLR of merged clusters ($cluster_merge_threshold)
   --cluster-select S           nearest|posterior ($cluster_select)
   --keep-fraction F            confident share kept per cluster ($keep_fraction)
   --posterior-threshold P      least cluster posterior kept with --cluster-select posterior ($posterior_threshold)
   --min-cluster-size N         smaller clusters are dropped ($min_cluster_size)
   --max-cluster-size N         most members kept per cluster, 0: no limit ($max_cluster_size)
-  --pl-init ssl|previous       each round's classifier init ($pl_init)
+  --pl-init ssl|previous|scratch  each round's classifier init; scratch also for the upper bound ($pl_init)
   --pl-tag TAG                 rounds in <exp>/pl_<ssl>_<TAG>_r<r>, results <ssl>_pl_<TAG>_r<r> (default: no tag)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
@@ -141,7 +149,10 @@ die() { log "ERROR: $*" >&2; exit 1; }
 warn() { log "WARNING: $*" >&2; }
 
 case $ssl in dino|contrastive|memo) ;; *) die "--ssl must be dino, contrastive or memo, got '$ssl'" ;; esac
-case $pl_init in ssl|previous) ;; *) die "--pl-init must be ssl or previous, got '$pl_init'" ;; esac
+case $pl_init in ssl|previous|scratch) ;; *) die "--pl-init must be ssl, previous or scratch, got '$pl_init'" ;; esac
+case $cluster_merge in none|cosine|plda) ;; *) die "--cluster-merge must be none, cosine or plda, got '$cluster_merge'" ;; esac
+[ $cluster_merge = none ] || [ $plda_recluster = false ] ||
+  die "--cluster-merge and --plda-recluster are two second passes; ask for one"
 [[ $pl_tag =~ ^[A-Za-z0-9.-]*$ ]] || die "--pl-tag may hold letters, digits, '.' and '-' only, got '$pl_tag'"
 case $cluster_method in kmeans|minibatch|agglomerative) ;;
   *) die "--cluster-method must be kmeans, minibatch or agglomerative, got '$cluster_method'" ;; esac
@@ -367,15 +378,16 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   for r in $(seq 1 $rounds); do
     dir=$exp/pl_${ssl}${pl_tag:+_$pl_tag}_r$r
     pl_data=${train_set}_pl_${ssl}${pl_tag:+_$pl_tag}_r$r
-    init=$ssl_exp
-    [ $pl_init = ssl ] || init=$prev
+    init_opt=(--init-model "$ssl_exp/final.pt")
+    [ $pl_init != previous ] || init_opt=(--init-model "$prev/final.pt")
+    [ $pl_init != scratch ] || init_opt=()
     # The round's own marker: steps/train.sh's <dir>/.done says only that training finished.
     if [ -f $dir/.scored ]; then
       log "Stage 7: round $r/$rounds is finished ($dir/.scored); nothing to do"
       prev=$dir
       continue
     fi
-    log "Stage 7: pseudo-labelling round $r/$rounds (labels from $prev, init from $init) -> $dir"
+    log "Stage 7: pseudo-labelling round $r/$rounds (labels from $prev, init from ${init_opt[1]:-scratch}) -> $dir"
     copies_opt=()
     pl_train=$pl_data
     if [ $augment = true ]; then
@@ -383,12 +395,13 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       pl_train=${pl_data}_combined
     fi
     steps/cluster_embeddings.sh --num-clusters $num_clusters --method $cluster_method \
-      --threshold $cluster_threshold --plda-recluster $plda_recluster --select $cluster_select \
+      --threshold $cluster_threshold --plda-recluster $plda_recluster --merge $cluster_merge \
+      --merge-threshold $cluster_merge_threshold --select $cluster_select \
       --keep-fraction $keep_fraction --posterior-threshold $posterior_threshold \
       --min-cluster-size $min_cluster_size --max-cluster-size $max_cluster_size --device $device \
       "${ref_opt[@]}" "${copies_opt[@]}" $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
-      --overrides "$wav_overrides $classifier_overrides" --init-model $init/final.pt data/$pl_train $dir
+      --overrides "$wav_overrides $classifier_overrides" ${init_opt[@]+"${init_opt[@]}"} data/$pl_train $dir
     extract $dir "" $embed_sets $pl_data
     score_cosine $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r
     score_plda $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r $pl_data
@@ -405,6 +418,8 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     log "Stage 8: the supervised upper bound is finished ($dir/.scored); nothing to do"
   else
     log "Stage 8: supervised upper bound (TRUE speaker labels of data/$supervised_set, same budget) -> $dir"
+    init_opt=(--init-model "$ssl_exp/final.pt")
+    [ $pl_init != scratch ] || init_opt=()
     sup_data=$train_data
     if [ "$supervised_set" != "$train_set" ]; then
       # The labelled subset takes its features and VAD from data/$train_set (same utterances).
@@ -426,7 +441,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
       fi
     fi
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
-      --overrides "$wav_overrides $classifier_overrides" --init-model $ssl_exp/final.pt data/$sup_data $dir
+      --overrides "$wav_overrides $classifier_overrides" ${init_opt[@]+"${init_opt[@]}"} data/$sup_data $dir
     extract $dir "" $embed_sets $supervised_set
     score_cosine $dir supervised_upper_bound
     score_plda $dir supervised_upper_bound $supervised_set

@@ -34,7 +34,7 @@ def tiny_config(**sections):
     config = load_yaml(DEMO)
     config["model"] = dict(TINY_MODEL)
     config["data"].update(batch_size=4, num_workers=0, crops={"train": {"count": 2, "frames": 40}})
-    config["classifier"]["margin_warmup"] = {"start_epoch": 0.5, "end_epoch": 1}
+    config["classifier"].update(margin_warmup={"start_epoch": 0.5, "end_epoch": 1}, two_step=None)
     config["optim"]["lr"] = {"base": 0.05, "final": 1.0e-3, "warmup_epochs": 0.5}
     config["train"].update(epochs=2, log_every=1, ckpt_every_steps=3, keep_checkpoints=2)
     for name, values in sections.items():

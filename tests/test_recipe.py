@@ -99,7 +99,7 @@ def test_tagged_rounds_sit_beside_the_default_ones(recipe):
 
 def test_bad_option_values_stop_before_any_work(tmp_path):
     root = make_recipe_root(tmp_path)
-    for option, value in (("--ssl", "simclr"), ("--pl-init", "scratch"), ("--augment", "maybe"),
+    for option, value in (("--ssl", "simclr"), ("--pl-init", "random"), ("--augment", "maybe"),
                           ("--pl-tag", "a_b"), ("--cluster-method", "dbscan")):
         proc = run_script(["./run.sh", "--stage", "1", option, value], cwd=root, check=False)
         assert proc.returncode == 1 and option.lstrip("-") in proc.stderr

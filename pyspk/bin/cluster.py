@@ -13,7 +13,9 @@ the mean, length-normalises, optionally projects on the principal components
 holding --pca-variance of the variance, clusters (k-means into --num-clusters,
 or agglomerative into --num-clusters or, with --num-clusters 0, as many as a
 threshold finds), optionally re-clusters with a PLDA trained on the first
-pass's kept members (--plda-recluster true), keeps the most confident members
+pass's kept members (--plda-recluster true) or merges the first pass's
+clusters that are one speaker (--merge cosine|plda: average-linkage AHC over
+whole clusters, stopping at a threshold found from the data), keeps the most confident members
 of each cluster (--select nearest: the --keep-fraction nearest to the centre;
 posterior: those with a cluster posterior of at least --posterior-threshold;
 at most --max-cluster-size, clusters under --min-cluster-size dropped) and
@@ -22,7 +24,9 @@ cluster ids, spk2utt, utt2dist, utt2uniq and the source's per-utterance files
 (feats.scp ...). <report-dir> gets cluster_assignments.txt (every utterance:
 cluster, distance, kept 0/1) and cluster_report.txt (settings, sizes, kept
 counts and, with --ref-utt2spk, NMI / purity / clusters per true speaker of
-all and of the kept utterances; diagnostics only, never used for training).
+all and of the kept utterances; with <src-data-dir>/utt2spk's sessions in
+<src-data-dir>/utt2session, also how many of a speaker's sessions share its
+largest cluster; diagnostics only, never used for training).
 
 With --copies-from <combined-data-dir> (the clean plus augmented data dir of
 steps/augment_data_dir.sh, e.g. data/train_combined, with its own feats.scp),
@@ -41,7 +45,7 @@ import logging
 
 from pyspk.cli import add_device_option, bool_arg, new_parser, user_errors_exit
 from pyspk.cluster.agglomerative import LINKAGES
-from pyspk.cluster.pseudo_label import METHODS, SELECTIONS, PseudoLabelOptions, pseudo_label
+from pyspk.cluster.pseudo_label import MERGES, METHODS, SELECTIONS, PseudoLabelOptions, pseudo_label
 from pyspk.data.datadir import DataDirError
 from pyspk.device import pick_device
 from pyspk.logutil import setup_logging
@@ -84,6 +88,14 @@ def get_parser():
                         help="PLDA re-clustering: merge while the mean LLR between two groups is above this; auto: "
                              "the equal-prior crossing of a Gaussian-mixture fit to the LLRs of random utterance "
                              "pairs (an LLR of 0 assumes a calibrated PLDA) (default: auto)")
+    parser.add_argument("--merge", choices=MERGES, default="none",
+                        help="second pass over the first pass's clusters: average-linkage AHC merging whole "
+                             "clusters while their mean pair score (cosine, or the LLR of a PLDA trained on the first "
+                             "pass's kept members) is above --merge-threshold; none: no merging (default: none)")
+    parser.add_argument("--merge-threshold", type=threshold_arg, default=None,
+                        help="--merge: least mean pair score (cosine score, or PLDA LLR) at which two clusters still "
+                             "merge; auto: the equal-prior crossing of a Gaussian-mixture fit to the scores of random "
+                             "utterance pairs (default: auto)")
     parser.add_argument("--select", choices=SELECTIONS, default="nearest",
                         help="members kept: the --keep-fraction nearest to their centre, or those whose cluster "
                              "posterior reaches --posterior-threshold (default: nearest)")

@@ -6,9 +6,10 @@ data dir, optionally subtracts the mean, length-normalises, optionally keeps
 the principal components holding a share of the variance, clusters (k-means
 with k given, or agglomerative with k given or found by a threshold),
 optionally re-clusters with a PLDA trained on the confident members of the
-first pass, keeps the confident members (nearest fraction or posterior) and
-writes the pseudo-labelled data dir (and its ``_combined`` twin with the
-augmented copies), the per-utterance assignments and the report.
+first pass or merges the first pass's clusters that are one speaker, keeps
+the confident members (nearest fraction or posterior) and writes the
+pseudo-labelled data dir (and its ``_combined`` twin with the augmented
+copies), the per-utterance assignments and the report.
 """
 
 import dataclasses
@@ -19,8 +20,13 @@ import numpy as np
 import torch
 
 from pyspk.backend.embeddings import EmbeddingDir
+from pyspk.backend.plda import estimate_plda
 from pyspk.cluster import report
-from pyspk.cluster.agglomerative import agglomerative, micro_clusters, reduction_size
+from pyspk.cluster.agglomerative import (
+    agglomerative,
+    micro_clusters,
+    reduction_size,
+)
 from pyspk.cluster.kmeans import ClusterResult, kmeans, length_normalize, minibatch_kmeans
 from pyspk.cluster.plda_recluster import plda_recluster
 from pyspk.cluster.select import (
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("kmeans", "minibatch", "agglomerative")
 SELECTIONS = ("nearest", "posterior")
+MERGES = ("none", "cosine", "plda")
 
 
 @dataclasses.dataclass
@@ -53,6 +60,8 @@ class PseudoLabelOptions:
     pca_variance: float = 0.0
     plda_recluster: bool = False
     plda_threshold: float | None = None  # None: from the data
+    merge: str = "none"
+    merge_threshold: float | None = None  # None: from the data
     select: str = "nearest"
     keep_fraction: float = 0.8
     posterior_threshold: float = 0.9
@@ -70,6 +79,12 @@ class PseudoLabelOptions:
     agglo_max_points: int = 10000
     spk_prefix: str = "pl"
 
+    def _check_second_pass(self) -> None:
+        if self.merge not in MERGES:
+            raise ValueError(f"--merge must be one of {', '.join(MERGES)}, got '{self.merge}'")
+        if self.merge != "none" and self.plda_recluster:
+            raise ValueError("--merge and --plda-recluster are two second passes; ask for one")
+
     def check(self) -> None:
         """ValueError naming the option on a value out of range."""
         if self.method not in METHODS:
@@ -79,6 +94,7 @@ class PseudoLabelOptions:
                              f"agglomerative), got {self.num_clusters}")
         if self.threshold is not None and self.num_clusters:
             raise ValueError("--threshold needs --num-clusters 0 (the number of clusters is then found)")
+        self._check_second_pass()
         if self.select not in SELECTIONS:
             raise ValueError(f"--select must be one of {', '.join(SELECTIONS)}, got '{self.select}'")
         if not 0.0 <= self.posterior_threshold < 1.0:
@@ -157,8 +173,102 @@ def run_clustering(x: torch.Tensor, options: PseudoLabelOptions, device: torch.d
                          micro=micro)
 
 
-def truth_sections(ref_path: str, utts: list[str], clusters: np.ndarray, keep: np.ndarray) -> dict:
-    """Report sections comparing clusters with the true speakers of ``ref_path`` (diagnostics only)."""
+def within_between_pairs(labels: np.ndarray, n_pairs: int = 50000, seed: int = 0):
+    """Index arrays ``(first, second)`` of random utterance pairs within one cluster and between two."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    first = rng.integers(len(labels), size=n_pairs)
+    second = order[starts[labels[first]] + rng.integers(sizes[labels[first]])]
+    within = first != second
+    a, b = rng.integers(len(labels), size=(2, n_pairs))
+    between = labels[a] != labels[b]
+    return (first[within], second[within]), (a[between], b[between])
+
+
+def within_between_threshold(score, labels: np.ndarray, seed: int = 0) -> float:
+    """Merge threshold: where the scores of pairs within a first-pass cluster become likelier than those between.
+
+    The first pass is pure (over-clustered on purpose), so pairs within one of
+    its clusters stand for same-speaker pairs and pairs of two clusters, all but
+    a few, for different speakers. A Gaussian is fitted to each set of
+    ``score(first, second)`` (cosine or PLDA LLR of utterance pairs) and the
+    threshold is the lowest score above the between-cluster mean where their
+    likelihood ratio reaches k - 1, the Bayes decision when each of the k
+    clusters has one same-speaker partner among the others at most. A mixture fitted to the
+    scores between clusters alone would not do: the pairs of clusters holding
+    one speaker are a few in thousands, too rare to form a mode of their own.
+    """
+    (w1, w2), (b1, b2) = within_between_pairs(labels, seed=seed)
+    if len(w1) < 2 or len(b1) < 2:
+        raise ValueError("the merge pass needs clusters of two or more utterances and two or more clusters")
+    same, other = np.asarray(score(w1, w2), np.float64), np.asarray(score(b1, b2), np.float64)
+    (mean_s, sd_s), (mean_o, sd_o) = (same.mean(), same.std() + 1e-12), (other.mean(), other.std() + 1e-12)
+    if mean_s <= mean_o:
+        raise ValueError(f"pairs within a cluster score no higher than pairs between clusters ({mean_s:.4g} <= "
+                         f"{mean_o:.4g}); give --merge-threshold explicitly")
+    # Prior odds of one speaker for two clusters: a speaker split by k-means has about one other cluster
+    # among the k - 1, so a merge needs a likelihood ratio of k - 1 (equal priors would merge far too much).
+    log_prior_odds = np.log(max(int(labels.max()), 1))
+    grid = np.linspace(mean_o, mean_s + 6 * sd_s, 8001)
+    gap = (-0.5 * ((grid - mean_s) / sd_s) ** 2 - np.log(sd_s)) - (-0.5 * ((grid - mean_o) / sd_o) ** 2 - np.log(sd_o))
+    above = np.flatnonzero(gap > log_prior_odds)
+    threshold = float(grid[above[0]]) if above.size else float(np.inf)  # never that likely: merge nothing
+    log.info("merge threshold %.4f: pairs within clusters %.4f +- %.4f (%d), between %.4f +- %.4f (%d)", threshold,
+             mean_s, sd_s, len(same), mean_o, sd_o, len(other))
+    return threshold
+
+
+def merge_clusters(result: ClusterResult, x: torch.Tensor, options: PseudoLabelOptions) -> ClusterResult:
+    """Second pass: average-linkage AHC over the first pass's clusters, merging those that are one speaker.
+
+    k-means with more clusters than speakers splits a speaker along its
+    sessions (calls, recording rounds) before it mixes two speakers; whole
+    clusters are merged while their mean pair score is on the same-speaker
+    side of the threshold (cosine, or the LLR of a PLDA trained on the first
+    pass's kept members, as hyperion re-clusters). The threshold defaults to
+    the crossing of the scores within and between the first pass's clusters
+    (:func:`within_between_threshold`), so the number of speakers is found,
+    not given.
+    """
+    codes, labels = np.unique(result.labels, return_inverse=True)  # no empty first-pass cluster
+    groups = (labels, np.bincount(labels, minlength=len(codes)))
+    if options.merge == "cosine":
+        threshold = options.merge_threshold
+        if threshold is None:
+            unit = length_normalize(x).numpy().astype(np.float64)
+            threshold = within_between_threshold(lambda i, j: np.einsum("ij,ij->i", unit[i], unit[j]), labels,
+                                                 options.seed)
+        merged = agglomerative(x, 0, threshold=1.0 - threshold, seed=options.seed, micro=groups)
+    else:
+        first_keep = select(result, x, options)
+        threshold = options.merge_threshold
+        if threshold is None:
+            plda = estimate_plda(x.numpy()[first_keep].astype(np.float64), labels[first_keep])
+            y, _ = plda.transform_vectors(x.numpy().astype(np.float64))
+            threshold = within_between_threshold(lambda i, j: plda.log_likelihood_ratio(y[i], 1, y[j]), labels,
+                                                 options.seed)
+        merged = plda_recluster(x, labels, first_keep, threshold=threshold, micro=groups, seed=options.seed)
+    log.info("merge pass (%s): %d clusters merged into %d", options.merge, len(codes), merged.centers.shape[0])
+    return merged
+
+
+def second_pass(result: ClusterResult, x: torch.Tensor, options: PseudoLabelOptions, micro) -> ClusterResult:
+    """The clusters after --merge or --plda-recluster (``micro``: the reduction of the PLDA re-clustering)."""
+    if options.merge != "none":
+        return merge_clusters(result, x, options)
+    first_keep = select(result, x, options)
+    log.info("first pass: %d clusters; re-clustering with a PLDA trained on its %d kept utterances",
+             result.centers.shape[0], first_keep.sum())
+    return plda_recluster(x, result.labels, first_keep, threshold=options.plda_threshold, micro=micro,
+                          seed=options.seed)
+
+
+def truth_sections(ref_path: str, utts: list[str], clusters: np.ndarray, keep: np.ndarray,
+                   utt2session: str | None = None) -> dict:
+    """Report sections comparing clusters with the true speakers of ``ref_path`` (diagnostics only);
+    with ``utt2session`` (calls, videos, recording rounds) also how the clusters split speakers by session."""
     ref = read_kv(ref_path)
     known = np.array([utt in ref for utt in utts])
     if not known.any():
@@ -166,9 +276,20 @@ def truth_sections(ref_path: str, utts: list[str], clusters: np.ndarray, keep: n
     if not known.all():
         log.warning("%d clustered utterances are not in %s; the diagnostics leave them out", (~known).sum(), ref_path)
     truth = np.array([ref.get(utt, "") for utt in utts])
-    sections = {"truth_all": report.summarize(truth[known], clusters[known])}
-    if (known & keep).any():
-        sections["truth_kept"] = report.summarize(truth[known & keep], clusters[known & keep])
+    sessions = None
+    if utt2session:
+        session_of = read_kv(utt2session)
+        missing = [utt for utt in utts if utt not in session_of]
+        if missing:
+            raise DataDirError(utt2session, 0, f"no session for {len(missing)} clustered utterances, e.g. "
+                                               f"'{missing[0]}'")
+        sessions = np.array([session_of[utt] for utt in utts])
+    sections = {}
+    for name, rows in (("truth_all", known), ("truth_kept", known & keep)):
+        if rows.any():
+            sections[name] = report.summarize(truth[rows], clusters[rows])
+            if sessions is not None:
+                sections[name].update(report.session_splitting(truth[rows], sessions[rows], clusters[rows]))
     return sections
 
 
@@ -235,17 +356,15 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
         if n_micro < x.shape[0]:
             micro = micro_clusters(x, n_micro, options.seed, device)
     result = run_clustering(x, options, device, micro)
+    utt2session = os.path.join(src_data_dir, "utt2session")
+    utt2session = utt2session if os.path.isfile(utt2session) else None
     sections = {}
-    if options.plda_recluster:
-        first_keep = select(result, x, options)
+    if options.plda_recluster or options.merge != "none":
         sections["first_pass"] = clustering_section(result, x)
         if ref_utt2spk:
-            first = truth_sections(ref_utt2spk, utts, result.labels, first_keep)
+            first = truth_sections(ref_utt2spk, utts, result.labels, select(result, x, options), utt2session)
             sections.update({f"first_pass_{name}": value for name, value in first.items()})
-        log.info("first pass: %d clusters; re-clustering with a PLDA trained on its %d kept utterances",
-                 result.centers.shape[0], first_keep.sum())
-        result = plda_recluster(x, result.labels, first_keep, threshold=options.plda_threshold, micro=micro,
-                                seed=options.seed)
+        result = second_pass(result, x, options, micro)
     keep = select(result, x, options)
     if not keep.any():
         raise ValueError(f"no cluster keeps --min-cluster-size {options.min_cluster_size} members; "
@@ -259,21 +378,25 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
     os.makedirs(report_dir, exist_ok=True)
     write_assignments(os.path.join(report_dir, "cluster_assignments.txt"), utts, clusters, result.distances, keep)
     settings = {key: getattr(options, key) for key in (
-        "method", "num_clusters", "threshold", "pca_variance", "plda_recluster", "plda_threshold", "spherical",
+        "method", "num_clusters", "threshold", "pca_variance", "plda_recluster", "plda_threshold", "merge",
+        "merge_threshold", "spherical",
         "subtract_mean", "select", "keep_fraction", "posterior_threshold", "min_cluster_size", "max_cluster_size",
         "seed")}
     if options.threshold is None:
         settings["threshold"] = "none" if options.num_clusters else "auto"
-    if options.plda_threshold is None:
-        settings["plda_threshold"] = "auto"
+    for key in ("plda_threshold", "merge_threshold"):
+        if settings[key] is None:
+            settings[key] = "auto"
     sections = {"settings": {**settings, "device": str(device)}, **sections,
                 "clustering": clustering_section(result, x), "selection": selection}
     if ref_utt2spk:
-        sections.update(truth_sections(ref_utt2spk, utts, clusters, keep))
+        sections.update(truth_sections(ref_utt2spk, utts, clusters, keep, utt2session))
         for name in ("first_pass_truth_all", "truth_all", "truth_kept"):
             if name in sections:
                 s = sections[name]
-                log.info("%s: %d clusters, NMI %.4f, purity %.4f, %.2f clusters per speaker", name,
-                         s["num_clusters"], s["nmi"], s["purity"], s["clusters_per_speaker_mean"])
+                log.info("%s: %d clusters, NMI %.4f, purity %.4f, %.2f clusters per speaker%s", name,
+                         s["num_clusters"], s["nmi"], s["purity"], s["clusters_per_speaker_mean"],
+                         f", {100 * s['sessions_in_largest']:.1f}% of sessions in their speaker's largest cluster"
+                         if "sessions_in_largest" in s else "")
     report.write_report(os.path.join(report_dir, "cluster_report.txt"), sections)
     return sections

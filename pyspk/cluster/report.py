@@ -75,6 +75,44 @@ def summarize(labels_true, labels_pred):
     }
 
 
+def session_splitting(labels_true, sessions, labels_pred):
+    """How far the clusters split speakers along their recording sessions (calls, videos, rounds).
+
+    Over the speakers with two or more sessions: ``sessions_in_largest`` is the
+    share of their (speaker, session) pairs whose utterances lie mostly in the
+    speaker's largest cluster (1.0: every session of a speaker is with the
+    others), ``sessions_split_off`` the share lying wholly in one cluster that
+    is not the speaker's largest (a cluster made of a speaker's session: the
+    classifier would learn to tell the speaker's sessions apart).
+    """
+    t, s, p = _codes(labels_true), _codes(sessions), _codes(labels_pred)
+    if not t.size == s.size == p.size:
+        raise ValueError(f"label arrays differ in length: {t.size}, {s.size}, {p.size}")
+    n_pred = int(p.max()) + 1
+    # The largest cluster of each speaker (ties: the lowest cluster code).
+    spk_cells, spk_counts = np.unique(t * n_pred + p, return_counts=True)
+    largest = np.full(int(t.max()) + 1, -1, dtype=np.int64)
+    best = np.zeros(int(t.max()) + 1, dtype=np.int64)
+    for cell, count in zip(spk_cells, spk_counts, strict=True):
+        spk = cell // n_pred
+        if count > best[spk]:
+            best[spk], largest[spk] = count, cell % n_pred
+    pairs = {}
+    for spk, session, cluster in zip(t, s, p, strict=True):
+        pairs.setdefault((spk, session), []).append(cluster)
+    sessions_of = np.bincount(np.array([spk for spk, _ in pairs], dtype=np.int64), minlength=len(largest))
+    multi = [(spk, clusters) for (spk, _), clusters in pairs.items() if sessions_of[spk] >= 2]
+    if not multi:
+        return {"multi_session_speakers": 0, "session_pairs": 0}
+    in_largest = split_off = 0
+    for spk, clusters in multi:
+        codes, counts = np.unique(clusters, return_counts=True)
+        in_largest += int(codes[np.argmax(counts)] == largest[spk])
+        split_off += int(len(codes) == 1 and codes[0] != largest[spk])
+    return {"multi_session_speakers": int((sessions_of >= 2).sum()), "session_pairs": len(multi),
+            "sessions_in_largest": in_largest / len(multi), "sessions_split_off": split_off / len(multi)}
+
+
 def format_value(value):
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"

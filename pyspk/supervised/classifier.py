@@ -13,10 +13,19 @@ Config section ``classifier``::
     margin_warmup: {start_epoch: 1, end_epoch: 4}   # or null: full margin from the start
     init_model: null       # backbone file to start from (e.g. exp/dino/final.pt)
     init_backbone: null    # which backbone of it (default: the file's default)
+    init_weight: 0.0       # share of init_model's weights mixed into final.pt (WiSE-FT; 0: the trained weights)
     subcenters: 1          # weight vectors per class (sub-centre AAM; 1: plain AAM)
     inter_topk: null       # or {k: 5, margin: 0.06}: extra margin on the k hardest negatives
     balanced_classes: false  # batches draw classes uniformly, then an utterance of the class
     two_step: null         # or {freeze_epochs, lr_scale, train}: trunk frozen first (pyspk.supervised.two_step)
+
+``init_weight`` w > 0 writes ``(1 - w) * trained + w * initial`` for every
+floating-point weight and statistic of the backbone (integer buffers: the
+trained ones): the weight-space ensemble of Wortsman et al. (WiSE-FT, 2022),
+which keeps what the pre-trained (SSL) model knows of conditions the few
+fine-tuning labels do not cover (other sessions, channels) while taking the
+labels' gain; the interpolation is meaningful because fine-tuning from that
+model stays in its basin.
 
 Sub-centres and the inter-top-k margin are described in pyspk.supervised.aam,
 the class-balanced sampler in pyspk.train.data.
@@ -44,10 +53,10 @@ from pyspk.train.wav_data import wav_utterances
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_KEYS = ("margin", "scale", "margin_warmup", "init_model", "init_backbone", "subcenters", "inter_topk",
-                   "balanced_classes", "two_step")
+CLASSIFIER_KEYS = ("margin", "scale", "margin_warmup", "init_model", "init_backbone", "init_weight", "subcenters",
+                   "inter_topk", "balanced_classes", "two_step")
 CLASSIFIER_VALUES = {"subcenters": Value(int, 1), "balanced_classes": Value(bool),
-                     "scale": Value(float, 0, low_open=True)}
+                     "scale": Value(float, 0, low_open=True), "init_weight": Value(float, 0, 1)}
 INTER_TOPK_KEYS = ("k", "margin")
 BACKBONE_NAME = "model"
 
@@ -139,9 +148,16 @@ class ClassifierObjective(Objective):
         counts = np.bincount(labels, minlength=len(self.classes))
         log.info("%d classes from %s/utt2spk, %d to %d utterances each", len(self.classes), self.data_dir,
                  counts.min(), counts.max())
+        self.init_weight = float(cfg.get("init_weight", 0.0))
+        if self.init_weight and not cfg.get("init_model"):
+            raise ConfigError(f"classifier.init_weight {self.init_weight:g} mixes in the initial model's weights: "
+                              "it needs classifier.init_model (--init-model)")
+        self.init_state = None
         if cfg.get("init_model"):
             init_from_file(backbone, cfg["init_model"], cfg.get("init_backbone"))
             log.info("backbone initialised from %s", cfg["init_model"])
+            if self.init_weight:
+                self.init_state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
         self.margin = build_margin_schedule(cfg.get("margin", 0.2), cfg.get("margin_warmup"), steps_per_epoch,
                                             "classifier.margin_warmup")
         head = AAMSoftmax(backbone.embed_dim, len(self.classes), self.margin.margin, float(cfg.get("scale", 30.0)),
@@ -172,6 +188,18 @@ class ClassifierObjective(Objective):
 
     def backbones(self):
         return {BACKBONE_NAME: self.net.backbone}, BACKBONE_NAME
+
+    def final_backbones(self, content):
+        if self.init_state is None:
+            return content
+        w = self.init_weight
+        state = content["backbones"][BACKBONE_NAME]["state_dict"]
+        for key, value in state.items():
+            if value.is_floating_point():
+                initial = self.init_state[key].to(value.device, torch.float64)
+                state[key] = ((1.0 - w) * value.double() + w * initial).to(value.dtype)
+        log.info("final.pt: %g x the trained weights + %g x the initial model's (classifier.init_weight)", 1 - w, w)
+        return content
 
     def schedule_values(self, step):
         return {"margin": self.margin(step)}

@@ -31,7 +31,7 @@ from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml
 from pyspk.device import cleanup_distributed, init_distributed
 from pyspk.fileutil import PathLike, dir_lock
 from pyspk.logutil import setup_logging
-from pyspk.models import save_backbones
+from pyspk.models import backbone_entry, save_backbones, write_backbone_file
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.augment import BatchAugmenter
 from pyspk.train.data import build_loader
@@ -46,13 +46,15 @@ TOP_KEYS = ("objective", "seed", "data", "model", "optim", "train")
 OPTIM_KEYS = ("name", "lr", "lr_reference_batch", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad",
               "clip_mode")
 CLIP_MODES = ("global", "per_param")
-TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "amp", "threads", "sync_batchnorm")
+TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "average_last", "amp", "threads",
+              "sync_batchnorm")
 # What resume() reads from a checkpoint.
 RESUME_KEYS = ("steps_per_epoch", "backbones", "objective", "optimizer", "rng", "step")
 # Types and ranges of the scalar keys (schedules such as optim.lr are checked by build_schedule).
 VALUE_SCHEMAS = {
     "train": {"epochs": Value(int, 1), "log_every": Value(int, 1), "ckpt_every_steps": Value(int, 0),
-              "keep_checkpoints": Value(int, 0), "amp": Value(bool), "threads": Value(int, 0),
+              "keep_checkpoints": Value(int, 0), "average_last": Value(int, 0), "amp": Value(bool),
+              "threads": Value(int, 0),
               "sync_batchnorm": Value(bool)},
     "optim": {"momentum": Value(float, 0, 1), "nesterov": Value(bool), "eps": Value(float, 0, low_open=True),
               "clip_grad": Value(float, 0), "lr_reference_batch": Value(int, 1)},
@@ -154,6 +156,10 @@ class Objective:
     def after_step(self, step: int) -> None:
         """Called after the optimiser step (e.g. an EMA update)."""
 
+    def final_backbones(self, content: dict[str, Any]) -> dict[str, Any]:
+        """The backbone-file dict written to final.pt, given the trained one (e.g. mixed with the initial weights)."""
+        return content
+
     def state_dict(self) -> dict[str, Any]:
         """Extra state to checkpoint besides the backbones (heads, teacher, centre ...)."""
         return {}
@@ -182,6 +188,10 @@ def check_config(config: Mapping[str, Any], objective: Objective) -> None:
         check_values(config[name], schema, name)
     if "epochs" not in config["train"]:
         raise ConfigError("config needs train.epochs")
+    average_last, keep = int(config["train"].get("average_last", 0)), int(config["train"].get("keep_checkpoints", 3))
+    if average_last > 1 and 0 < keep < average_last:
+        raise ConfigError(f"train.average_last ({average_last}) needs train.keep_checkpoints at least as large "
+                          f"(or 0, all kept), got {keep}")
     if config["optim"].get("clip_mode", "global") not in CLIP_MODES:
         raise ConfigError(f"optim.clip_mode must be one of {', '.join(CLIP_MODES)}, "
                           f"got {config['optim'].get('clip_mode')!r}")
@@ -342,10 +352,23 @@ class Trainer:
         return int(state["step"])
 
     def export(self) -> None:
-        """Write the backbones of the finished training to final.pt."""
-        backbones, default = self.objective.backbones()
-        save_backbones(self.final_path, backbones, default,
-                       {"config": self.config, "step": self.total_steps, "epoch": self.epochs})
+        """Write the backbones of the finished training to final.pt: the final weights, or with
+        ``train.average_last`` N > 1 their mean over the last N checkpoints (the final one included),
+        which smooths the end of a short fine-tuning on noisy labels (WeSpeaker averages 10 epochs)."""
+        average_last = int(self.config["train"].get("average_last", 0))
+        if average_last > 1:
+            paths = [path for _, path in ckpt.list_checkpoints(self.ckpt_dir)][-average_last:]
+            if len(paths) < average_last:
+                log.warning("train.average_last %d: only %d checkpoint(s) saved; averaging those", average_last,
+                            len(paths))
+            content = ckpt.average_backbones(paths)
+            log.info("final.pt: the mean of %s", ", ".join(content["averaged_from"]))
+        else:
+            backbones, default = self.objective.backbones()
+            content = {"backbones": {name: backbone_entry(module) for name, module in backbones.items()},
+                       "default_backbone": default}
+        write_backbone_file(self.final_path, {**self.objective.final_backbones(content), "config": self.config,
+                                              "step": self.total_steps, "epoch": self.epochs})
 
     # -- the loop ------------------------------------------------------------
     def _set_schedules(self, step):

@@ -35,6 +35,8 @@ keep_fraction=0.7
 cluster_method=kmeans     # kmeans|minibatch|agglomerative; agglomerative with --num-clusters 0 finds k
 cluster_threshold=auto    # agglomerative, --num-clusters 0: cosine-distance threshold (auto: from the data)
 plda_recluster=false      # second clustering pass on the scores of a PLDA trained on the first
+cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that are one speaker
+pl_init=ssl               # each round's classifier starts from: ssl | previous | scratch
 cluster_select=nearest    # nearest|posterior
 max_cluster_size=0        # most members kept per cluster (0: no limit)
 pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
@@ -67,6 +69,8 @@ help_message="Usage: $0 [options]
   --cluster-method M       kmeans|minibatch|agglomerative ($cluster_method)
   --cluster-threshold T    agglomerative threshold with --num-clusters 0 ($cluster_threshold)
   --plda-recluster B       re-cluster with a PLDA (true|false) ($plda_recluster)
+  --cluster-merge M        none|cosine|plda: merge k-means clusters that are one speaker ($cluster_merge)
+  --pl-init I              ssl|previous|scratch: each round's classifier init ($pl_init)
   --cluster-select S       nearest|posterior ($cluster_select)
   --max-cluster-size N     most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-tag TAG             rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
@@ -97,6 +101,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results"
   --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster"
+  --cluster-merge "$cluster_merge" --pl-init "$pl_init"
   --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --online-aug "$online_aug"
   --adapt-set "$adapt_set" --plda-adapt-scales "$plda_adapt_scales")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null

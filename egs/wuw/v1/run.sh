@@ -34,6 +34,8 @@ classifier_overrides=
 rounds=2
 num_clusters=80           # about the 93 training callers (59 of them unnamed calls), under a tenth of the utterances
 keep_fraction=0.7
+cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that are one speaker
+pl_init=ssl               # each round's classifier starts from: ssl | previous | scratch
 pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
 adapt_set=                # unlabelled in-domain set for the back-end (default with --extra-train: train)
 plda_adapt_scales=0.75,0.25  # within,between shares of the in-domain excess variance (steps/sv_pipeline.sh)
@@ -59,6 +61,8 @@ help_message="Usage: $0 [options]
   --rounds N               pseudo-labelling rounds ($rounds)
   --num-clusters K         k-means clusters ($num_clusters)
   --keep-fraction F        confident share kept per cluster ($keep_fraction)
+  --cluster-merge M        none|cosine|plda: merge k-means clusters that are one speaker ($cluster_merge)
+  --pl-init I              ssl|previous|scratch: each round's classifier init ($pl_init)
   --pl-tag TAG             rounds in <exp>/pl_<ssl>_<TAG>_r<r>
   --adapt-set NAME         data/NAME, unlabelled in-domain data for the back-end: cosine with its mean,
                            PLDA adapted to it (default: none; with --extra-train: train)
@@ -97,6 +101,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set "$train_set" --test-set
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --pl-tag "$pl_tag"
+  --cluster-merge "$cluster_merge" --pl-init "$pl_init"
   --use-vad true --supervised-set train_named --adapt-set "$adapt_set" --exp "$exp" --plda-adapt-scales "$plda_adapt_scales")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
