@@ -16,6 +16,25 @@ from pyspk.augment.noise import coloured_noise
 from pyspk.data.datadir import utt2spk_to_spk2utt, write_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The project's shared real-speech corpora, beside the repository (never copied into it).
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+SHARED_CORPORA = {
+    "wuw_corpus_ii": "WUW Corpus II, real 8 kHz telephone speech (V. Kepuska, doi 10.5772/16242), CC BY-SA 4.0",
+    "arabic_speech_commands": "Arabic Speech Commands (GitHub abdulkaderghandoura/arabic-speech-commands-dataset), "
+                              "CC BY 4.0",
+}
+
+
+def shared_corpus(name, module_level=False):
+    """The path of shared corpus ``name``; a missing one skips the caller with one line naming the corpus and
+    where it comes from, except under CI (CI=true), where its absence is a failure."""
+    path = os.path.join(SHARED_DATA, name)
+    if os.path.isdir(path):
+        return path
+    message = f"{path}: no such corpus ({SHARED_CORPORA[name]}; the project's shared files, ../shared/data)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=module_level)
 
 
 def synth_voice(rng, f0, formants, seconds, sample_rate=16000):

@@ -4,10 +4,11 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, no_traceback
+from conftest import ROOT, no_traceback, shared_corpus
 
 
 def test_loader_bench_runs_on_a_tiny_config():
+    shared_corpus("arabic_speech_commands")  # the bench joins real speech files of it
     command = [sys.executable, os.path.join(ROOT, "bench", "loader.py"), "--config",
                os.path.join(ROOT, "conf", "dino_tiny.yaml"), "--utts", "4", "--seconds", "2", "--batch", "2",
                "--reps", "1", "--device", "cpu"]

@@ -5,13 +5,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, link_recipe, run_script
+from conftest import ROOT, link_recipe, run_script, shared_corpus
 
 from pyspk.data.datadir import DataDir, read_trials
 from pyspk.features.audio import read_audio
 
 RECIPE = os.path.join(ROOT, "egs", "arabic_commands", "v1")
-CORPUS = os.path.join(ROOT, "..", "shared", "data", "arabic_speech_commands")
+CORPUS = shared_corpus("arabic_speech_commands", module_level=True)
 
 
 def session(utt):
@@ -19,7 +19,6 @@ def session(utt):
 
 
 def test_data_prep_joins_keywords_of_one_session_and_keeps_targets_cross_session(tmp_path):
-    assert os.path.isdir(CORPUS), f"{CORPUS}: the shared real-speech corpus is missing"
     data = tmp_path / "data"
     proc = run_script([os.path.join(RECIPE, "local", "data.sh"), "--speakers", "4", "--test-speakers", "2",
                        "--rounds", "2", CORPUS, str(data)], cwd=str(tmp_path))

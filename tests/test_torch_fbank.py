@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, shared_corpus
 
 from pyspk.features.fbank import FBANK_SPEC, FbankConfig, KaldiOptionError, compute_fbank, read_kaldi_conf
 from pyspk.features.torch_fbank import TorchFbank
 
 FBANK_CONF = os.path.join(ROOT, "conf", "fbank.conf")
-CORPUS = os.path.join(ROOT, "..", "shared", "data", "arabic_speech_commands", "dataset")
 TOLERANCE = 2e-3  # max abs difference of log features at float32 (issue 16)
 
 # Option sets on top of conf/fbank.conf; together they change every option that affects the features.
@@ -35,6 +34,10 @@ OPTION_SETS = {
 }
 
 
+def speech_corpus():
+    return os.path.join(shared_corpus("arabic_speech_commands"), "dataset")
+
+
 def fbank_config(**options):
     return FbankConfig({**read_kaldi_conf(FBANK_CONF, FBANK_SPEC), **options})
 
@@ -42,8 +45,8 @@ def fbank_config(**options):
 @pytest.fixture(scope="module")
 def speech():
     """Real utterances of different lengths: 1 to 3 keywords of one speaker and round joined, one cut short."""
-    files = sorted(glob.glob(os.path.join(CORPUS, "*", "00000002_NO_01.flac")))[:6]
-    assert len(files) == 6, f"{CORPUS}: the shared real-speech corpus is missing"
+    files = sorted(glob.glob(os.path.join(speech_corpus(), "*", "00000002_NO_01.flac")))[:6]
+    assert len(files) == 6, f"{speech_corpus()}: fewer than 6 files of speaker 00000002 round 1"
     clips = [sf.read(f, dtype="int16")[0].astype(np.float32) for f in files]
     return [clips[0], np.concatenate(clips[1:3]), np.concatenate(clips[3:6]), clips[5][:12345]]
 
@@ -128,7 +131,7 @@ def test_unsupported_option_is_named():
 def real_speech_data_dir(path):
     """A data dir of four real utterances (two speakers), wav.scp pointing into the shared corpus."""
     os.makedirs(path)
-    utts = {f"{spk}-{word}": os.path.join(CORPUS, word, f"{spk}_NO_01.flac")
+    utts = {f"{spk}-{word}": os.path.join(speech_corpus(), word, f"{spk}_NO_01.flac")
             for spk in ("00000002", "00000003") for word in ("left", "right")}
     with open(os.path.join(path, "wav.scp"), "w") as f:
         f.writelines(f"{utt} {wav}\n" for utt, wav in sorted(utts.items()))

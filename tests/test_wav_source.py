@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import ROOT
+from conftest import ROOT, shared_corpus
 
 from pyspk.config import ConfigError, load_config
 from pyspk.features.fbank import FbankConfig, compute_fbank
@@ -21,7 +21,6 @@ from pyspk.train.data import CropDataset
 from pyspk.train.online_aug import OnlineAugmenter, WavFrontend, fft_convolve, online_aug_options
 from pyspk.train.wav_data import WavCropDataset, build_training_source, crop_samples
 
-CORPUS = os.path.join(ROOT, "..", "shared", "data", "arabic_speech_commands", "dataset")
 FBANK_CONF = os.path.join(ROOT, "conf", "fbank.conf")
 TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
 CROPS = {"global": {"count": 2, "frames": 60}, "local": {"count": 3, "frames": 40}}
@@ -32,10 +31,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def speech_files(count):
     """``count`` real-speech flac files: two speakers per word."""
+    corpus = os.path.join(shared_corpus("arabic_speech_commands"), "dataset")
     files = []
     for word in WORDS:
-        names = sorted(os.listdir(os.path.join(CORPUS, word)))
-        files += [os.path.join(CORPUS, word, n) for n in names[:count // len(WORDS)]]
+        names = sorted(os.listdir(os.path.join(corpus, word)))
+        files += [os.path.join(corpus, word, n) for n in names[:count // len(WORDS)]]
     return files
 
 

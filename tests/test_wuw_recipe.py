@@ -7,14 +7,13 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from conftest import ROOT, link_recipe, run_script
+from conftest import ROOT, link_recipe, run_script, shared_corpus
 
 from pyspk.data.datadir import DataDir, read_trials
 from pyspk.features.audio import read_audio
 
 RECIPE = os.path.join(ROOT, "egs", "wuw", "v1")
-CORPUS = os.path.join(ROOT, "..", "shared", "data", "wuw_corpus_ii")
-ARABIC = os.path.join(ROOT, "..", "shared", "data", "arabic_speech_commands")
+CORPUS = shared_corpus("wuw_corpus_ii", module_level=True)
 # A handful of calls: three named callers with two calls each (one is held out), one named caller
 # with one call held out and one training, two unnamed calls; each in a name group of its own.
 FEW_SPEAKERS = ("wuw001", "wuw020", "wuw026", "wuw002", "wuw003")
@@ -58,7 +57,6 @@ def utt_info(corpus):
 
 
 def test_data_prep_holds_out_named_callers_and_keeps_targets_cross_call(tmp_path):
-    assert os.path.isdir(CORPUS), f"{CORPUS}: the shared telephone corpus is missing"
     data = tmp_path / "data"
     proc = run_script([os.path.join(RECIPE, "local", "data.sh"), CORPUS, str(data)], cwd=str(tmp_path))
     assert "train 862 utterances of 93 speakers (34 named), test 468 of 38" in proc.stderr
@@ -121,8 +119,9 @@ def test_extra_training_data_is_resampled_to_8k_in_the_pipe(tmp_path):
     """--extra-train: another corpus's data dir joins the training pool at 8 kHz; test and labels stay."""
     root = link_recipe(tmp_path, RECIPE)
     extra = tmp_path / "arabic"
+    arabic = shared_corpus("arabic_speech_commands")
     run_script([os.path.join(ROOT, "egs", "arabic_commands", "v1", "local", "data.sh"), "--speakers", "4",
-                "--test-speakers", "2", "--rounds", "2", ARABIC, str(extra)], cwd=str(tmp_path))
+                "--test-speakers", "2", "--rounds", "2", arabic, str(extra)], cwd=str(tmp_path))
     corpus = few_calls_corpus(tmp_path / "corpus")
     proc = run_script(["./run.sh", "--stage", "1", "--stop-stage", "1", "--corpus", corpus, "--test-multicall", "1",
                        "--test-singlecall", "1", "--extra-train", str(extra / "train")], cwd=root)

@@ -37,7 +37,7 @@ fi
 corpus=$1
 data=$2
 
-[ -d "$corpus/dataset" ] || { echo "$0: $corpus/dataset: no such directory (expected the Arabic Speech Commands layout <root>/dataset/<keyword>/<spk>_NO_<round>.flac; relative paths are taken from $PWD)" >&2; exit 1; }
+[ -d "$corpus/dataset" ] || { echo "$0: $corpus/dataset: no such directory (expected the Arabic Speech Commands layout <root>/dataset/<keyword>/<spk>_NO_<round>.flac; relative paths are taken from $PWD). The corpus: Arabic Speech Commands (GitHub abdulkaderghandoura/arabic-speech-commands-dataset), CC BY 4.0, in the project's shared files ../shared/data/arabic_speech_commands" >&2; exit 1; }
 command -v sox >/dev/null || { echo "$0: sox is needed for the wav.scp pipes (tools/install.sh installs it)" >&2; exit 1; }
 
 opts="--test-speakers $test_speakers --keywords-per-utt $keywords_per_utt --speakers $speakers --rounds $rounds --num-trials $num_trials --seed $seed"

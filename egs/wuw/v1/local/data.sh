@@ -37,7 +37,7 @@ fi
 corpus=$1
 data=$2
 
-[ -f "$corpus/utts.tsv" ] || { echo "$0: $corpus/utts.tsv: no such file (expected the WUW Corpus II layout <root>/utts.tsv, <root>/calls/; relative paths are taken from $PWD)" >&2; exit 1; }
+[ -f "$corpus/utts.tsv" ] || { echo "$0: $corpus/utts.tsv: no such file (expected the WUW Corpus II layout <root>/utts.tsv, <root>/calls/; relative paths are taken from $PWD). The corpus: WUW Corpus II, real 8 kHz telephone speech (V. Kepuska, doi 10.5772/16242), CC BY-SA 4.0, in the project's shared files ../shared/data/wuw_corpus_ii" >&2; exit 1; }
 command -v sox >/dev/null || { echo "$0: sox is needed for the wav.scp pipes (tools/install.sh installs it)" >&2; exit 1; }
 
 opts="--test-multicall $test_multicall --test-singlecall $test_singlecall --num-trials $num_trials --max-speaker-share $max_speaker_share --seed $seed"
