@@ -465,6 +465,10 @@ class Trainer:
             with open(self.done_path, "w") as f:
                 f.write(f"step {step}\n")
             log.info("training finished: %s", self.final_path)
+        if self.dist.distributed:
+            # The other processes leave once final.pt is written, so all tear the process group down
+            # together (one leaving mid-export has aborted at exit under load).
+            dist.barrier()
         return step
 
     def _loop(self, step, max_steps):
