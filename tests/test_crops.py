@@ -1,12 +1,14 @@
 """Crop sampling options: non-overlapping crops, a chance of augmented copies per crop group."""
 
+import os
+
 import kaldiio
 import numpy as np
 import pytest
 import torch
 
 from pyspk.config import ConfigError
-from pyspk.train.data import CropDataset
+from pyspk.train.data import CropDataset, loader_workers
 
 CLEAN, COPY = 0.0, 1.0
 
@@ -69,3 +71,9 @@ def test_default_crops_follow_the_original_stream(tmp_path):
             for k, pick in enumerate(picks):
                 start = int(rng.integers(0, 150 - frames + 1))
                 assert out[name][k, 0, 0] == start and out[name][k, 0, 1] == (COPY if pick else CLEAN)
+
+
+def test_loader_workers_are_capped_to_the_process_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert loader_workers(8) == 2 and loader_workers(8, world_size=2) == 1 and loader_workers(8, world_size=4) == 1
+    assert loader_workers(1) == 1 and loader_workers(0, world_size=2) == 0

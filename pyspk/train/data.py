@@ -13,6 +13,7 @@ augmentation runs later, on whole batches on the device (pyspk.train.augment).
 """
 
 import logging
+import os
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -360,6 +361,18 @@ def build_dataset(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> Crop
                        non_overlapping=bool(cfg.get("non_overlapping", False)))
 
 
+def loader_workers(asked: int, world_size: int = 1) -> int:
+    """``data.num_workers``, capped to this process's share of the cores it may run on: more workers than
+    cores only compete with the training for them (a paper-scale config asks for 8 on any machine)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(cores // max(world_size, 1), 1)
+    if asked > share:
+        log.info("data.num_workers %d: %d loader worker(s), this process's share of the %d core(s) available",
+                 asked, share, cores)
+        return share
+    return asked
+
+
 def build_loader(dataset: CropDataset, cfg: Mapping[str, Any], seed: int, rank: int = 0, world_size: int = 1,
                  pin_memory: bool = False, class_labels: Sequence[int] | None = None
                  ) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
@@ -373,7 +386,7 @@ def build_loader(dataset: CropDataset, cfg: Mapping[str, Any], seed: int, rank: 
         if len(class_labels) != len(dataset):
             raise ValueError(f"{len(class_labels)} class labels for {len(dataset)} training utterances")
         sampler = ClassBalancedBatchSampler(class_labels, int(cfg["batch_size"]), seed, rank, world_size)
-    workers = int(cfg.get("num_workers", 0))
+    workers = loader_workers(int(cfg.get("num_workers", 0)), world_size)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                          pin_memory=pin_memory, persistent_workers=False,
                                          prefetch_factor=4 if workers > 0 else None)
