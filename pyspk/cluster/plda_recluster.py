@@ -72,20 +72,28 @@ def auto_llr_threshold(plda, x, seed=0):
     return threshold
 
 
-def plda_recluster(x, labels, keep, *, threshold=None, micro=None, num_em_iters=10, seed=0):
-    """Re-cluster the rows of ``x`` by average-linkage AHC on the LLR of a PLDA trained on ``labels[keep]``.
-
-    ``micro``: ``(labels, sizes)`` of a micro-cluster reduction (None: every
-    point on its own); ``threshold`` None: from the data. Returns a :class:`~pyspk.cluster.kmeans.ClusterResult`
-    with the clusters found (centres: means of the members in ``x``'s space).
-    """
-    started = time.perf_counter()
-    x = torch.as_tensor(x, dtype=torch.float32)
+def cluster_plda(x, labels, keep, num_em_iters=10):
+    """A PLDA trained on the rows ``keep`` of ``x`` with their first-pass cluster ``labels`` as speakers."""
     labels, keep = np.asarray(labels), np.asarray(keep, dtype=bool)
     kept_labels = np.unique(labels[keep], return_inverse=True)[1]
     if kept_labels.size == 0 or kept_labels.max() < 1:
         raise ValueError("the PLDA re-clustering needs at least two first-pass clusters with kept members")
-    plda = estimate_plda(x.numpy()[keep].astype(np.float64), kept_labels, num_em_iters=num_em_iters)
+    return estimate_plda(np.asarray(x, dtype=np.float64)[keep], kept_labels, num_em_iters=num_em_iters)
+
+
+def plda_recluster(x, labels, keep, *, threshold=None, micro=None, num_em_iters=10, seed=0, plda=None):
+    """Re-cluster the rows of ``x`` by average-linkage AHC on the LLR of a PLDA trained on ``labels[keep]``.
+
+    ``micro``: ``(labels, sizes)`` of a micro-cluster reduction (None: every
+    point on its own); ``threshold`` None: from the data; ``plda``: that PLDA
+    when the caller has it already. Returns a :class:`~pyspk.cluster.kmeans.ClusterResult`
+    with the clusters found (centres: means of the members in ``x``'s space).
+    """
+    started = time.perf_counter()
+    x = torch.as_tensor(x, dtype=torch.float32)
+    keep = np.asarray(keep, dtype=bool)
+    if plda is None:
+        plda = cluster_plda(x.numpy(), labels, keep, num_em_iters)
     if threshold is None:
         threshold = auto_llr_threshold(plda, x.numpy(), seed)
     n = x.shape[0]
@@ -95,5 +103,5 @@ def plda_recluster(x, labels, keep, *, threshold=None, micro=None, num_em_iters=
     merged = cut_tree(pairs, heights, len(sizes), threshold=-threshold)
     result = result_from_labels(x, merged[micro_labels], started)
     logger.info("PLDA re-clustering (trained on %d utterances of %d clusters) of %d points: %d clusters at LLR %.3f",
-                keep.sum(), kept_labels.max() + 1, len(sizes), result.centers.shape[0], threshold)
+                keep.sum(), len(np.unique(np.asarray(labels)[keep])), len(sizes), result.centers.shape[0], threshold)
     return result

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from pyspk.backend.embeddings import EmbeddingDir
-from pyspk.backend.plda import estimate_plda
 from pyspk.cluster import report
 from pyspk.cluster.agglomerative import (
     agglomerative,
@@ -28,7 +27,7 @@ from pyspk.cluster.agglomerative import (
     reduction_size,
 )
 from pyspk.cluster.kmeans import ClusterResult, kmeans, length_normalize, minibatch_kmeans
-from pyspk.cluster.plda_recluster import plda_recluster
+from pyspk.cluster.plda_recluster import cluster_plda, plda_recluster
 from pyspk.cluster.select import (
     CopySource,
     cluster_names,
@@ -243,13 +242,14 @@ def merge_clusters(result: ClusterResult, x: torch.Tensor, options: PseudoLabelO
         merged = agglomerative(x, 0, threshold=1.0 - threshold, seed=options.seed, micro=groups)
     else:
         first_keep = select(result, x, options)
+        plda = cluster_plda(x.numpy(), labels, first_keep)  # trained once: for the threshold and the merging
         threshold = options.merge_threshold
         if threshold is None:
-            plda = estimate_plda(x.numpy()[first_keep].astype(np.float64), labels[first_keep])
             y, _ = plda.transform_vectors(x.numpy().astype(np.float64))
             threshold = within_between_threshold(lambda i, j: plda.log_likelihood_ratio(y[i], 1, y[j]), labels,
                                                  options.seed)
-        merged = plda_recluster(x, labels, first_keep, threshold=threshold, micro=groups, seed=options.seed)
+        merged = plda_recluster(x, labels, first_keep, threshold=threshold, micro=groups, seed=options.seed,
+                                plda=plda)
     log.info("merge pass (%s): %d clusters merged into %d", options.merge, len(codes), merged.centers.shape[0])
     return merged
 

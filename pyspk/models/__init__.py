@@ -107,17 +107,22 @@ def backbone_entry(model: torch.nn.Module) -> dict:
     return {"config": copy.deepcopy(model.config), "state_dict": model.state_dict()}
 
 
+def backbone_file_content(backbones: dict[str, torch.nn.Module], default: str) -> dict:
+    """The backbone-file dict of ``backbones`` (name -> model) with ``default`` as the default one."""
+    if default not in backbones:
+        raise ValueError(f"default backbone '{default}' is not among {', '.join(backbones)}")
+    return {"backbones": {name: backbone_entry(model) for name, model in backbones.items()},
+            "default_backbone": default}
+
+
 def save_backbones(path: PathLike, backbones: dict[str, torch.nn.Module], default: str,
                    extra: dict | None = None) -> None:
     """Atomically write a backbone file holding ``backbones`` (name -> model) plus ``extra`` keys."""
-    if default not in backbones:
-        raise ValueError(f"default backbone '{default}' is not among {', '.join(backbones)}")
     extra = dict(extra or {})
     clash = {"backbones", "default_backbone"} & set(extra)
     if clash:
         raise ValueError(f"extra keys {sorted(clash)} are reserved for the backbone file layout")
-    write_backbone_file(path, {"backbones": {name: backbone_entry(model) for name, model in backbones.items()},
-                               "default_backbone": default, **extra})
+    write_backbone_file(path, {**backbone_file_content(backbones, default), **extra})
 
 
 def write_backbone_file(path: PathLike, content: dict) -> None:
@@ -189,7 +194,7 @@ def init_from_file(backbone: Backbone, path: PathLike, name: str | None = None) 
 
 
 __all__ = [
-    "MODELS", "Backbone", "BackboneFileError", "backbone_entry", "build_model", "extract_embeddings",
-    "full_config", "init_from_file", "list_backbones", "load_backbone", "mean_normalise", "read_backbone_entry",
-    "read_backbone_file", "save_backbones",
+    "MODELS", "Backbone", "BackboneFileError", "backbone_entry", "backbone_file_content", "build_model",
+    "extract_embeddings", "full_config", "init_from_file", "list_backbones", "load_backbone", "mean_normalise",
+    "read_backbone_entry", "read_backbone_file", "save_backbones", "write_backbone_file",
 ]

@@ -31,7 +31,7 @@ from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml
 from pyspk.device import cleanup_distributed, init_distributed
 from pyspk.fileutil import PathLike, dir_lock
 from pyspk.logutil import setup_logging
-from pyspk.models import backbone_entry, save_backbones, write_backbone_file
+from pyspk.models import backbone_file_content, save_backbones, write_backbone_file
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.augment import BatchAugmenter
 from pyspk.train.data import build_loader
@@ -364,9 +364,7 @@ class Trainer:
             content = ckpt.average_backbones(paths)
             log.info("final.pt: the mean of %s", ", ".join(content["averaged_from"]))
         else:
-            backbones, default = self.objective.backbones()
-            content = {"backbones": {name: backbone_entry(module) for name, module in backbones.items()},
-                       "default_backbone": default}
+            content = backbone_file_content(*self.objective.backbones())
         write_backbone_file(self.final_path, {**self.objective.final_backbones(content), "config": self.config,
                                               "step": self.total_steps, "epoch": self.epochs})
 
