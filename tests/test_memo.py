@@ -1,5 +1,6 @@
 """MeMo: head routing, dynamic stop of the contrastive term, kill + resume, extraction; DDP for both new trainers."""
 
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from conftest import ROOT, kill_training_at_checkpoint, run_script
 
 from pyspk.config import ConfigError, load_config
 from pyspk.models import list_backbones, load_backbone
-from pyspk.ssl.memo import MeMoObjective, distillation_pairs
+from pyspk.ssl.memo import MeMoObjective, distillation_pairs, rounds_start
 from pyspk.ssl.ntxent import ContrastiveStop
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.loop import Trainer
@@ -27,7 +28,7 @@ TINY = ["model={feat_dim: 40, archs: {resnet: {name: resnet_thin, embed_dim: 16,
         "memo.head={out_dim: 64, hidden_dim: 32, bottleneck_dim: 16, nlayers: 2, use_bn: false, norm_last_layer: true}",
         "data.batch_size=4", "data.num_workers=0", "data.crops.global.frames=40", "data.crops.local.count=1",
         "data.crops.local.frames=30", "train.epochs=2", "train.log_every=1", "train.ckpt_every_steps=1",
-        "train.keep_checkpoints=2", "memo.freeze_last_layer_epochs=0",
+        "train.keep_checkpoints=2", "memo.freeze_last_layer_fraction=0",
         # The contrastive term stops after step 2: window 1 sets the best, window 2 cannot beat it by 10.
         "memo.contrastive.stop={window_steps: 1, patience: 1, min_delta: 10.0, max_epochs: null}"]
 
@@ -116,7 +117,7 @@ def test_contrastive_term_is_off_after_its_stop():
     for step, on in ((0, True), (1, False), (5, False)):
         loss, stats = objective.compute_loss(objective.trainable(), batch, step)
         distill = (stats["self_resnet"] + stats["self_ecapa"]) / 2 \
-            + (stats["cross_resnet_to_ecapa"] + stats["cross_ecapa_to_resnet"]) / 2
+            + (stats["cross_resnet_to_ecapa"] + stats["cross_ecapa_to_resnet"]) / 2 + stats["regulariser"]
         assert bool(stats["contrastive_on"]) == on
         if on:
             assert stats["contrastive"] > 0
@@ -252,3 +253,132 @@ def test_trainer_stays_in_sync_under_two_gloo_processes(feats_dir, tmp_path, whi
         # 16 utterances / (2 x 2) = 4 steps per epoch; both processes stopped the contrastive term at step 2.
         assert ranks[1]["stop"]["stopped_step"] == 2
         assert "contrastive loss stopped at step 2" in (tmp_path / "exp" / "log" / "train.log").read_text()
+
+
+# -- what makes the heads learn: collapse monitor per head, schedules, rounds start (issue 29) ---------
+
+HEADS = [("self", "resnet"), ("self", "ecapa"), ("cross", "resnet"), ("cross", "ecapa")]
+
+
+@pytest.mark.parametrize("mode,arch", HEADS)
+def test_monitor_fires_on_a_forced_uniform_head_and_names_it(mode, arch, caplog):
+    """A teacher head whose logits are all zero gives uniform targets (entropy ln K): its monitor alone warns."""
+    objective = build(tiny_config("memo.head={out_dim: 64, hidden_dim: 32, bottleneck_dim: 16, nlayers: 2, "
+                                  "use_bn: true, norm_last_layer: true}",
+                                  "memo.collapse={entropy_share: 0.999, min_emb_std: 0.0, patience_steps: 3, "
+                                  "check_every: 1}"))
+    assert set(objective.monitors) == {f"{m}_{a}" for m, a in HEADS}
+    head = objective.teacher.heads[mode][arch]
+    with torch.no_grad():
+        head.last_layer.weight_v.zero_()  # F.normalize of a zero row is zero: every logit 0
+    caplog.set_level("WARNING", logger="pyspk.ssl.memo")
+    for step in range(3):
+        _, stats = objective.compute_loss(objective.trainable(), random_batch(step), step)
+        assert stats[f"entropy_{mode}_{arch}"].item() == pytest.approx(math.log(64), rel=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if "possible collapse" in r.getMessage()]
+    assert len(warnings) == 1 and f"of the {mode}_{arch} head" in warnings[0] and "memo.teacher_temp" in warnings[0]
+    assert {name for name, m in objective.monitors.items() if m.warnings} == {f"{mode}_{arch}"}
+
+
+def test_schedules_at_the_first_and_last_step():
+    steps_per_epoch, total = 4, 8
+    objective = build(tiny_config("memo.teacher_temp=0.04", "memo.momentum={lag_fraction: 0.25}",
+                                  "memo.freeze_last_layer_fraction=0.25"), steps_per_epoch)
+    lag = 0.25 * total
+    for step in (0, total - 1):
+        assert objective.teacher_temp(step) == pytest.approx(0.04)
+        assert objective.momentum(step) == pytest.approx(lag / (lag + 1))
+        assert objective.schedule_values(step) == {"teacher_temp": objective.teacher_temp(step),
+                                                   "momentum": objective.momentum(step)}
+    assert objective.freeze_last_layer_steps == 2  # the fraction wins over freeze_last_layer_epochs
+    last_layers = [h.last_layer.weight_v for mode in ("self", "cross") for h in objective.student.heads[mode].values()]
+
+    def grads_after_backward(step):
+        objective.student.zero_grad(set_to_none=True)
+        loss, _ = objective.compute_loss(objective.trainable(), random_batch(), step)
+        loss.backward()
+        objective.after_backward(step)
+        return [p.grad for p in last_layers]
+
+    assert all(g is None for g in grads_after_backward(0))  # first step: every head's last layer frozen
+    assert all(g is None for g in grads_after_backward(1))
+    assert all(g is not None for g in grads_after_backward(2))  # first step after the freeze
+    assert all(g is not None for g in grads_after_backward(total - 1))  # last step
+
+
+def test_regularisers_reach_each_architecture():
+    objective = build(tiny_config("memo.regularisers={diversity: 1.0, redundancy: 0.04, cosine: 0.0}",
+                                  "memo.self_weight=0", "memo.cross_weight=0", "memo.contrastive.weight=0"))
+    loss, stats = objective.compute_loss(objective.trainable(), random_batch(), 0)
+    assert stats["regulariser"] > 0 and loss.item() == pytest.approx(stats["regulariser"].item(), rel=1e-5)
+    loss.backward()
+    for arch in ("resnet", "ecapa"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0
+                   for p in objective.student.backbones[arch].parameters()), arch
+    with pytest.raises(ConfigError, match="unknown key"):
+        build(tiny_config("memo.regularisers={variance: 1.0}"))
+
+
+def test_rounds_start_is_checked():
+    memo = load_config(DEMO)
+    assert rounds_start(memo, "fused") == "teacher_resnet"  # the default (first) teacher's weights
+    assert rounds_start(memo, "resnet") == "teacher_resnet"
+    assert rounds_start(memo, "ecapa") == "teacher_ecapa"
+    with pytest.raises(ConfigError, match="must be fused or one of the MeMo config's architectures"):
+        rounds_start(memo, "tdnn")
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--memo-start", "fused"], None),
+    (["--memo-start", "resnet"], None),
+    (["--memo-start", "tdnn"], "must be fused or one of the MeMo config's architectures (resnet, ecapa)"),
+    # The thin-ResNet classifier cannot start from the ECAPA teacher: said before any work.
+    (["--memo-start", "ecapa"], "model.name: 'resnet_thin' in conf/classifier_demo.yaml, 'ecapa' in the teacher_ecapa"),
+    (["--memo-start", "a b"], "--memo-start must be fused or an architecture name"),
+])
+def test_pipeline_checks_the_memo_start_before_any_work(options, message, tmp_path):
+    results = tmp_path / "results.txt"
+    proc = subprocess.run(["steps/sv_pipeline.sh", "--check-only", "true", "--ssl", "memo", "--ssl-config",
+                           "conf/memo_demo.yaml", "--classifier-config", "conf/classifier_demo.yaml",
+                           "--results", str(results), *options],
+                          check=False, cwd=ROOT, capture_output=True, text=True)
+    if message is None:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert not results.exists()
+
+
+def test_fused_embeddings_give_the_fused_cosine(tmp_path):
+    """Concatenated mean-removed length-normalised embeddings: their cosine is the mean of the systems' cosines."""
+    from pyspk.backend.embeddings import read_vector_scp, write_vector_scp
+    from pyspk.bin.fuse_embeddings import fuse_embeddings, main
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 4)) + 3.0, rng.normal(size=(6, 8))
+    fused = fuse_embeddings([a, b])
+    assert np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-6)
+
+    def cos(m):
+        m = m - m.mean(0)
+        m = m / np.linalg.norm(m, axis=1, keepdims=True)
+        return m @ m.T
+
+    assert np.allclose(fused @ fused.T, (cos(a) + cos(b)) / 2, atol=1e-5)
+    keys = [f"u{i}" for i in range(6)]
+    for name, m, order in (("a", a, keys), ("b", b, keys[::-1])):
+        (tmp_path / name).mkdir()
+        rows = m if order is keys else m[::-1]
+        write_vector_scp(tmp_path / name / "xvector.ark", tmp_path / name / "xvector.scp", order, rows)
+    main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "out")])
+    out_keys, out = read_vector_scp(tmp_path / "out" / "xvector.scp")
+    assert out_keys == keys and np.allclose(out, fused, atol=1e-6)
+
+
+def test_untrained_network_of_a_memo_config_is_its_first_architecture(tmp_path):
+    """Stage 5's untrained baseline (pyspk.bin.init_model) from a MeMo config: its default teacher's architecture."""
+    from pyspk.bin import init_model
+
+    out = str(tmp_path / "untrained.pt")
+    init_model.main(["--config", DEMO, "--seed", "0", out])
+    assert load_backbone(out).config["name"] == "resnet_thin"

@@ -3,8 +3,8 @@
 Usage:
   python -m pyspk.bin.init_model --config <train.yaml> [--seed 0] [--name model] [key.sub=value ...] <out.pt>
 Builds the model described by the config's ``model:`` section (overrides such
-as ``model.channels=256`` apply first) and saves it as a backbone file that
-steps/extract_embeddings.sh reads.
+as ``model.channels=256`` apply first; a MeMo config's first architecture) and
+saves it as a backbone file that steps/extract_embeddings.sh reads.
 e.g.:
   python -m pyspk.bin.init_model --config conf/dino_demo.yaml --seed 0 exp/untrained/final.pt
 """
@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from pyspk.config import ConfigError, load_config
+from pyspk.config import ConfigError, load_config, load_yaml
 from pyspk.logutil import setup_logging
 from pyspk.models import build_model, save_backbones
 
@@ -33,11 +33,19 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        config = load_config(args.config, args.overrides)
+        if "objective" in load_yaml(args.config):  # a training config: overrides as pyspk.bin.train takes them
+            from pyspk.train.objectives import load_training_config
+            config = load_training_config(args.config, args.overrides)
+        else:
+            config = load_config(args.config, args.overrides)
         if not isinstance(config.get("model"), dict):
             raise ConfigError(f"{args.config}: no 'model:' section")
+        model_cfg = config["model"]
+        if "archs" in model_cfg:  # a MeMo config: its default (first) architecture, as its default teacher
+            from pyspk.ssl.memo import arch_configs
+            model_cfg = next(iter(arch_configs(model_cfg).values()))
         torch.manual_seed(args.seed)
-        model = build_model(config["model"])
+        model = build_model(model_cfg)
     except ConfigError as e:
         print(f"init_model: error: {e}", file=sys.stderr)
         sys.exit(1)

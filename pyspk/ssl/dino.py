@@ -224,8 +224,10 @@ class CollapseMonitor:
     logged each time the run reaches a multiple of ``patience_steps``.
     """
 
-    def __init__(self, out_dim, entropy_share=0.97, min_emb_std=0.05, patience_steps=100, check_every=10):
+    def __init__(self, out_dim, entropy_share=0.97, min_emb_std=0.05, patience_steps=100, check_every=10,
+                 section="dino", head=None):
         self.max_entropy = math.log(out_dim)
+        self.section, self.head = section, head
         self.entropy_share, self.min_emb_std = float(entropy_share), float(min_emb_std)
         self.patience_steps, self.check_every = int(patience_steps), max(int(check_every), 1)
         self.run = None
@@ -243,11 +245,66 @@ class CollapseMonitor:
         if not due:
             return None
         self.warnings += 1
-        return (f"possible collapse: for the last {run} steps the teacher entropy was above "
+        head = f" of the {self.head} head" if self.head else ""
+        return (f"possible collapse{head}: for the last {run} steps the teacher entropy was above "
                 f"{self.entropy_share:.0%} of ln(K) = {self.max_entropy:.3f} nats (now {float(teacher_entropy):.3f}) "
                 f"or the embedding spread under {self.min_emb_std} (now {float(emb_std):.3f}): the targets carry "
-                "no signal. Lower dino.teacher_temp (0.04), shorten dino.freeze_last_layer_fraction, clip per "
-                "parameter (optim.clip_mode=per_param), or switch on dino.regularisers / dino.contrastive")
+                f"no signal. Lower {self.section}.teacher_temp (0.04), shorten "
+                f"{self.section}.freeze_last_layer_fraction, clip per parameter (optim.clip_mode=per_param), "
+                f"or switch on {self.section}.regularisers / {self.section}.contrastive")
+
+
+def build_collapse_monitor(cfg, out_dim, section, head=None):
+    """A :class:`CollapseMonitor` from a ``collapse`` config mapping (None: the defaults)."""
+    collapse = dict(cfg or {})
+    check_keys(collapse, COLLAPSE_DEFAULTS, f"{section}.collapse")
+    return CollapseMonitor(out_dim, **{**COLLAPSE_DEFAULTS, **collapse}, section=section, head=head)
+
+
+def freeze_last_layer_steps(cfg, steps_per_epoch, total_steps):
+    """Steps the heads' last layers stay frozen: ``freeze_last_layer_fraction`` of the run (wins
+    when set), else ``freeze_last_layer_epochs`` (default 1)."""
+    if cfg.get("freeze_last_layer_fraction") is not None:
+        return round(float(cfg["freeze_last_layer_fraction"]) * total_steps)
+    return round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
+
+
+def drop_last_layer_grads(heads):
+    """The last layers of ``heads`` take no update this step (the last-layer freeze)."""
+    for head in heads:
+        for p in head.last_layer.parameters():
+            p.grad = None
+
+
+def regulariser_options(cfg, section):
+    """``{diversity, redundancy, cosine}`` weights of a ``regularisers`` mapping (absent: all 0)."""
+    regularisers = dict(cfg or {})
+    check_keys(regularisers, REGULARISER_DEFAULTS, f"{section}.regularisers")
+    return {k: float(v) for k, v in {**REGULARISER_DEFAULTS, **regularisers}.items()}
+
+
+def regulariser_loss(weights, embeddings, teacher_emb, n_views, n_global):
+    """Weighted sum of the RDINO / hyperion terms of one backbone (a zero tensor when all are off).
+
+    ``embeddings``: the student's, crop-major ``(n_views * B, E)``; ``teacher_emb``: ``(n_global * B, E)``.
+    """
+    total = torch.zeros((), device=embeddings.device)
+    if weights["diversity"] > 0 or weights["redundancy"] > 0:
+        # Per crop group (one crop of every utterance), so the batch statistics are over utterances.
+        per_crop = embeddings.view(n_views, -1, embeddings.shape[-1])
+        if weights["diversity"] > 0:
+            total = total + weights["diversity"] * sum(diversity_loss(e) for e in per_crop) / n_views
+        if weights["redundancy"] > 0:
+            total = total + weights["redundancy"] * sum(redundancy_loss(e) for e in per_crop) / n_views
+    if weights["cosine"] > 0:
+        total = total + weights["cosine"] * cross_crop_cosine_loss(embeddings, teacher_emb, n_global)
+    return total
+
+
+def embedding_spread(embeddings):
+    """Per-dimension spread of unit-length embeddings, x sqrt(dim) so ~1 when spread out."""
+    unit = F.normalize(embeddings.float(), dim=-1)
+    return unit.std(0).mean() * math.sqrt(unit.shape[1])
 
 
 def init_backbone(backbone, path):
@@ -319,20 +376,13 @@ class DINOObjective(Objective):
                                                                     "warmup_epochs": 0, "kind": "constant"}),
                                            steps_per_epoch, total_steps, "dino.teacher_temp")
         self.momentum = build_ema_momentum(cfg.get("momentum"), steps_per_epoch, total_steps, "dino.momentum")
-        if cfg.get("freeze_last_layer_fraction") is not None:
-            self.freeze_last_layer_steps = round(float(cfg["freeze_last_layer_fraction"]) * total_steps)
-        else:
-            self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
-        regularisers = dict(cfg.get("regularisers") or {})
-        check_keys(regularisers, REGULARISER_DEFAULTS, "dino.regularisers")
-        self.regularisers = {k: float(v) for k, v in {**REGULARISER_DEFAULTS, **regularisers}.items()}
+        self.freeze_last_layer_steps = freeze_last_layer_steps(cfg, steps_per_epoch, total_steps)
+        self.regularisers = regulariser_options(cfg.get("regularisers"), "dino")
         self.n_views = sum(int(c["count"]) for c in crops.values())
         (self.contrastive_weight, self.contrastive_temp, self.gather,
          self.stop) = contrastive_options(contrastive_cfg, steps_per_epoch, "dino.contrastive", default_weight=0.0)
         self._contrastive_value = None
-        collapse = dict(cfg.get("collapse") or {})
-        check_keys(collapse, COLLAPSE_DEFAULTS, "dino.collapse")
-        self.monitor = CollapseMonitor(head_cfg["out_dim"], **{**COLLAPSE_DEFAULTS, **collapse})
+        self.monitor = build_collapse_monitor(cfg.get("collapse"), head_cfg["out_dim"], "dino")
 
     def trainable(self):
         return self.student
@@ -357,7 +407,7 @@ class DINOObjective(Objective):
             (teacher_out, _), (student_out, contrastive_input) = teacher_out, student_out
         loss, stats = self.loss_fn(student_out, teacher_out, self.student_temp, self.teacher_temp(step))
         self.loss_fn.update_center(teacher_out)
-        regulariser = self.regulariser_loss(embeddings, teacher_emb)
+        regulariser = regulariser_loss(self.regularisers, embeddings, teacher_emb, self.n_views, self.n_global)
         loss = loss + regulariser
         stats["regulariser"] = regulariser.detach()
         self._contrastive_value = None
@@ -368,33 +418,15 @@ class DINOObjective(Objective):
             self._contrastive_value = stats["contrastive"] = contrastive.detach()
         with torch.no_grad():
             stats["student_entropy"] = softmax_entropy(student_out[:batch_size], self.student_temp)
-            # Per-dimension spread of unit-length embeddings, x sqrt(dim) so ~1 when spread out.
-            unit = F.normalize(embeddings[:batch_size].float(), dim=-1)
-            stats["emb_std"] = unit.std(0).mean() * math.sqrt(unit.shape[1])
+            stats["emb_std"] = embedding_spread(embeddings[:batch_size])
         warning = self.monitor.update(step, stats["teacher_entropy"], stats["emb_std"])
         if warning:
             log.warning("step %d: %s", step + 1, warning)
         return loss, stats
 
-    def regulariser_loss(self, embeddings, teacher_emb):
-        """Weighted sum of the configured RDINO / hyperion terms (a zero tensor when all are off)."""
-        total = torch.zeros((), device=embeddings.device)
-        weights = self.regularisers
-        if weights["diversity"] > 0 or weights["redundancy"] > 0:
-            # Per crop group (one crop of every utterance), so the batch statistics are over utterances.
-            per_crop = embeddings.view(self.n_views, -1, embeddings.shape[-1])
-            if weights["diversity"] > 0:
-                total = total + weights["diversity"] * sum(diversity_loss(e) for e in per_crop) / self.n_views
-            if weights["redundancy"] > 0:
-                total = total + weights["redundancy"] * sum(redundancy_loss(e) for e in per_crop) / self.n_views
-        if weights["cosine"] > 0:
-            total = total + weights["cosine"] * cross_crop_cosine_loss(embeddings, teacher_emb, self.n_global)
-        return total
-
     def after_backward(self, step):
         if step < self.freeze_last_layer_steps:
-            for p in self.student.head.last_layer.parameters():
-                p.grad = None
+            drop_last_layer_grads([self.student.head])
 
     def after_step(self, step):
         ema_update(self.teacher, self.student, self.momentum(step))

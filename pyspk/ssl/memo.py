@@ -22,19 +22,29 @@ every step, identical on all processes, and part of the checkpoint.
 
 import copy
 import logging
-import math
 import re
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, check_keys, check_values
 from pyspk.device import average_buffers, distributed_active
 from pyspk.models import build_model
 from pyspk.ssl.contrastive import crop_major
-from pyspk.ssl.dino import DINOHead, DINOLoss, ema_update, head_options
+from pyspk.ssl.dino import (
+    DINO_VALUES,
+    DINOHead,
+    DINOLoss,
+    build_collapse_monitor,
+    drop_last_layer_grads,
+    ema_update,
+    embedding_spread,
+    freeze_last_layer_steps,
+    head_options,
+    regulariser_loss,
+    regulariser_options,
+)
 from pyspk.ssl.ntxent import contrastive_options, nt_xent
 from pyspk.train.loop import Objective
 from pyspk.train.schedules import build_ema_momentum, build_schedule
@@ -42,7 +52,7 @@ from pyspk.train.schedules import build_ema_momentum, build_schedule
 log = logging.getLogger(__name__)
 
 MEMO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs",
-             "self_weight", "cross_weight", "contrastive")
+             "freeze_last_layer_fraction", "self_weight", "cross_weight", "regularisers", "contrastive", "collapse")
 MODES = ("self", "cross")
 HEAD_OUTPUT = {"self": 1, "cross": 2}  # position of each mode's head output in MultiArchNet's tuples
 ARCH_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -101,9 +111,14 @@ class MeMoObjective(Objective):
 
     ``model: {feat_dim, archs: {name: backbone config}}``. Config section
     ``memo``: DINO's ``head``, ``student_temp``, ``teacher_temp``,
-    ``momentum``, ``center_momentum``, ``freeze_last_layer_epochs``;
-    ``self_weight`` / ``cross_weight`` (mean self / cross pair losses are
-    weighted by them); ``contrastive: {weight, temperature, gather_negatives,
+    ``momentum`` (a schedule or ``{lag_fraction}``), ``center_momentum``,
+    ``freeze_last_layer_epochs`` or ``freeze_last_layer_fraction`` (of all
+    steps; wins when set), ``regularisers: {diversity, redundancy, cosine}``
+    (RDINO / hyperion weights on each architecture's embeddings, 0: off),
+    ``collapse`` (one :class:`~pyspk.ssl.dino.CollapseMonitor` per teacher
+    head: self and cross of every architecture); ``self_weight`` /
+    ``cross_weight`` (mean self / cross pair losses are weighted by them);
+    ``contrastive: {weight, temperature, gather_negatives,
     stop: {window_steps, patience, min_delta, max_epochs}}`` (weight 0: off).
     Crops as DINO: ``global`` (teachers and students) and optional ``local``.
     Backbones exported: ``teacher_<arch>`` (the first is the default) and
@@ -118,6 +133,7 @@ class MeMoObjective(Objective):
         if not isinstance(cfg, dict):
             raise ConfigError("config needs a 'memo' section")
         check_keys(cfg, MEMO_KEYS, "memo")
+        check_values(cfg, DINO_VALUES, "memo")
         crops = config["data"]["crops"]
         if "global" not in crops or next(iter(crops)) != "global" or set(crops) - {"global", "local"}:
             raise ConfigError("memo needs data.crops 'global' (first) and optionally 'local'")
@@ -144,10 +160,16 @@ class MeMoObjective(Objective):
         self.teacher_temp = build_schedule(cfg.get("teacher_temp", 0.04), steps_per_epoch, total_steps,
                                            "memo.teacher_temp")
         self.momentum = build_ema_momentum(cfg.get("momentum"), steps_per_epoch, total_steps, "memo.momentum")
-        self.freeze_last_layer_steps = round(float(cfg.get("freeze_last_layer_epochs", 1)) * steps_per_epoch)
+        self.freeze_last_layer_steps = freeze_last_layer_steps(cfg, steps_per_epoch, total_steps)
+        self.regularisers = regulariser_options(cfg.get("regularisers"), "memo")
         self._build_contrastive(cfg.get("contrastive"), steps_per_epoch)
-        self.metric_names = (*(self.pair_name(*p) for p in self.pairs), "contrastive", "contrastive_on",
-                             *(f"emb_std_{a}" for a in self.archs))
+        # One collapse monitor per teacher head (each mode of each architecture), on its target entropy.
+        self.heads_monitored = [f"{mode}_{arch}" for mode in MODES for arch in self.archs]
+        self.monitors = {head: build_collapse_monitor(cfg.get("collapse"), head_cfg["out_dim"], "memo", head)
+                         for head in self.heads_monitored}
+        self.metric_names = (*(self.pair_name(*p) for p in self.pairs),
+                             *(f"entropy_{head}" for head in self.heads_monitored), "regulariser",
+                             "contrastive", "contrastive_on", *(f"emb_std_{a}" for a in self.archs))
 
     def _build_contrastive(self, cfg, steps_per_epoch):
         (self.contrastive_weight, self.contrastive_temp, self.gather,
@@ -169,14 +191,19 @@ class MeMoObjective(Objective):
     def schedule_values(self, step):
         return {"momentum": self.momentum(step), "teacher_temp": self.teacher_temp(step)}
 
-    def pair_losses(self, student_out, teacher_out, step):
-        """``{pair name: DINO loss}``: each pair between the outputs of its own mode's heads only."""
+    def pair_losses(self, student_out, teacher_out, step, entropies=None):
+        """``{pair name: DINO loss}``: each pair between the outputs of its own mode's heads only.
+
+        ``entropies``, a dict if given, receives each teacher head's target entropy (``<mode>_<arch>``).
+        """
         losses = {}
         for mode, t, s in self.pairs:
             out = HEAD_OUTPUT[mode]
-            loss, _ = self.losses[f"{mode}_{t}"](student_out[s][out], teacher_out[t][out],
-                                                 self.student_temp, self.teacher_temp(step))
+            loss, stats = self.losses[f"{mode}_{t}"](student_out[s][out], teacher_out[t][out],
+                                                     self.student_temp, self.teacher_temp(step))
             losses[self.pair_name(mode, t, s)] = loss
+            if entropies is not None:
+                entropies[f"{mode}_{t}"] = stats["teacher_entropy"]
         return losses
 
     def compute_loss(self, model, batch, step):
@@ -187,7 +214,8 @@ class MeMoObjective(Objective):
             self.teacher.train()
             teacher_out = self.teacher(groups[:1])
         student_out = model(groups)
-        pair_losses = self.pair_losses(student_out, teacher_out, step)
+        entropies = {}
+        pair_losses = self.pair_losses(student_out, teacher_out, step, entropies)
         # Each mode's pair losses averaged, then weighted.
         loss = sum(self.weights[mode] * pair_losses[self.pair_name(mode, t, s)] / self.pairs_per_mode[mode]
                    for mode, t, s in self.pairs)
@@ -195,7 +223,13 @@ class MeMoObjective(Objective):
             for arch in self.archs:
                 self.losses[f"{mode}_{arch}"].update_center(teacher_out[arch][HEAD_OUTPUT[mode]])
         stats = {name: value.detach() for name, value in pair_losses.items()}
+        stats.update({f"entropy_{head}": entropies[head] for head in self.heads_monitored})
         zero = torch.zeros((), device=loss.device)
+        # RDINO / hyperion terms on each architecture's own embeddings, averaged as the contrastive term.
+        regulariser = sum(regulariser_loss(self.regularisers, student_out[a][0], teacher_out[a][0], self.n_views,
+                                           self.n_global) for a in self.archs) / len(self.archs)
+        loss = loss + regulariser
+        stats["regulariser"] = regulariser.detach()
         if self.stop.active(step):
             contrastive = sum(nt_xent(student_out[a][0], self.n_views, self.contrastive_temp, self.gather)[0]
                               for a in self.archs) / len(self.archs)
@@ -207,16 +241,17 @@ class MeMoObjective(Objective):
             stats.update(contrastive=zero, contrastive_on=zero)
         with torch.no_grad():
             for arch in self.archs:
-                unit = F.normalize(student_out[arch][0][:batch_size].float(), dim=-1)
-                stats[f"emb_std_{arch}"] = unit.std(0).mean() * math.sqrt(unit.shape[1])
+                stats[f"emb_std_{arch}"] = embedding_spread(student_out[arch][0][:batch_size])
+        for head in self.heads_monitored:
+            warning = self.monitors[head].update(step, stats[f"entropy_{head}"],
+                                                 stats[f"emb_std_{head.split('_', 1)[1]}"])
+            if warning:
+                log.warning("step %d: %s", step + 1, warning)
         return loss, stats
 
     def after_backward(self, step):
         if step < self.freeze_last_layer_steps:
-            for mode in MODES:
-                for head in self.student.heads[mode].values():
-                    for p in head.last_layer.parameters():
-                        p.grad = None
+            drop_last_layer_grads(head for mode in MODES for head in self.student.heads[mode].values())
 
     def after_step(self, step):
         ema_update(self.teacher, self.student, self.momentum(step))
@@ -246,3 +281,19 @@ class MeMoObjective(Objective):
         state = [self.stop.state_dict()]
         dist.broadcast_object_list(state, src=0)
         self.stop.load_state_dict(state[0])
+
+
+def rounds_start(memo_config, start):
+    """The backbone that pseudo-label rounds after MeMo start from, given ``start``.
+
+    ``start``: ``fused`` (round 1 clusters the teachers' fused embeddings; the classifier starts
+    from the default teacher, the first architecture) or an architecture name of
+    ``model.archs`` (that teacher's embeddings and weights). Returns ``teacher_<arch>``;
+    ConfigError when ``start`` is neither. (Whether the classifier's model fits that backbone
+    is the classifier's own check: pyspk.bin.train --check-only --init-backbone.)
+    """
+    archs = list(arch_configs(memo_config.get("model") or {}))
+    if start != "fused" and start not in archs:
+        raise ConfigError(f"--memo-start must be fused or one of the MeMo config's architectures "
+                          f"({', '.join(archs)}), got '{start}'")
+    return f"teacher_{archs[0] if start == 'fused' else start}"
