@@ -2,11 +2,15 @@
 
 ``--config conf/x.yaml`` is read with ``yaml.safe_load`` (a key given twice is an error); overrides
 ``section.key=value`` (value parsed as YAML) replace existing keys only, so a
-typo fails instead of being silently ignored. The merged config is saved
-into the experiment dir.
+typo fails instead of being silently ignored. A training config is loaded with
+pyspk.train.objectives.load_training_config instead: its overrides may set any
+key the objective's tree (pyspk.train.schema) knows, and every value is
+type-checked with its key named. The merged config is saved into the
+experiment dir.
 """
 
 import copy
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,9 +75,11 @@ def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
         node = config
         for depth, key in enumerate(keys):
             if not isinstance(node, dict) or key not in node:
-                known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a mapping)"
+                known = ", ".join(sorted(map(str, node))) if isinstance(node, dict) else "(not a mapping)"
+                close = difflib.get_close_matches(key, list(map(str, node)), n=3) if isinstance(node, dict) else []
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
                 where = ".".join(keys[:depth]) or "<top>"
-                raise ConfigError(f"override '{item}': unknown key '{key}' under {where}; known: {known}")
+                raise ConfigError(f"override '{item}': unknown key '{key}' under {where}{hint}; known: {known}")
             if depth == len(keys) - 1:
                 try:
                     node[key] = yaml.safe_load(raw)

@@ -10,7 +10,8 @@
 # predictions in <exp-dir>/utt2pred.
 #
 # Killing the job and re-running the same command resumes from the latest
-# checkpoint; once <exp-dir>/.done exists only the evaluation runs again.
+# checkpoint; once <exp-dir>/.done exists only the evaluation runs again (a
+# changed config or overrides stop instead, naming what differs).
 set -euo pipefail
 echo "$0 $*"
 
@@ -83,6 +84,9 @@ read -r -a override_args <<< "$overrides"
 set_launcher "$nj_gpus" 1 0 127.0.0.1 "$master_port"
 
 if [ -f "$dir/.done" ]; then
+  # ... with this config: with another config or other overrides it stops here, naming what differs.
+  python -m pyspk.bin.train --check-only --config "$config" "${init_args[@]}" "$train" "$dir" \
+    "${settings[@]}" ${override_args[@]+"${override_args[@]}"} >/dev/null
   echo "$0: $dir/.done exists: training already finished (remove it to train again); evaluating"
 else
   run_or_die "$cmd" "$dir/log/train.log" fine-tuning "${launcher[@]}" -m pyspk.bin.train \

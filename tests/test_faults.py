@@ -310,7 +310,9 @@ def test_unreadable_training_utterances_are_counted(tmp_path):
     assert f"utterance {utts[5]}: cannot read features" in proc.stderr
     assert "epoch 1: skipped 2 unreadable utterances" in proc.stderr
     assert "epoch 2: skipped 2 unreadable utterances" in proc.stderr
-    assert "this run skipped 4 unreadable utterances in all" in proc.stderr
+    # Kaldi's "Done N, failed M" ends the run: 2 epochs of 12 items read, 2 utterances failing in each.
+    assert f"Done 24 utterance reads, failed 4: 2 utterance(s) of {data}/feats.scp" in proc.stderr
+    assert f"({utts[0]}, {utts[5]};" in proc.stderr
     assert os.path.isfile(os.path.join(exp, "final.pt"))
 
 
@@ -402,13 +404,16 @@ def test_back_end_steps_do_nothing_when_finished(tmp_path):
 
 
 # Also ---------------------------------------------------------------------------
-def test_finished_training_says_changed_overrides_were_not_applied(feats40, tmp_path):
+def test_finished_training_rerun_with_changed_overrides_stops(feats40, tmp_path):
+    """Issue 28: it says what differs and stops (no longer a warning and exit 0); tests/test_config_checks.py
+    covers steps/train.sh and its --retrain."""
     exp = str(tmp_path / "exp")
     assert train_dino(feats40, exp, "train.epochs=1").returncode == 0
     before = snapshot(exp)
     proc = train_dino(feats40, exp, "train.epochs=1", "optim.clip_grad=1.0")
-    assert proc.returncode == 0
-    assert f"this run's config differs from {exp}/config.yaml" in proc.stderr and "were not applied" in proc.stderr
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert f"{exp} is a finished training of another config (was -> now: optim.clip_grad: 3.0 -> 1.0)" in proc.stderr
     assert snapshot(exp) == before
 
 

@@ -2,15 +2,26 @@
 
 Adding a training method takes a module with its :class:`~pyspk.train.loop.Objective`,
 one line in :data:`OBJECTIVES` and a config; ``pyspk.bin.train`` and
-``steps/train.sh`` then train it like every other method.
+``steps/train.sh`` then train it like every other method. Its section's keys and
+types in pyspk.train.schema let overrides set keys the YAML leaves out and type-check
+it before any work (without them the section is taken as written).
+
+A config is loaded with :func:`load_training_config` (overrides, types), takes
+the backbone it starts from with :func:`resolve_init_backbone` and is checked
+without data by :func:`check_training_config`; the objective's build checks the rest.
 """
 
-from pyspk.config import ConfigError
+import copy
+import os
+
+from pyspk.config import ConfigError, load_yaml
+from pyspk.models import full_config, read_backbone_entry
 from pyspk.ssl.contrastive import ContrastiveObjective
 from pyspk.ssl.dino import DINOObjective
 from pyspk.ssl.memo import MeMoObjective
 from pyspk.supervised.classifier import ClassifierObjective
-from pyspk.train.loop import Objective, Trainer
+from pyspk.train.loop import Objective, Trainer, check_config, finished_message, training_differences
+from pyspk.train.schema import FROM_INIT, apply_schema_overrides, check_schema, override_origin, training_schema
 from pyspk.transfer.objective import FinetuneObjective
 from pyspk.transfer.stages import run_finetune
 
@@ -29,6 +40,125 @@ def objective_of(config: dict, config_path: str) -> type[Objective]:
     if name not in OBJECTIVES:
         raise ConfigError(f"{config_path}: 'objective' must be one of {', '.join(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name]
+
+
+# The objectives whose network starts from <section>.init_model, and so may take its model section from it.
+INIT_SECTIONS = ("dino", "classifier")
+
+
+def load_training_config(path: str, overrides: list[str] | None = None) -> dict:
+    """The training config ``path`` with ``overrides`` applied, checked before any work.
+
+    Overrides may set any key the objective's tree knows (pyspk.train.schema), in the YAML or
+    not; every value, nested ones included, is type-checked with its key and origin named.
+    """
+    config = load_yaml(path)
+    objective_of(config, path)
+    config = apply_schema_overrides(config, overrides, training_schema)
+    objective_of(config, path)
+    check_schema(config, training_schema(config), override_origin(path, overrides))
+    return config
+
+
+def check_training_config(config: dict, config_path: str) -> None:
+    """The data-free checks of a training config (after :func:`resolve_init_backbone`): keys and sections,
+    the model, the crops, the augmentation and the schedules. The objective's build checks the rest."""
+    from pyspk.train.augment import CHANNEL_DEFAULTS, SPECAUG_DEFAULTS, merged_options
+    from pyspk.train.data import group_aug_probs, parse_crops
+    from pyspk.train.online_aug import online_aug_options
+    from pyspk.train.schedules import build_schedule
+    objective = objective_of(config, config_path)
+    if objective is FinetuneObjective:
+        from pyspk.transfer.stages import check_finetune_config
+        cfg = config.get("finetune")
+        if isinstance(cfg, dict) and not cfg.get("init_model"):  # --check-only without --init-model
+            cfg = {**cfg, "init_model": "(--init-model)"}
+        check_finetune_config({**config, "finetune": cfg})
+    else:
+        check_config(config, objective())
+        default_backbone_configs(config)  # the model section, checked as build_model checks it
+    data = config["data"]
+    crops = parse_crops(data.get("crops"))
+    group_aug_probs(data["crops"], float(data.get("aug_prob", 0.5)))
+    for key, defaults in (("specaug", SPECAUG_DEFAULTS), ("channel", CHANNEL_DEFAULTS)):
+        merged_options(data.get(key), defaults, f"data.{key}")
+    online_aug_options(data.get("online_aug"))
+    for key in ("lr", "weight_decay"):
+        build_schedule(config["optim"].get(key, 0.0), 1, 1, f"optim.{key}")
+    if objective.section in ("dino", "memo"):
+        names = [name for name, _, _ in crops]
+        if names[0] != "global" or set(names) - {"global", "local"}:
+            raise ConfigError(f"{objective.section} needs data.crops 'global' (first) and optionally 'local', "
+                              f"got {', '.join(names)}")
+        if sum(count for _, count, _ in crops) < 2:
+            raise ConfigError(f"{objective.section} needs at least 2 crops in all")
+
+
+def default_backbone_configs(config: dict) -> dict[str, dict]:
+    """``{backbone name: full model config}`` a training of ``config`` exports, its default first."""
+    objective = config.get("objective")
+    if objective == "memo":
+        from pyspk.ssl.memo import arch_configs
+        archs = {name: full_config(cfg) for name, cfg in arch_configs(config["model"]).items()}
+        return {f"{role}_{name}": cfg for role in ("teacher", "student") for name, cfg in archs.items()}
+    if not isinstance(config.get("model"), dict):
+        raise ConfigError("config needs a 'model' section")
+    model = full_config(config["model"])
+    names = {"dino": ("teacher", "student"), "contrastive": ("encoder",)}.get(objective, ("model",))
+    return {name: model for name in names}
+
+
+def init_backbone_of(config: dict, config_path: str) -> tuple[str, dict] | None:
+    """``(description, backbone config)`` of the backbone file the objective's section starts from, if any."""
+    section = objective_of(config, config_path).section
+    cfg = config.get(section)
+    if section not in INIT_SECTIONS or not isinstance(cfg, dict) or not cfg.get("init_model"):
+        return None
+    path, name = cfg["init_model"], cfg.get("init_backbone") if section == "classifier" else None
+    entry = read_backbone_entry(path, name)
+    return f"{path} (backbone {name})" if name else path, entry["config"]
+
+
+def resolve_init_backbone(config: dict, config_path: str, backbone: tuple[str, dict] | None) -> None:
+    """Take the model section from the backbone a training starts from (``backbone``: its description and
+    config, e.g. from :func:`init_backbone_of`).
+
+    The rule: a model section that is absent or ``model: from_init`` is the backbone's config; a model
+    section that is given keeps what it says, and each key it gives must equal the backbone's (keys it
+    leaves out are the backbone's, not the model's defaults). A conflict is a ConfigError naming both
+    values. Without a backbone to start from the model section must be given.
+    """
+    model = config.get("model")
+    if backbone is None:
+        section = objective_of(config, config_path).section
+        if model == FROM_INIT or (model is None and section in INIT_SECTIONS):
+            raise ConfigError(f"{config_path}: model: {model or '(none)'} takes the backbone from "
+                              f"{section}.init_model, which is not set (--init-model)")
+        return
+    source, backbone_config = backbone
+    if isinstance(model, dict):
+        differ = [f"model.{key}: {model[key]!r} in {config_path}, {backbone_config.get(key, '(absent)')!r} "
+                  f"in {source}" for key in model if model[key] != backbone_config.get(key)]
+        if differ:
+            raise ConfigError(f"the model section differs from the backbone it starts from: {'; '.join(differ)}. "
+                              f"Leave those keys out (or write model: {FROM_INIT}) to take the backbone it starts "
+                              "from as it is, or start from a model of this architecture")
+    elif model is not None and model != FROM_INIT:
+        raise ConfigError(f"{config_path}: model must be a mapping or {FROM_INIT}, got {model!r}")
+    config["model"] = copy.deepcopy(backbone_config)
+
+
+def check_finished_experiment(config: dict, exp_dir: str) -> bool:
+    """True when ``exp_dir`` holds a finished training of this very config; ConfigError naming what
+    differs when it was trained with another one; False when it is not finished."""
+    if not os.path.isfile(os.path.join(exp_dir, ".done")):
+        return False
+    saved_path = os.path.join(exp_dir, "config.yaml")
+    if os.path.isfile(saved_path):
+        differ = training_differences(load_yaml(saved_path), config)
+        if differ:
+            raise ConfigError(finished_message(exp_dir, differ))
+    return True
 
 
 def set_init_model(config: dict, config_path: str, init_model: str | None, init_backbone: str | None) -> None:

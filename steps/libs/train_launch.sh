@@ -23,15 +23,6 @@ launch_options_help() {
 HELP
 }
 
-# exit_if_trained <exp-dir>
-# A finished training (<exp-dir>/.done) is not run again: the step exits 0.
-exit_if_trained() {
-  if [ -f "$1/.done" ]; then
-    echo "$0: $1/.done exists: training already finished (remove it to train again)"
-    exit 0
-  fi
-}
-
 # set_launcher <nj-gpus> <num-nodes> <node-rank> <master-addr> <master-port>
 # Sets the array launcher to the Python launcher of a trainer: torchrun with
 # <nj-gpus> processes per node when more than one process takes part, plain
