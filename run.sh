@@ -40,13 +40,21 @@ cluster_select=nearest    # nearest|posterior
 max_cluster_size=0        # most members kept per cluster (0: no limit)
 pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
 pl_init=ssl               # each round's classifier starts from: ssl (the SSL model) | previous | scratch
+memo_start=fused          # --ssl memo: round 1 starts from the teachers' fused embeddings | <arch>
 augment=true              # augmented copies of data/train for training
 rir_dir=                  # RIRS_NOISES; empty: simulated rooms
 musan_dir=                # MUSAN; empty: generated noise, music and babble
 device=auto               # auto (cuda if available), cpu, cuda, cuda:1 ...
 # End configuration section.
 
-help_message="Usage: $0 [options]
+# --help: the header comment above, then steps/sv_pipeline.sh's stages 2-9 and result names (from its
+# header), then the options: generated, so they cannot drift from the headers.
+help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
+
+The pipeline's stages, steps/sv_pipeline.sh (its header):
+$(sed -n '/^# Stages (0 and 1/,/^# Experiment dirs/{/^# Experiment dirs/d;s/^# \{0,1\}/  /p;}' "$(dirname "$0")/steps/sv_pipeline.sh")
+
+Usage: $0 [options]
   --stage N             first stage to run ($stage)
   --stop-stage N        last stage to run ($stop_stage)
   --nj N                parallel jobs ($nj)
@@ -70,6 +78,7 @@ help_message="Usage: $0 [options]
   --max-cluster-size N  most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-tag TAG          rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
   --pl-init ssl|previous|scratch  each round's classifier init; scratch also the upper bound's ($pl_init)
+  --memo-start fused|ARCH  --ssl memo: round 1 from the teachers' fused embeddings or one teacher ($memo_start)
   --augment true|false  augmented copies for training ($augment)
   --rir-dir DIR         RIRS_NOISES directory (default: simulated rooms)
   --musan-dir DIR       MUSAN directory (default: generated sources)
@@ -86,8 +95,8 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides" --rounds "$rounds"
   --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --cluster-method "$cluster_method"
   --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster" --cluster-merge "$cluster_merge" --cluster-select "$cluster_select"
-  --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --pl-init "$pl_init" --augment "$augment"
-  --rir-dir "$rir_dir" --musan-dir "$musan_dir")
+  --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --pl-init "$pl_init" --memo-start "$memo_start"
+  --augment "$augment" --rir-dir "$rir_dir" --musan-dir "$musan_dir")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then

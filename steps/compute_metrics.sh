@@ -2,8 +2,11 @@
 # EER (as Kaldi's compute-eer) and minDCF at p-target 0.01 and 0.05 with
 # c-miss = c-fa = 1 (as Kaldi's sid/compute_min_dcf.py) of a scores file, and
 # one line per system in the results file:
-#   system=<name> EER=3.224% minDCF(p=0.01)=0.3492 minDCF(p=0.05)=0.2101 trials=<trials>
-# Re-running replaces that system's line instead of adding another.
+#   system=<name> EER=3.224% minDCF(p=0.01)=0.3492 minDCF(p=0.05)=0.2101 trials=<trials> scores=<scores>
+# Re-running with the same scores and trials replaces that system's line (or,
+# finished, does nothing). A line of the same system made from other scores
+# (another scores file or trial list: another experiment given the same name)
+# is kept and the step fails, naming it, unless --overwrite true.
 set -euo pipefail
 echo "$0 $*"
 step_settings="$*"  # what a finished run records (steps/libs/step_done.sh)
@@ -16,6 +19,7 @@ p_targets=0.01,0.05
 det_plot=
 hist_plot=
 skip_missing=false
+overwrite=false
 # End configuration section.
 
 help_message="Usage: $0 [options] <trials> <scores-file>
@@ -27,7 +31,9 @@ Options:
   --p-targets <p1,p2,...>      # minDCF target priors (default: $p_targets)
   --det-plot <png>             # write a DET curve here (default: none)
   --hist-plot <png>            # write a target/non-target score histogram here (default: none)
-  --skip-missing <true|false>  # count trials without a score instead of failing (default: $skip_missing)"
+  --skip-missing <true|false>  # count trials without a score instead of failing (default: $skip_missing)
+  --overwrite <true|false>     # replace a line of the same system made from other scores or trials
+                               # (default: $overwrite: fail, naming it)"
 
 . "$(dirname "$0")/../path.sh"
 . "$(dirname "$0")/libs/common.sh"
@@ -44,13 +50,38 @@ name=${name:-$scores}
 
 require_files "$trials" "$scores"
 
+# result_field <key>: the <key>= field of this system's line in the results file (empty: none).
+result_field() {
+  [ -f "$results" ] || return 0
+  awk -v p="system=$name " -v k="$1=" 'index($0, p) == 1 {
+      for (i = 2; i <= NF; i++) if (index($i, k) == 1) { print substr($i, length(k) + 1); exit } }' "$results"
+}
+# has_result: the results file has a line of this system.
+has_result() {
+  [ -f "$results" ] && awk -v p="system=$name " 'index($0, p) == 1 {found = 1} END {exit !found}' "$results"
+}
+# A line of this system from other scores or trials (a line older than the scores= field: its trials) is kept.
+if [ -n "$results" ] && [ "$overwrite" = false ] && has_result; then
+  for key in scores trials; do
+    old=$(result_field $key)
+    new=${!key}
+    if [ -n "$old" ] && [ "$(realpath -m -- "$old")" != "$(realpath -m -- "$new")" ]; then
+      echo "$0: ERROR: $results already has a line of system '$name' made from other scores ($key $old, not $new):" >&2
+      awk -v p="system=$name " 'index($0, p) == 1 {print "  " $0}' "$results" >&2
+      echo "$0: it is kept; name this system otherwise (--name), write another results file (--results)," \
+           "or replace the line with --overwrite true" >&2
+      exit 1
+    fi
+  done
+fi
+
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
 log=$logdir/compute_metrics.$(basename "$scores").log
 marker=$logdir/.compute_metrics.$(basename "$scores").done
 outputs=(${results:+"$results"} ${det_plot:+"$det_plot"} ${hist_plot:+"$hist_plot"})
 if step_is_done "$marker" "$step_settings" "$trials" "$scores" -- "$log" ${outputs[@]+"${outputs[@]}"} && \
-    { [ -z "$results" ] || awk -v p="system=$name " 'index($0, p) == 1 {found = 1} END {exit !found}' "$results"; }; then
+    { [ -z "$results" ] || has_result; }; then
   echo "$0: the metrics of $scores are up to date${results:+ in $results}; nothing to do"
   exit 0
 fi
@@ -59,7 +90,7 @@ rm -f "$marker"
 run_or_die "$cmd" "$log" "computing metrics" \
   python -m pyspk.bin.compute_metrics --name "$name" --results "$results" \
     --p-targets "$p_targets" --det-plot "$det_plot" --hist-plot "$hist_plot" \
-    --skip-missing "$skip_missing" "$trials" "$scores"
+    --skip-missing "$skip_missing" --overwrite "$overwrite" "$trials" "$scores"
 mark_step_done "$marker" "$step_settings"
 grep -E "^(EER|minDCF)" "$log"
 [ -z "$results" ] || echo "$0: updated $results: $(awk -v p="system=$name " 'index($0, p) == 1' "$results")"

@@ -46,7 +46,7 @@ Options:
   --plda-dir <dir|none>         # PLDA back-end (default: <exp-dir>/plda when present)
   --results <file>              # results file (default: <exp-dir>/../results.txt)
   --system <name>               # system of the results lines (default: as steps/sv_pipeline.sh
-                                # names <exp-dir>, e.g. pl_dino_r2 -> dino_pl_r2)
+                                # names them, after <exp-dir>: exp/pl_dino_r2 -> pl_dino_r2)
   --chunk-size <frames>         # chunk length for long utterances (default: $chunk_size)
   --min-chunk-size <frames>     # drop shorter tails, pad shorter utterances (default: $min_chunk_size)
   --torchscript <true|false>    # also write model.torchscript.pt (default: $torchscript)

@@ -9,18 +9,22 @@
 #                      named trials or trials_<name> (e.g. trials_o, trials_e)
 #
 # Stages (0 and 1, install and data preparation, belong to the recipe):
-#   2  fbank and energy VAD of the train and test sets; with --augment true,
-#      augmented copies of the train set (reverb, noise, music, babble, at the
-#      data's sample rate) and their fbank in data/<train-set>_combined, from
-#      which training draws (each copy with its clean utterance's VAD);
-#      with --online-aug true no copies: training reads the audio of
-#      data/<train-set>/wav.scp and augments it on the device (data.source=wav)
+#   2  fbank and energy VAD of the train and test sets (data/<set>/feats.scp,
+#      vad.scp; fbank/); with --augment true, augmented copies of the train
+#      set (reverb, noise, music, babble, at the data's sample rate) and their
+#      fbank in data/<train-set>_combined, from which training draws (each copy
+#      with its clean utterance's VAD); with --online-aug true no copies:
+#      training reads the audio of data/<train-set>/wav.scp and augments it on
+#      the device (data.source=wav)
 #   3  no-training baseline: cosine on per-utterance fbank mean+std
-#   4  self-supervised training (--ssl dino|contrastive|memo) -> <exp>/<config name>
-#   5  embeddings of the untrained network and of the SSL model (MeMo: of each
-#      architecture's teacher) for the train and test sets
+#      -> <exp>/baseline, results fbank_mean_std_cosine
+#   4  self-supervised training (--ssl dino|contrastive|memo) -> <exp>/<config name>/final.pt
+#   5  embeddings of the untrained network (<exp>/untrained) and of the SSL
+#      model (MeMo: of each architecture's teacher) for the train and test sets
+#      -> <model-dir>/xvectors_[<teacher>_]<set>
 #   6  cosine scoring, EER/minDCF and DET plots (MeMo: each teacher and fused);
 #      with --adapt-set also with that unlabelled in-domain set's mean (*_cosine_adapt)
+#      -> <model-dir>/scores/, results untrained_cosine, <config name>_cosine
 #   7  pseudo-labelling rounds 1..R: k-means of the previous round's train
 #      embeddings (--cluster-merge: whole clusters that are one speaker merged),
 #      confident members kept, AAM-softmax classifier on them (and their
@@ -28,17 +32,36 @@
 #      train.average_last and classifier.init_weight shape final.pt),
 #      re-extraction, cosine and PLDA scoring (with --adapt-set also a PLDA
 #      adapted to it, steps/adapt_plda.sh: *_plda_adapt)
+#      -> data/<train-set>_pl_<ssl>[_<tag>]_r<r> (pseudo-labels),
+#      <exp>/pl_<ssl>[_<tag>]_r<r>/{cluster/cluster_report.txt,final.pt,xvectors_*,plda,scores},
+#      results pl_<ssl>[_<tag>]_r<r>_{cosine,plda}
 #   8  supervised upper bound: the same classifier budget on the true labels of
 #      --supervised-set (default the train set; e.g. only its named speakers)
 #      (--supervised false skips it, for a train set without labels)
-#   9  summary of the results file and the clustering reports
+#      -> <exp>/supervised_upper_bound, results supervised_upper_bound_{cosine,plda}
+#   9  summary: prints the results file and the rounds' cluster reports
 #
-# Every trial list is scored. A system's result line is named
-# <system>[_<test-set>][_<list>]: the test set only when it is not the first of
-# --test-sets, the list name <list> of trials_<list> (none for plain "trials").
+# Results: one line per system and trial list in --results (default
+# <exp>/results.txt), named after the experiment dir of the model, so that two
+# configs of one method keep their own lines:
+#   <model>_<back-end>[_<test-set>][_<list>]
+# <model> is the name of the model's experiment dir: the SSL model's (its
+# config's name: exp/dino_rdino -> dino_rdino; MeMo: <name>_<teacher> per
+# teacher and <name>_fused), a round's (pl_dino_r2, pl_dino_ahc_r1),
+# untrained, supervised_upper_bound; the fbank baseline is fbank_mean_std.
+# <back-end> is cosine, cosine_adapt, plda or plda_adapt; the test set only
+# when it is not the first of --test-sets; <list> of trials_<list> (none for
+# plain "trials"). E.g. dino_rdino_cosine, pl_dino_r2_plda_o,
+# supervised_upper_bound_plda_adapt. A line of the same name made from other
+# scores is kept and the run stops (steps/compute_metrics.sh --overwrite).
 # Experiment dirs live under --exp (default exp). Every stage is idempotent:
 # finished work is kept and not rewritten; to redo a piece of it, delete its
-# output (a round: <exp>/pl_<ssl>_r<r>).
+# output (a round: <exp>/pl_<ssl>_r<r>). A finished training (SSL, round or
+# bound) re-run with another config or overrides stops, naming what differs:
+# give the new setup its own --exp (or --pl-tag), or delete the old one. Before
+# any work (and with --check-only true) every config is loaded and checked
+# with its overrides (pyspk.bin.train --check-only), the classifier's model
+# section against the backbone it starts from.
 set -euo pipefail
 echo "$0 $*"
 
@@ -49,7 +72,7 @@ nj=2                      # parallel jobs for features and embeddings
 cmd=                      # job launcher of features and embeddings (default: $train_cmd of cmd.sh)
 gpu_cmd=                  # job launcher of training (default: $cuda_cmd of cmd.sh)
 device=auto               # auto (cuda if available), cpu, cuda, cuda:1 ...
-num_gpus=1                # training processes (DDP); capped to the GPUs found unless --device cpu
+num_gpus=1                # training processes (DDP); capped to the GPUs found (--device cpu: to the cores)
 train_set=train
 test_sets="test"
 ssl=dino                  # dino|contrastive|memo
@@ -71,6 +94,8 @@ min_cluster_size=5        # smaller clusters are dropped
 max_cluster_size=0        # at most this many kept per cluster, most confident first; 0: no limit
 pl_init=ssl               # each round's classifier (and the upper bound) starts from: ssl (the SSL model) |
                           # previous (the last round's; the bound: the SSL model) | scratch (random, as Cho et al.)
+memo_start=fused          # --ssl memo: what round 1 starts from: fused (labels from the teachers' fused embeddings,
+                          # the classifier from the default teacher) | <arch> of model.archs (that teacher's)
 pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>: several clustering/classifier choices side by side
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
@@ -89,14 +114,17 @@ results=                  # default: <exp>/results.txt
 check_only=false          # only check the options (a recipe does so before its own stages)
 # End configuration section.
 
-help_message="Usage: $0 [options]   (run from a recipe directory; see the header of $0)
+# --help prints the header comment above (its stages and what each writes), then the options.
+help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
+
+Usage: $0 [options]   (run from a recipe directory)
 e.g.: $0 --stage 4 --stop-stage 6 --train-set voxceleb2_dev --test-sets voxceleb1 --ssl dino --ssl-config conf/dino_ecapa.yaml
 Options:
   --stage N / --stop-stage N   stages to run, 2..9 ($stage..$stop_stage)
   --nj N                       parallel jobs for features and embeddings ($nj)
   --cmd CMD / --gpu-cmd CMD    job launchers (default: \$train_cmd / \$cuda_cmd of cmd.sh)
   --device DEV                 auto|cpu|cuda[:i] ($device)
-  --num-gpus N                 training processes ($num_gpus); more than the GPUs found only with --device cpu
+  --num-gpus N                 training processes ($num_gpus); capped to the GPUs found (--device cpu: to the cores)
   --train-set NAME             data/NAME, trained on without its labels ($train_set)
   --test-sets 'NAME ...'       data/NAME with trials or trials_<list> files ($test_sets)
   --ssl NAME                   dino|contrastive|memo ($ssl)
@@ -117,7 +145,10 @@ Options:
   --min-cluster-size N         smaller clusters are dropped ($min_cluster_size)
   --max-cluster-size N         most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-init ssl|previous|scratch  each round's classifier init; scratch also for the upper bound ($pl_init)
-  --pl-tag TAG                 rounds in <exp>/pl_<ssl>_<TAG>_r<r>, results <ssl>_pl_<TAG>_r<r> (default: no tag)
+  --memo-start fused|ARCH      --ssl memo: round 1 clusters the teachers' fused embeddings (each mean-removed,
+                               length-normalised, concatenated: the fused cosine) and starts from the default
+                               teacher, or clusters and starts from teacher_ARCH ($memo_start)
+  --pl-tag TAG                 rounds in <exp>/pl_<ssl>_<TAG>_r<r>, results pl_<ssl>_<TAG>_r<r>_* (default: no tag)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
   --online-aug true|false      augment raw audio on the training device instead of stored copies ($online_aug)
@@ -172,15 +203,23 @@ done
 for f in "$ssl_config" "$classifier_config"; do
   [ -f "$f" ] || die "no such config $f (relative paths are taken from the recipe directory $PWD)"
 done
+# MeMo's rounds start (--memo-start): an architecture of the MeMo config, its teacher the backbone the
+# rounds' classifier starts from (checked against the classifier config below).
+memo_backbone=
+if [ $ssl = memo ]; then
+  [[ $memo_start =~ ^[A-Za-z0-9_]+$ ]] || die "--memo-start must be fused or an architecture name, got '$memo_start'"
+  # shellcheck disable=SC2086  # overrides are K=V words
+  memo_backbone=$(python -c 'import sys
+from pyspk.config import ConfigError, load_config
+from pyspk.ssl.memo import rounds_start
+try:
+    print(rounds_start(load_config(sys.argv[1], sys.argv[3:]), sys.argv[2]))
+except ConfigError as e:
+    sys.exit(str(e))' "$ssl_config" "$memo_start" $ssl_overrides) || die "--memo-start $memo_start: see above"
+fi
 [ -n "$test_sets" ] || die "--test-sets is empty"
 [[ $exp =~ ^[A-Za-z0-9._/-]+$ ]] || die "--exp may hold letters, digits, '.', '_', '-' and '/' only, got '$exp'"
 : "${results:=$exp/results.txt}" "${supervised_set:=$train_set}"
-[ $check_only = false ] || exit 0
-for d in $train_set $test_sets $supervised_set $adapt_set; do
-  [ -d data/$d ] || die "no data dir data/$d: run the recipe's data preparation (stage 1) first"
-done
-first_test=${test_sets%% *}
-
 # Online augmentation: every training reads wav.scp and augments on the device, with the same
 # types, corpora and SNRs as the stored copies (values in JSON: train.sh splits overrides on spaces).
 wav_overrides=
@@ -191,26 +230,69 @@ if [ $online_aug = true ]; then
   wav_overrides+="${rir_dir:+,\"rir_dir\":\"$rir_dir\"}${musan_dir:+,\"musan_dir\":\"$musan_dir\"}}"
 fi
 
-# Experiment dirs are named after the config file: conf/dino_demo.yaml -> <exp>/dino_demo.
+# Every config the run trains with, loaded and checked before any work (pyspk.bin.train --check-only):
+# the SSL and classifier configs with their overrides (any key the objective knows, each value's type),
+# and that the classifier's model section fits the backbone it starts from (the SSL model's, which
+# it takes when the section leaves it out; with --pl-init scratch its own).
+if [ $check_only = true ] || { [ $stage -le 8 ] && [ $stop_stage -ge 4 ]; }; then
+  # shellcheck disable=SC2086  # overrides are K=V words
+  if [ $pl_init = scratch ]; then
+    python -m pyspk.bin.train --check-only --config "$ssl_config" $wav_overrides $ssl_overrides >/dev/null &&
+      python -m pyspk.bin.train --check-only --config "$classifier_config" $wav_overrides $classifier_overrides \
+        >/dev/null
+  else
+    python -m pyspk.bin.train --check-only --config "$classifier_config" --init-config "$ssl_config" \
+      --init-overrides "$wav_overrides $ssl_overrides" ${memo_backbone:+--init-backbone "$memo_backbone"} \
+      $wav_overrides $classifier_overrides >/dev/null
+  fi || die "--ssl-config $ssl_config / --classifier-config $classifier_config: see the error above"
+fi
+[ $check_only = false ] || exit 0
+for d in $train_set $test_sets $supervised_set $adapt_set; do
+  [ -d data/$d ] || die "no data dir data/$d: run the recipe's data preparation (stage 1) first"
+done
+first_test=${test_sets%% *}
+
+# Experiment dirs are named after the config file: conf/dino_demo.yaml -> <exp>/dino_demo;
+# result lines after the experiment dir (the header's "Results").
 ssl_exp=$exp/$(basename "$ssl_config" .yaml)
+ssl_name=$(basename "$ssl_exp")
 train_data=$train_set
 [ $augment = false ] || train_data=${train_set}_combined
 num_train_utts=$(wc -l < data/$train_set/utt2spk)
 
-# Never more training processes than devices, unless CPU processes are asked for by name.
-if [ "$num_gpus" -gt 1 ] && [ "$device" != cpu ]; then
+# runs <stage>...: whether this run (--stage..--stop-stage) takes in one of the stages.
+runs() {
+  local st
+  for st in "$@"; do
+    if [ "$stage" -le "$st" ] && [ "$stop_stage" -ge "$st" ]; then return 0; fi
+  done
+  return 1
+}
+
+# Never more training processes than devices (GPUs found; on --device cpu, the cores available):
+# said once, by a run that trains (stages 4, 7, 8).
+if [ "$num_gpus" -gt 1 ] && [ "$device" = cpu ]; then
+  cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # the cores this process may run on
+  if [ "$cores" -lt "$num_gpus" ]; then
+    runs 4 7 8 && warn "--num-gpus $num_gpus with --device cpu but $cores core(s) available:" \
+                       "training with $cores CPU process(es)"
+    num_gpus=$cores
+  fi
+elif [ "$num_gpus" -gt 1 ] && runs 4 7 8; then
   found=$(python -c "import torch; print(torch.cuda.device_count())")
   if [ "$found" -lt "$num_gpus" ]; then
     warn "--num-gpus $num_gpus but $found GPU(s) found: training with $(( found > 0 ? found : 1 )) process(es)" \
-         "(--device cpu --num-gpus N runs N CPU processes on purpose)"
+         "(--device cpu --num-gpus N runs up to N CPU processes, one per core)"
     num_gpus=$(( found > 0 ? found : 1 ))
   fi
 fi
-# A size option larger than the data allows is capped, and said so.
+# A size option larger than the data allows is capped; said once, by a run that clusters (stage 7).
 max_clusters=$(( num_train_utts / 10 > 2 ? num_train_utts / 10 : 2 ))
 if [ "$num_clusters" -gt "$max_clusters" ]; then
-  warn "--num-clusters $num_clusters is more than a tenth of the $num_train_utts utterances of data/$train_set:" \
-       "using $max_clusters"
+  if runs 7 && [ "$rounds" -gt 0 ]; then
+    warn "--num-clusters $num_clusters is more than a tenth of the $num_train_utts utterances of data/$train_set:" \
+         "using $max_clusters"
+  fi
   num_clusters=$max_clusters
 fi
 
@@ -352,9 +434,9 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   if [ $ssl = memo ]; then
     teacher_list=$(memo_teachers)
     mapfile -t teachers <<< "$teacher_list"
-    score_cosine $ssl_exp ${ssl}_${teachers[0]}
+    score_cosine $ssl_exp ${ssl_name}_${teachers[0]}
     for teacher in "${teachers[@]:1}"; do
-      score_cosine $ssl_exp ${ssl}_$teacher $teacher
+      score_cosine $ssl_exp ${ssl_name}_$teacher $teacher
     done
     while read -r t trials suffix; do
       list=$(basename "$trials")_$t
@@ -364,10 +446,10 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       done
       scores=$ssl_exp/scores/cosine_fused_$list
       [ -f "$scores" ] || steps/fuse_scores.sh "$trials" "${fused[@]}" "$scores"
-      metrics "${ssl}_fused_cosine$suffix" "$trials" "$scores" "${scores}_det.png"
+      metrics "${ssl_name}_fused_cosine$suffix" "$trials" "$scores" "${scores}_det.png"
     done < <(trial_lists)
   else
-    score_cosine $ssl_exp $ssl
+    score_cosine $ssl_exp $ssl_name
   fi
 fi
 
@@ -375,19 +457,44 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   prev=$ssl_exp
   ref_opt=()
   [ "$supervised" = false ] || ref_opt=(--ref-utt2spk "data/$train_set/utt2spk")
+  # Round 1's labels: the SSL model's train embeddings; MeMo: --memo-start's (the teachers' fused, or one's).
+  start_xvectors=$ssl_exp/xvectors_$train_set
+  start_backbone=()
+  if [ $ssl = memo ]; then
+    start_backbone=(--init-backbone "$memo_backbone")
+    if [ "$memo_start" = fused ]; then
+      start_xvectors=$ssl_exp/xvectors_fused_$train_set
+      if [ ! -f $start_xvectors/xvector.scp ]; then
+        mapfile -t teachers < <(memo_teachers)
+        fuse_in=("$ssl_exp/xvectors_$train_set")
+        for teacher in "${teachers[@]:1}"; do fuse_in+=("$ssl_exp/xvectors_${teacher}_$train_set"); done
+        python -m pyspk.bin.fuse_embeddings "${fuse_in[@]}" $start_xvectors
+      fi
+    elif [ "$memo_backbone" != "$(memo_teachers | head -n 1)" ]; then
+      start_xvectors=$ssl_exp/xvectors_${memo_backbone}_$train_set
+    fi
+    log "Stage 7: MeMo rounds start from --memo-start $memo_start: labels from $start_xvectors," \
+        "classifier from $memo_backbone"
+  fi
   for r in $(seq 1 $rounds); do
     dir=$exp/pl_${ssl}${pl_tag:+_$pl_tag}_r$r
     pl_data=${train_set}_pl_${ssl}${pl_tag:+_$pl_tag}_r$r
-    init_opt=(--init-model "$ssl_exp/final.pt")
-    [ $pl_init != previous ] || init_opt=(--init-model "$prev/final.pt")
+    init_opt=(--init-model "$ssl_exp/final.pt" ${start_backbone[@]+"${start_backbone[@]}"})
+    [ $pl_init != previous ] || [ "$prev" = "$ssl_exp" ] || init_opt=(--init-model "$prev/final.pt")
     [ $pl_init != scratch ] || init_opt=()
     # The round's own marker: steps/train.sh's <dir>/.done says only that training finished.
     if [ -f $dir/.scored ]; then
+      # ... of this classifier config and overrides: of others it stops, naming what differs.
+      # shellcheck disable=SC2086  # overrides are K=V words
+      python -m pyspk.bin.train --check-only --config $classifier_config ${init_opt[@]+"${init_opt[@]}"} \
+        data/$train_set $dir $wav_overrides $classifier_overrides >/dev/null
       log "Stage 7: round $r/$rounds is finished ($dir/.scored); nothing to do"
       prev=$dir
       continue
     fi
-    log "Stage 7: pseudo-labelling round $r/$rounds (labels from $prev, init from ${init_opt[1]:-scratch}) -> $dir"
+    labels_from=$prev/xvectors_$train_set
+    [ "$prev" != "$ssl_exp" ] || labels_from=$start_xvectors
+    log "Stage 7: pseudo-labelling round $r/$rounds (labels from $labels_from, init from ${init_opt[1]:-scratch}${init_opt[3]:+ ${init_opt[3]}}) -> $dir"
     copies_opt=()
     pl_train=$pl_data
     if [ $augment = true ]; then
@@ -399,12 +506,12 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       --merge-threshold $cluster_merge_threshold --select $cluster_select \
       --keep-fraction $keep_fraction --posterior-threshold $posterior_threshold \
       --min-cluster-size $min_cluster_size --max-cluster-size $max_cluster_size --device $device \
-      "${ref_opt[@]}" "${copies_opt[@]}" $prev/xvectors_$train_set data/$train_set data/$pl_data $dir/cluster
+      "${ref_opt[@]}" "${copies_opt[@]}" "$labels_from" data/$train_set data/$pl_data $dir/cluster
     steps/train.sh --cmd "$gpu_cmd" --nj-gpus $num_gpus --device $device --config $classifier_config \
       --overrides "$wav_overrides $classifier_overrides" ${init_opt[@]+"${init_opt[@]}"} data/$pl_train $dir
     extract $dir "" $embed_sets $pl_data
-    score_cosine $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r
-    score_plda $dir ${ssl}_pl${pl_tag:+_$pl_tag}_r$r $pl_data
+    score_cosine $dir "$(basename $dir)"
+    score_plda $dir "$(basename $dir)" $pl_data
     touch $dir/.scored
     prev=$dir
   done
@@ -412,14 +519,18 @@ fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   dir=$exp/supervised_upper_bound
+  init_opt=(--init-model "$ssl_exp/final.pt")
+  [ $pl_init != scratch ] || init_opt=()
   if [ $supervised = false ]; then
     log "Stage 8: skipped (--supervised false: data/$train_set has no true labels to bound with)"
   elif [ -f $dir/.scored ]; then
+    # ... of this classifier config and overrides: of others it stops, naming what differs.
+    # shellcheck disable=SC2086  # overrides are K=V words
+    python -m pyspk.bin.train --check-only --config $classifier_config ${init_opt[@]+"${init_opt[@]}"} \
+      data/$train_set $dir $wav_overrides $classifier_overrides >/dev/null
     log "Stage 8: the supervised upper bound is finished ($dir/.scored); nothing to do"
   else
     log "Stage 8: supervised upper bound (TRUE speaker labels of data/$supervised_set, same budget) -> $dir"
-    init_opt=(--init-model "$ssl_exp/final.pt")
-    [ $pl_init != scratch ] || init_opt=()
     sup_data=$train_data
     if [ "$supervised_set" != "$train_set" ]; then
       # The labelled subset takes its features and VAD from data/$train_set (same utterances).

@@ -90,10 +90,10 @@ def experiment(tmp_path_factory):
                   ((f"u{i:02d}", x) for i, x in enumerate(train_x)))
     train_plda_backend(train_x, labels).save(exp / "plda")
     (root / "exp" / "results.txt").write_text(
-        "system=dino_cosine EER=30% minDCF(p=0.01)=1.0000 trials=data/test/trials\n"
-        "system=dino_pl_r1_cosine EER=20% minDCF(p=0.01)=0.9000 trials=data/test/trials\n"
-        "system=dino_pl_r1_plda_crosscall EER=21% minDCF(p=0.01)=0.9100 trials=data/test/trials_crosscall\n"
-        "system=dino_pl_r11_cosine EER=25% minDCF(p=0.01)=0.9500 trials=data/test/trials\n")
+        "system=dino_tiny_cosine EER=30% minDCF(p=0.01)=1.0000 trials=data/test/trials\n"
+        "system=pl_dino_r1_cosine EER=20% minDCF(p=0.01)=0.9000 trials=data/test/trials\n"
+        "system=pl_dino_r1_plda_crosscall EER=21% minDCF(p=0.01)=0.9100 trials=data/test/trials_crosscall\n"
+        "system=pl_dino_r11_cosine EER=25% minDCF(p=0.01)=0.9500 trials=data/test/trials\n")
     out = root / "exported"
     run_script(["steps/export_model.sh", "--chunk-size", str(CHUNK_SIZE), "--min-chunk-size", str(MIN_CHUNK_SIZE),
                 str(exp), str(out)])
@@ -113,9 +113,9 @@ def test_export_step_writes_bundle_and_model_card(experiment):
     # The fbank.conf written beside it reads back to the same options.
     assert read_kaldi_conf(out / "fbank.conf", FBANK_SPEC) == content["frontend"]["fbank"]
     card = (out / "README.md").read_text()
-    assert "# dino_pl_r1:" in card
-    assert "system=dino_pl_r1_cosine EER=20%" in card and "system=dino_pl_r1_plda_crosscall" in card
-    assert "dino_pl_r11" not in card and "system=dino_cosine" not in card
+    assert "# pl_dino_r1:" in card
+    assert "system=pl_dino_r1_cosine EER=20%" in card and "system=pl_dino_r1_plda_crosscall" in card
+    assert "pl_dino_r11" not in card and "system=dino_tiny_cosine" not in card
     assert "data/train_pl_dino_r1" in card and "6 steps (2 epochs)" in card and "objective: classifier" in card
     assert os.path.isfile(out / "log" / "export_model.log")
     # A bundle is a backbone file too: the recipe's extraction reads it as it reads final.pt.

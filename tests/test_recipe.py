@@ -10,8 +10,9 @@ from pyspk.data.datadir import DataDir
 from pyspk.train.data import group_copies
 
 SHARED = ("path.sh", "cmd.sh", "utils", "steps", "tools", "local", "conf")
-SYSTEMS = ["fbank_mean_std_cosine", "untrained_cosine", "dino_cosine", "dino_pl_r1_cosine", "dino_pl_r1_plda",
-           "dino_pl_r2_cosine", "dino_pl_r2_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"]
+# Named after the experiment dirs (conf/dino_tiny.yaml -> exp/dino_tiny; rounds exp/pl_dino_r<r>).
+SYSTEMS = ["fbank_mean_std_cosine", "untrained_cosine", "dino_tiny_cosine", "pl_dino_r1_cosine", "pl_dino_r1_plda",
+           "pl_dino_r2_cosine", "pl_dino_r2_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"]
 TINY = ["--nj", "1", "--device", "cpu", "--num-speakers", "8", "--test-speakers", "3", "--utts-per-speaker", "8",
         "--ssl-config", "conf/dino_tiny.yaml", "--classifier-config", "conf/classifier_tiny.yaml",
         "--rounds", "2", "--num-clusters", "4"]
@@ -84,6 +85,23 @@ def test_rerunning_finished_stages_rewrites_nothing(recipe):
     assert [path for path in before if after[path] != before[path]] == []
 
 
+def test_rerun_with_changed_overrides_stops_naming_what_differs(recipe):
+    """Issue 28: a finished SSL model or round re-run with other overrides stops; nothing is written."""
+    root, _ = recipe
+    before = snapshot(root)
+    proc = run_script(["./run.sh", "--stage", "4", "--stop-stage", "4", *TINY, "--ssl-overrides",
+                       "optim.clip_grad=1.0"], cwd=root, check=False)
+    assert proc.returncode == 1
+    assert ("exp/dino_tiny is a finished training of another config (was -> now: optim.clip_grad: 3.0 -> 1.0)"
+            in proc.stderr)
+    proc = run_script(["./run.sh", "--stage", "7", "--stop-stage", "7", *TINY, "--classifier-overrides",
+                       "classifier.scale=20"], cwd=root, check=False)
+    assert proc.returncode == 1
+    assert "exp/pl_dino_r1 is a finished training of another config (was -> now: classifier.scale: 30.0 -> 20)" \
+        in proc.stderr
+    assert snapshot(root) == before
+
+
 def test_tagged_rounds_sit_beside_the_default_ones(recipe):
     # Run after the idempotence test: this adds files.
     root, _ = recipe
@@ -93,7 +111,7 @@ def test_tagged_rounds_sit_beside_the_default_ones(recipe):
     assert "exp/pl_dino_ahc_r1" in proc.stdout
     report = Path(root, "exp", "pl_dino_ahc_r1", "cluster", "cluster_report.txt").read_text()
     assert "settings.method agglomerative" in report
-    assert {"dino_pl_ahc_r1_cosine", "dino_pl_ahc_r1_plda"} <= set(results(root))
+    assert {"pl_dino_ahc_r1_cosine", "pl_dino_ahc_r1_plda"} <= set(results(root))
     assert Path(root, "exp", "pl_dino_r1", "final.pt").stat().st_mtime == before
 
 

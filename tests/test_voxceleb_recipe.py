@@ -81,8 +81,8 @@ def results(recipe):
 def test_every_stage_runs_and_scores_o_e_h(voxceleb_run):
     recipe, _, proc = voxceleb_run
     systems = results(recipe)
-    for system in ("fbank_mean_std_cosine", "untrained_cosine", "dino_cosine", "dino_pl_r1_cosine",
-                   "dino_pl_r1_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"):
+    for system in ("fbank_mean_std_cosine", "untrained_cosine", "dino_tiny_cosine", "pl_dino_r1_cosine",
+                   "pl_dino_r1_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"):
         assert {f"{system}_{t}" for t in "oeh"} <= systems, system
     # The sizes meant for VoxCeleb are capped, with a warning, on a tree this small.
     assert "--num-gpus 8 but 0 GPU(s) found: training with 1 process(es)" in proc.stderr

@@ -150,9 +150,9 @@ def test_recipe_runs_stages_1_to_8_on_a_few_calls(tmp_path):
     with open(os.path.join(root, "exp", "results.txt")) as f:
         systems = {line.split()[0].split("=", 1)[1] for line in f}
     expected = {"fbank_mean_std_cosine"}
-    for system in ("untrained", "dino", "dino_pl_r1", "supervised_upper_bound"):
+    for system in ("untrained", "dino_tiny", "pl_dino_r1", "supervised_upper_bound"):  # the exp dirs' names
         expected |= {f"{system}_cosine", f"{system}_cosine_adapt"}
-        if system in ("dino_pl_r1", "supervised_upper_bound"):
+        if system in ("pl_dino_r1", "supervised_upper_bound"):
             expected |= {f"{system}_plda", f"{system}_plda_adapt"}
     assert systems == {s + suffix for s in expected for suffix in ("", "_crosscall")}
     # Training saw 8 kHz copies; the upper bound trained on the named callers only.
@@ -167,13 +167,13 @@ def test_recipe_runs_stages_1_to_8_on_a_few_calls(tmp_path):
     # a re-run, not taken for finished.
     results = os.path.join(root, "exp", "results.txt")
     with open(results) as f:
-        lines = [line for line in f if "dino_pl_r1_" not in line]
+        lines = [line for line in f if "pl_dino_r1_" not in line]
     with open(results, "w") as f:
         f.writelines(lines)
     os.remove(os.path.join(root, "exp", "pl_dino_r1", ".scored"))
     shutil.rmtree(os.path.join(root, "exp", "pl_dino_r1", "scores"))
     proc = run_script([*args[:2], "7", "--stop-stage", "7", *args[5:]], cwd=root)
     with open(results) as f:
-        assert "dino_pl_r1_plda_crosscall" in f.read()
+        assert "pl_dino_r1_plda_crosscall" in f.read()
     assert os.path.isfile(os.path.join(root, "exp", "pl_dino_r1", ".done"))  # training was not redone
     assert "training already finished" in proc.stdout

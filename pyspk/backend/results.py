@@ -1,4 +1,11 @@
-"""``exp/results.txt``: one line per system, replaced in place when a system is re-scored."""
+"""``exp/results.txt``: one line per system, replaced in place when a system is re-scored.
+
+A line records the trials and the scores file it was computed from
+(``... trials=<file> scores=<file>``). A line of the same system made from
+*other* scores (another scores file or trial list) is not replaced unless
+asked (``overwrite``): two experiments given one name would otherwise
+silently take each other's place.
+"""
 
 import contextlib
 import fcntl
@@ -8,18 +15,76 @@ from collections.abc import Iterable
 from pyspk.fileutil import PathLike, atomic_open
 
 
-def format_result(name: str, eer: float, min_dcfs: Iterable[tuple[float, float]], trials_path: PathLike) -> str:
-    """``system=<name> EER=3.224% minDCF(p=0.01)=0.3492 ... trials=<file>`` (Kaldi's precisions)."""
+class ResultConflict(ValueError):
+    """The results file holds a line of the same system made from other scores."""
+
+
+def format_result(name: str, eer: float, min_dcfs: Iterable[tuple[float, float]], trials_path: PathLike,
+                  scores_path: PathLike | None = None) -> str:
+    """``system=<name> EER=3.224% minDCF(p=0.01)=0.3492 ... trials=<file>[ scores=<file>]`` (Kaldi's precisions)."""
     if any(c.isspace() for c in name) or not name:
         raise ValueError(f"system name must be non-empty without spaces, got '{name}'")
     fields = [f"system={name}", f"EER={100 * eer:.4g}%"]
     fields += [f"minDCF(p={p:g})={value:.4f}" for p, value in min_dcfs]
     fields.append(f"trials={trials_path}")
+    if scores_path is not None:
+        fields.append(f"scores={scores_path}")
     return " ".join(fields)
 
 
-def update_results(path: PathLike, name: str, line: str) -> None:
-    """Put ``line`` into ``path``, replacing the line of the same system (atomic, process-safe)."""
+def line_fields(line: str) -> dict[str, str]:
+    """``{key: value}`` of a results line's ``key=value`` fields (system, EER, trials, scores ...)."""
+    return dict(field.split("=", 1) for field in line.split() if "=" in field)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def conflict(old_line: str, new_line: str) -> str | None:
+    """Why ``new_line`` may not replace ``old_line`` of the same system (None: it may).
+
+    Made from other scores: another ``scores=`` file, or another ``trials=``
+    list (a line written before the scores were recorded is judged by its trials).
+    """
+    old, new = line_fields(old_line), line_fields(new_line)
+    for key in ("scores", "trials"):
+        if key in old and key in new and not _same_file(old[key], new[key]):
+            return f"{key} {old[key]}, not {new[key]}"
+    return None
+
+
+def read_results(path: PathLike) -> list[str]:
+    """The lines of a results file ([] when it does not exist)."""
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+    return []
+
+
+def check_results(path: PathLike, name: str, line: str) -> None:
+    """Raise :class:`ResultConflict` when ``path`` has a line of ``name`` that ``line`` may not replace."""
+    prefix = f"system={name} "
+    for old in read_results(path):
+        if old.startswith(prefix):
+            why = conflict(old, line)
+            if why is not None:
+                raise ResultConflict(
+                    f"{path} already has a line of system '{name}' made from other scores ({why}):\n  {old}\n"
+                    f"it is kept; name this system otherwise (--name), write another results file (--results), "
+                    f"or replace the line with --overwrite true")
+
+
+def update_results(path: PathLike, name: str, line: str, overwrite: bool = True) -> None:
+    """Put ``line`` into ``path``, replacing the line of the same system (atomic, process-safe).
+
+    ``overwrite`` False: a line of the same system made from other scores is
+    kept and :class:`ResultConflict` raised (see :func:`conflict`).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     prefix = f"system={name} "
@@ -27,9 +92,9 @@ def update_results(path: PathLike, name: str, line: str) -> None:
     lock = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        lines = []
-        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        if not overwrite:
+            check_results(path, name, line)
+        lines = read_results(path)
         updated, replaced = [], False
         for old in lines:
             if not old.startswith(prefix):

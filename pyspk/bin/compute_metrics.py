@@ -8,8 +8,10 @@ e.g.:
       --det-plot exp/scores/plda_vox1.det.png data/voxceleb1_test/trials exp/scores/plda_vox1
 
 Prints "EER: ...%" and "minDCF(p-target=...): ..." lines; with --results puts
-the line "system=<name> EER=...% minDCF(p=0.01)=... minDCF(p=0.05)=... trials=<trials>"
-into that file, replacing an earlier line of the same system.
+the line "system=<name> EER=...% minDCF(p=0.01)=... minDCF(p=0.05)=... trials=<trials> scores=<scores>"
+into that file, replacing an earlier line of the same system made from the same
+scores and trials. A line of that system made from other scores (another scores
+file or trial list) is kept and the run fails, naming it, unless --overwrite true.
 """
 
 import argparse
@@ -17,7 +19,7 @@ import logging
 import sys
 
 from pyspk.backend.plots import plot_det, plot_score_histogram
-from pyspk.backend.results import format_result, update_results
+from pyspk.backend.results import ResultConflict, check_results, format_result, update_results
 from pyspk.backend.scoring import match_scores_to_trials
 from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError, read_trials
@@ -45,6 +47,9 @@ def get_parser():
     parser.add_argument("--hist-plot", default="", help="write a target/non-target score histogram PNG here")
     parser.add_argument("--skip-missing", type=bool_arg, default=False,
                         help="count trials without a score instead of failing (default: false)")
+    parser.add_argument("--overwrite", type=bool_arg, default=False,
+                        help="replace a results line of the same system made from other scores or trials "
+                             "(default: false: fail, naming it)")
     parser.add_argument("trials")
     parser.add_argument("scores")
     return parser
@@ -56,6 +61,8 @@ def main(argv=None):
     log = logging.getLogger("compute_metrics")
     name = args.name or args.scores
     try:
+        if args.results and not args.overwrite:  # fail before any work; checked again when writing
+            check_results(args.results, name, format_result(name, 0.0, [], args.trials, args.scores))
         trials = read_trials(args.trials)
         scores, labels, num_skipped = match_scores_to_trials(trials, args.trials, args.scores, args.skip_missing)
         if not labels.any() or labels.all():
@@ -67,13 +74,15 @@ def main(argv=None):
             min_dcf, threshold = min_dcf_and_threshold(scores, labels, p_target)
             log.info("minDCF is %.4f at threshold %.4f (p-target=%g, c-miss=1, c-fa=1)", min_dcf, threshold, p_target)
             min_dcfs.append((p_target, min_dcf))
-        result = format_result(name, eer, min_dcfs, args.trials)
+        result = format_result(name, eer, min_dcfs, args.trials, args.scores)
         if args.results:
-            update_results(args.results, name, result)
+            update_results(args.results, name, result, overwrite=args.overwrite)
         if args.det_plot:
             plot_det({name: (scores, labels)}, args.det_plot, {name: eer})
         if args.hist_plot:
             plot_score_histogram(scores, labels, args.hist_plot, title=name)
+    except ResultConflict as e:
+        sys.exit(f"compute_metrics: ERROR: {e}")
     except (DataDirError, ValueError, OSError) as e:
         sys.exit(f"compute_metrics: {e}")
     log.info("Equal error rate is %.4g%%, at threshold %g", 100 * eer, eer_threshold)

@@ -18,8 +18,7 @@ import argparse
 import logging
 import sys
 
-import kaldiio
-
+from pyspk.data.arkio import MatrixReadError, load_matrix
 from pyspk.data.datadir import DataDir, DataDirError
 from pyspk.features.audio import UtteranceError, shard, utterance_sources
 from pyspk.features.fbank import ArkScpWriter, FbankConfig, KaldiOptionError, prepare_waveform, run_feature_job
@@ -44,7 +43,13 @@ def feature_lengths(data, feats_scp, utts):
     """utt -> number of feature frames, from utt2num_frames or else by reading the features."""
     if data.has("utt2num_frames"):
         return data.utt2num_frames()
-    return {utt: kaldiio.load_mat(feats_scp[utt]).shape[0] for utt in utts}
+    lengths = {}
+    for utt in utts:
+        try:
+            lengths[utt] = load_matrix(feats_scp[utt]).shape[0]
+        except MatrixReadError as e:
+            raise MatrixReadError(f"utterance '{utt}': {e}") from None
+    return lengths
 
 
 def main(argv=None):

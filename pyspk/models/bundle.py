@@ -151,12 +151,26 @@ def kaldi_conf_text(values: Mapping[str, Any], spec: Mapping[str, Option]) -> st
     return "".join(f"--{name}={text(values[name])}\n" for name, option in spec.items() if option.target is not None)
 
 
-def pipeline_system_name(exp_dir: PathLike, objective: str | None, backbone: str | None) -> str:
-    """The system name steps/sv_pipeline.sh gives an experiment dir's results lines.
+def pipeline_system_name(exp_dir: PathLike, objective: str | None = None, backbone: str | None = None) -> str:
+    """The system name steps/sv_pipeline.sh gives an experiment dir's results lines: the dir's name.
+
+    <exp>/dino_rdino -> dino_rdino, <exp>/pl_dino_r2 -> pl_dino_r2,
+    untrained, supervised_upper_bound; a MeMo teacher: <dir>_<teacher>
+    (memo_demo_teacher_ecapa). ``objective`` is unused (the names of
+    :func:`legacy_pipeline_system_name` took it).
+    """
+    name = os.path.basename(os.path.normpath(os.fspath(exp_dir)))
+    if backbone and backbone.startswith("teacher_"):
+        return f"{name}_{backbone}"
+    return name
+
+
+def legacy_pipeline_system_name(exp_dir: PathLike, objective: str | None, backbone: str | None) -> str:
+    """The name results lines had before they were named after the experiment dir (issue 28).
 
     pl_<ssl>[_<tag>]_r<r> -> <ssl>_pl[_<tag>]_r<r>; untrained and
-    supervised_upper_bound keep their names; the SSL model's dir is named after
-    its config, its systems after the method (MeMo: memo_<teacher>).
+    supervised_upper_bound keep their names; the SSL model's dir: the method
+    (MeMo: memo_<teacher>).
     """
     name = os.path.basename(os.path.normpath(os.fspath(exp_dir)))
     match = re.fullmatch(r"pl_([^_]+)(_.+)?_r(\d+)", name)
@@ -178,6 +192,19 @@ def system_result_lines(results_path: PathLike, system: str) -> list[str]:
         return [line.rstrip("\n") for line in f if pattern.match(line)]
 
 
+def experiment_result_lines(results_path: PathLike, exp_dir: PathLike, objective: str | None,
+                            backbone: str | None) -> tuple[str, list[str]]:
+    """``(system, lines)`` of an experiment dir in a results file: lines named after the dir, else (a results
+    file written before they were) the lines of its old name that do not name their scores file."""
+    system = pipeline_system_name(exp_dir, objective, backbone)
+    lines = system_result_lines(results_path, system)
+    if lines:
+        return system, lines
+    legacy = legacy_pipeline_system_name(exp_dir, objective, backbone)
+    old_lines = [line for line in system_result_lines(results_path, legacy) if " scores=" not in line]
+    return (legacy, old_lines) if old_lines else (system, [])
+
+
 def training_data_dir(exp_dir: PathLike) -> str | None:
     """The data dir the training command of ``<exp-dir>/log/launch.log`` (its first line) was given."""
     from pyspk.bin.train import get_parser
@@ -190,7 +217,10 @@ def training_data_dir(exp_dir: PathLike) -> str | None:
     if "pyspk.bin.train" not in words:
         return None
     args, _ = get_parser().parse_known_args(words[words.index("pyspk.bin.train") + 1:])
-    return args.data_dir
+    if hasattr(args, "data_dir"):
+        return args.data_dir
+    # <data-dir> <exp-dir> [section.key=value ...] as one list: the first word without '='.
+    return next((word for word in getattr(args, "args", []) if "=" not in word), None)
 
 
 def bundle_from_experiment(exp_dir: PathLike, fbank_conf: PathLike, vad_conf: PathLike, use_vad: bool | None = None,
@@ -227,14 +257,17 @@ def bundle_from_experiment(exp_dir: PathLike, fbank_conf: PathLike, vad_conf: Pa
         plda_dir = os.path.join(exp_dir, "plda") if os.path.isfile(os.path.join(exp_dir, "plda", "plda")) else ""
     plda = PldaBackend.load(plda_dir) if plda_dir else None
     objective = (config or {}).get("objective")
-    system = system or pipeline_system_name(exp_dir, objective, name)
     if results is None:
         results = os.path.join(os.path.dirname(os.path.abspath(exp_dir)), "results.txt")
+    if system:
+        lines = system_result_lines(results, system)
+    else:
+        system, lines = experiment_result_lines(results, exp_dir, objective, name)
     card = {"exp_dir": exp_dir, "model_file": model_file, "backbone": name, "system": system,
             "objective": objective, "training_config": config, "data_dir": training_data_dir(exp_dir),
             "steps": content.get("step"), "epochs": content.get("epoch"),
             "fbank_conf": os.fspath(fbank_conf), "vad_conf": os.fspath(vad_conf),
             "mean_dir": os.fspath(mean_dir) or None, "plda_dir": os.fspath(plda_dir) or None,
             "plda_info": None if plda is None else dict(plda.info),
-            "results_file": os.fspath(results), "results": system_result_lines(results, system)}
+            "results_file": os.fspath(results), "results": lines}
     return make_bundle(entry, fbank, vad, use_vad, chunk_size, min_chunk_size, mean, plda, card, name)

@@ -24,6 +24,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
+from pyspk.data.arkio import load_matrix
 from pyspk.fileutil import PathLike, atomic_open, atomic_path
 
 log = logging.getLogger(__name__)
@@ -153,12 +154,12 @@ def iter_features(feats_scp: Mapping[str, str], utts: Iterable[str], feat_dim: i
             try:
                 if utt not in feats_scp:
                     raise ValueError("not in feats.scp")
-                feats = np.asarray(kaldiio.load_mat(feats_scp[utt], fd_dict=open_files), dtype=np.float32)
+                feats = np.asarray(load_matrix(feats_scp[utt], fd_dict=open_files), dtype=np.float32)
                 _check_features(feats, feat_dim)
                 if vad_scp is not None:
                     if utt not in vad_scp:
                         raise ValueError("not in vad.scp")
-                    feats = select_voiced(feats, kaldiio.load_mat(vad_scp[utt], fd_dict=open_files))
+                    feats = select_voiced(feats, load_matrix(vad_scp[utt], fd_dict=open_files))
             except Exception as e:  # any reading problem fails this utterance only
                 reason = f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
                 log.warning("%s: failed: %s", utt, reason)

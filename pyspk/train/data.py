@@ -17,11 +17,11 @@ import os
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import kaldiio
 import numpy as np
 import torch
 
 from pyspk.config import ConfigError, check_keys
+from pyspk.data.arkio import load_matrix
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, read_table
 from pyspk.fileutil import PathLike
 
@@ -126,7 +126,7 @@ def voiced_frames(vad_scp: Mapping[str, str] | None, utt: str, length: int) -> n
     with fewer than MIN_VOICED_FRAMES voiced frames."""
     if vad_scp is None or utt not in vad_scp:
         return None
-    voiced = np.asarray(kaldiio.load_mat(vad_scp[utt])) > 0.5
+    voiced = np.asarray(load_matrix(vad_scp[utt])) > 0.5
     if len(voiced) != length or voiced.sum() < MIN_VOICED_FRAMES:
         return None
     return voiced
@@ -182,7 +182,7 @@ class CropDataset(torch.utils.data.Dataset):
 
     def load(self, utt: str) -> np.ndarray:
         """The feature matrix of ``utt`` (VAD-selected when enabled) as float32."""
-        mat = np.asarray(kaldiio.load_mat(self.feats[utt]), dtype=np.float32)
+        mat = np.asarray(load_matrix(self.feats[utt]), dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] == 0:
             raise ValueError(f"expected a non-empty matrix, got shape {mat.shape}")
         if not np.isfinite(mat).all():  # cheap next to the read; else the loss turns NaN with no utterance named

@@ -31,7 +31,7 @@ from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml
 from pyspk.device import cleanup_distributed, init_distributed
 from pyspk.fileutil import PathLike, dir_lock
 from pyspk.logutil import setup_logging
-from pyspk.models import backbone_file_content, save_backbones, write_backbone_file
+from pyspk.models import backbone_file_content, full_config, save_backbones, write_backbone_file
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.augment import BatchAugmenter
 from pyspk.train.data import build_loader
@@ -197,6 +197,42 @@ def check_config(config: Mapping[str, Any], objective: Objective) -> None:
                           f"got {config['optim'].get('clip_mode')!r}")
 
 
+def training_differences(saved: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """:func:`config_differences` of two training configs, each model section with its defaults filled
+    in (a section that left keys to the defaults, or to the backbone it started from, trains the same)."""
+    def comparable(cfg):
+        model = cfg.get("model")
+        if isinstance(model, dict) and "name" in model:
+            with contextlib.suppress(ConfigError):
+                return {**cfg, "model": full_config(model)}
+        return cfg
+    return config_differences(comparable(saved), comparable(config))
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``["key.sub: <old> -> <new>", ...]``: the keys whose values differ between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in new:
+                out.append(f"{path}: {old[key]!r} -> (absent)")
+            elif key not in old:
+                out.append(f"{path}: (absent) -> {new[key]!r}")
+            else:
+                out += config_differences(old[key], new[key], path)
+        return out
+    return [] if old == new else [f"{prefix or 'config'}: {old!r} -> {new!r}"]
+
+
+def finished_message(exp_dir: PathLike, differ: list[str]) -> str:
+    """Why a finished training is not re-run with a changed config, and what to do instead."""
+    shown = "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else "")
+    return (f"{exp_dir} is a finished training of another config (was -> now: {shown}); nothing was changed. "
+            f"Train this config into a new experiment dir, or retrain {exp_dir} in place with "
+            f"steps/train.sh --retrain true (or remove it first)")
+
+
 def build_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """SGD or AdamW (``optim.name``) over parameter ``groups``; the trainer sets lr and weight decay per step."""
     name = cfg.get("name", "sgd")
@@ -256,7 +292,7 @@ class Trainer:
         """Save the merged config; refuse to resume an experiment started with another one."""
         config_path = os.path.join(self.exp_dir, "config.yaml")
         if (os.path.isfile(config_path) and ckpt.find_latest(self.ckpt_dir)
-                and load_yaml(config_path) != self.config):
+                and training_differences(load_yaml(config_path), self.config)):
             raise ConfigError(f"{config_path}: differs from this run's config and checkpoints exist; "
                               "use a new experiment dir or the same config to resume")
         if self.dist.is_main:
@@ -431,15 +467,15 @@ class Trainer:
             cleanup_distributed()
 
     def _finished(self):
-        """True (and say so) when the experiment dir holds a finished training."""
+        """True (and say so) when the experiment dir holds a finished training of this config; a finished
+        training of another config (changed --config or overrides) is a ConfigError naming what differs."""
         if not os.path.isfile(self.done_path):
             return False
-        log.info("%s exists: training already finished, nothing to do", self.done_path)
         config_path = os.path.join(self.exp_dir, "config.yaml")
-        if os.path.isfile(config_path) and load_yaml(config_path) != self.config:
-            log.warning("this run's config differs from %s (changed --config or overrides); they were not "
-                        "applied: the training is finished (use a new experiment dir to train with them)",
-                        config_path)
+        differ = training_differences(load_yaml(config_path), self.config) if os.path.isfile(config_path) else []
+        if differ:
+            raise ConfigError(finished_message(self.exp_dir, differ))
+        log.info("%s exists: training already finished with this config, nothing to do", self.done_path)
         return True
 
     def _run_locked(self, max_steps):
@@ -479,7 +515,7 @@ class Trainer:
                         mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
         self.objective.trainable().train()
         sums, count, elapsed, data_time = {}, 0, 0.0, 0.0
-        skipped_run = 0
+        read_run, skipped_run, unreadable = 0, 0, set()  # this run's reads, failed reads, unreadable items
         while step < stop:
             skipped_epoch = 0
             epoch = step // self.steps_per_epoch
@@ -487,7 +523,12 @@ class Trainer:
             tick = time.perf_counter()
             for batch in self.loader:
                 fetched = time.perf_counter()
-                skipped_epoch += int(batch.pop("skipped").sum())
+                skipped = batch.pop("skipped")
+                read_run += len(skipped)
+                if skipped.any():  # item i read utterance index[i] after skipped[i] unreadable ones before it
+                    skipped_epoch += int(skipped.sum())
+                    for current, passed in zip(batch["index"].tolist(), skipped.tolist(), strict=True):
+                        unreadable.update((current - k) % len(self.dataset) for k in range(1, passed + 1))
                 loss, stats, lr, wd = self._train_step(batch, step)
                 step += 1
                 for name, value in [("loss", loss), *stats.items()]:
@@ -520,9 +561,23 @@ class Trainer:
                 log.warning("epoch %d%s: skipped %d unreadable utterances (named in the warnings above)",
                             epoch + 1, "" if step % self.steps_per_epoch == 0 else " (part)", skipped_epoch)
         progress.close()
-        if skipped_run:
-            log.warning("this run skipped %d unreadable utterances in all", skipped_run)
+        self._log_reads(self._count_all_processes(read_run), skipped_run, unreadable)
         return step
+
+    def _log_reads(self, done, failed, unreadable):
+        """Kaldi's "Done N, failed M" of this run's reads of training utterances (all processes)."""
+        if self.dist.distributed:
+            gathered = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, sorted(unreadable))
+            unreadable = set().union(*gathered)
+        if not failed:
+            log.info("Done %d utterance reads, failed 0", done)
+            return
+        names = [self.dataset.utts[i] for i in sorted(unreadable)]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        log.warning("Done %d utterance reads, failed %d: %d utterance(s) of %s could not be read and were "
+                    "passed over (%s; each named with its reason in the warnings above)",
+                    done, failed, len(names), self.dataset.source_path, shown)
 
     def _count_all_processes(self, count):
         if not self.dist.distributed:

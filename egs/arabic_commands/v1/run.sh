@@ -11,7 +11,7 @@
 #   2-9 the generic pipeline, steps/sv_pipeline.sh (see its header): fbank
 #      and VAD, augmented copies, fbank baseline, SSL training, embeddings,
 #      cosine scoring, pseudo-label rounds, supervised upper bound, summary
-# Results: exp/results.txt; the table in README.md came from plain ./run.sh
+# Results: exp/results.txt; RESULTS.md holds the figures and the commands that made them
 # and ./run.sh --stage 4 --stop-stage 6 --ssl dino|memo.
 set -euo pipefail
 
@@ -24,7 +24,7 @@ test_speakers=8
 keywords_per_utt=4
 speakers=0                # use only the first N speakers (0: all), e.g. for a quick test
 rounds_used=0             # use only the first N recording rounds (0: all)
-ssl=contrastive           # dino|contrastive|memo; contrastive learns best here today (README.md)
+ssl=contrastive           # dino|contrastive|memo; contrastive learns best here today (RESULTS.md)
 ssl_config=               # default: conf/<ssl>.yaml
 ssl_overrides=            # e.g. "optim.lr.base=0.05 train.epochs=20"
 classifier_config=conf/classifier.yaml
@@ -37,6 +37,7 @@ cluster_threshold=auto    # agglomerative, --num-clusters 0: cosine-distance thr
 plda_recluster=false      # second clustering pass on the scores of a PLDA trained on the first
 cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that are one speaker
 pl_init=ssl               # each round's classifier starts from: ssl | previous | scratch
+memo_start=fused          # --ssl memo: round 1 starts from the teachers' fused embeddings | <arch>
 cluster_select=nearest    # nearest|posterior
 max_cluster_size=0        # most members kept per cluster (0: no limit)
 pl_tag=                   # rounds in exp/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
@@ -44,10 +45,17 @@ device=auto
 online_aug=false          # true: train from raw audio augmented on the device (no stored copies)
 adapt_set=                # unlabelled data for the back-end's cosine mean and PLDA adaptation, e.g. test
 plda_adapt_scales=0.75,0.25  # within,between shares of the in-domain excess variance (steps/sv_pipeline.sh)
-results=exp/results.txt   # one line per system; a second config of one method wants its own file
+results=exp/results.txt   # one line per system, named after its experiment dir (steps/sv_pipeline.sh)
 # End configuration section.
 
-help_message="Usage: $0 [options]
+# --help: the header comment above, then steps/sv_pipeline.sh's stages 2-9 and result names (from its
+# header), then the options: generated, so they cannot drift from the headers.
+help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
+
+The pipeline's stages, steps/sv_pipeline.sh (its header):
+$(sed -n '/^# Stages (0 and 1/,/^# Experiment dirs/{/^# Experiment dirs/d;s/^# \{0,1\}/  /p;}' "$(dirname "$0")/steps/sv_pipeline.sh")
+
+Usage: $0 [options]
   --stage N                first stage to run ($stage)
   --stop-stage N           last stage to run ($stop_stage)
   --nj N                   parallel jobs ($nj)
@@ -71,6 +79,7 @@ help_message="Usage: $0 [options]
   --plda-recluster B       re-cluster with a PLDA (true|false) ($plda_recluster)
   --cluster-merge M        none|cosine|plda: merge k-means clusters that are one speaker ($cluster_merge)
   --pl-init I              ssl|previous|scratch: each round's classifier init ($pl_init)
+  --memo-start S           --ssl memo: fused|<arch>: round 1 from the teachers' fused embeddings or one ($memo_start)
   --cluster-select S       nearest|posterior ($cluster_select)
   --max-cluster-size N     most members kept per cluster, 0: no limit ($max_cluster_size)
   --pl-tag TAG             rounds in exp/pl_<ssl>_<TAG>_r<r> (default: exp/pl_<ssl>_r<r>)
@@ -101,7 +110,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --results "$results"
   --cluster-method "$cluster_method" --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster"
-  --cluster-merge "$cluster_merge" --pl-init "$pl_init"
+  --cluster-merge "$cluster_merge" --pl-init "$pl_init" --memo-start "$memo_start"
   --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --online-aug "$online_aug"
   --adapt-set "$adapt_set" --plda-adapt-scales "$plda_adapt_scales")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null

@@ -42,10 +42,11 @@ download_dir=downloads                  # archives are kept here
 vox_user=                               # credentials from the VoxCeleb request form
 vox_password=
 nj=40                                   # parallel CPU jobs
-num_gpus=8                              # training processes, one per GPU (capped to the GPUs found)
+num_gpus=8                              # training processes, one per GPU (capped to the GPUs found;
+                                        # --device cpu: to the cores available)
 device=auto
 ssl=dino                                # dino|contrastive|memo
-ssl_config=conf/dino_ecapa.yaml         # or conf/dino_resnet34.yaml
+ssl_config=conf/dino_ecapa.yaml         # or conf/dino_resnet34.yaml (then --classifier-overrides model=from_init)
 ssl_overrides=                          # e.g. "optim.lr.base=0.2 train.epochs=100"
 classifier_config=conf/classifier_ecapa.yaml
 classifier_overrides=
@@ -68,7 +69,14 @@ pl_tag=                                 # rounds in exp/pl_<ssl>_<tag>_r<r>, to 
 plda_lda_dim=128
 # End configuration section.
 
-help_message="Usage: $0 [options]
+# --help: the header comment above, then steps/sv_pipeline.sh's stages 2-9 and result names (from its
+# header), then the options: generated, so they cannot drift from the headers.
+help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
+
+The pipeline's stages, steps/sv_pipeline.sh (its header):
+$(sed -n '/^# Stages (0 and 1/,/^# Experiment dirs/{/^# Experiment dirs/d;s/^# \{0,1\}/  /p;}' "$(dirname "$0")/steps/sv_pipeline.sh")
+
+Usage: $0 [options]
   --stage N              first stage to run ($stage)
   --stop-stage N         last stage to run ($stop_stage)
   --vox1-root DIR        VoxCeleb1 root ($vox1_root)
@@ -80,7 +88,7 @@ help_message="Usage: $0 [options]
   --vox-user NAME        VoxCeleb download credentials ($vox_user)
   --vox-password PASS    ($vox_password)
   --nj N                 parallel CPU jobs ($nj)
-  --num-gpus N           training processes, one per GPU ($num_gpus)
+  --num-gpus N           training processes, one per GPU ($num_gpus; capped to the GPUs found, on CPU to the cores)
   --device DEV           auto|cpu|cuda ($device)
   --ssl NAME             dino|contrastive|memo ($ssl)
   --ssl-config FILE      SSL config ($ssl_config)

@@ -36,6 +36,7 @@ num_clusters=80           # about the 93 training callers (59 of them unnamed ca
 keep_fraction=0.7
 cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that are one speaker
 pl_init=ssl               # each round's classifier starts from: ssl | previous | scratch
+memo_start=fused          # --ssl memo: round 1 starts from the teachers' fused embeddings | <arch>
 pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
 adapt_set=                # unlabelled in-domain set for the back-end (default with --extra-train: train)
 plda_adapt_scales=0.75,0.25  # within,between shares of the in-domain excess variance (steps/sv_pipeline.sh)
@@ -43,7 +44,14 @@ exp=                      # experiment root (default: exp, or exp_extra with --e
 device=auto
 # End configuration section.
 
-help_message="Usage: $0 [options]
+# --help: the header comment above, then steps/sv_pipeline.sh's stages 2-9 and result names (from its
+# header), then the options: generated, so they cannot drift from the headers.
+help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
+
+The pipeline's stages, steps/sv_pipeline.sh (its header):
+$(sed -n '/^# Stages (0 and 1/,/^# Experiment dirs/{/^# Experiment dirs/d;s/^# \{0,1\}/  /p;}' "$(dirname "$0")/steps/sv_pipeline.sh")
+
+Usage: $0 [options]
   --stage N                first stage to run ($stage)
   --stop-stage N           last stage to run ($stop_stage)
   --nj N                   parallel jobs ($nj)
@@ -63,6 +71,7 @@ help_message="Usage: $0 [options]
   --keep-fraction F        confident share kept per cluster ($keep_fraction)
   --cluster-merge M        none|cosine|plda: merge k-means clusters that are one speaker ($cluster_merge)
   --pl-init I              ssl|previous|scratch: each round's classifier init ($pl_init)
+  --memo-start S           --ssl memo: fused|<arch>: round 1 from the teachers' fused embeddings or one ($memo_start)
   --pl-tag TAG             rounds in <exp>/pl_<ssl>_<TAG>_r<r>
   --adapt-set NAME         data/NAME, unlabelled in-domain data for the back-end: cosine with its mean,
                            PLDA adapted to it (default: none; with --extra-train: train)
@@ -101,7 +110,7 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set "$train_set" --test-set
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --num-clusters "$num_clusters" --keep-fraction "$keep_fraction" --pl-tag "$pl_tag"
-  --cluster-merge "$cluster_merge" --pl-init "$pl_init"
+  --cluster-merge "$cluster_merge" --pl-init "$pl_init" --memo-start "$memo_start"
   --use-vad true --supervised-set train_named --adapt-set "$adapt_set" --exp "$exp" --plda-adapt-scales "$plda_adapt_scales")
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
