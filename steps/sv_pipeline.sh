@@ -210,10 +210,11 @@ if [ $ssl = memo ]; then
   [[ $memo_start =~ ^[A-Za-z0-9_]+$ ]] || die "--memo-start must be fused or an architecture name, got '$memo_start'"
   # shellcheck disable=SC2086  # overrides are K=V words
   memo_backbone=$(python -c 'import sys
-from pyspk.config import ConfigError, load_config
+from pyspk.config import ConfigError
 from pyspk.ssl.memo import rounds_start
+from pyspk.train.objectives import load_training_config
 try:
-    print(rounds_start(load_config(sys.argv[1], sys.argv[3:]), sys.argv[2]))
+    print(rounds_start(load_training_config(sys.argv[1], sys.argv[3:]), sys.argv[2]))
 except ConfigError as e:
     sys.exit(str(e))' "$ssl_config" "$memo_start" $ssl_overrides) || die "--memo-start $memo_start: see above"
 fi

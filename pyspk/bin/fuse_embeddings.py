@@ -22,6 +22,7 @@ import sys
 import numpy as np
 
 from pyspk.backend.embeddings import EmbeddingDir, write_vector_scp
+from pyspk.backend.transforms import length_normalize
 from pyspk.data.datadir import DataDirError
 from pyspk.logutil import setup_logging
 
@@ -31,8 +32,7 @@ def fuse_embeddings(matrices):
     parts = []
     for matrix in matrices:
         centred = np.asarray(matrix, dtype=np.float64)
-        centred = centred - centred.mean(0)
-        parts.append(centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12))
+        parts.append(length_normalize(centred - centred.mean(0), scaleup=False))
     return (np.concatenate(parts, axis=1) / np.sqrt(len(parts))).astype(np.float32)
 
 
