@@ -64,27 +64,39 @@ def describe_yaml_error(path: str, error: yaml.YAMLError) -> str:
     return f"{path}{line}: invalid YAML: {error.problem or error}"
 
 
+def unknown_key_message(key: Any, where: str, known: Iterable[Any]) -> str:
+    """"unknown key 'x' under <where> (did you mean ...?); known: ..." (the close matches first)."""
+    known = sorted(map(str, known))
+    close = difflib.get_close_matches(str(key), known, n=3)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return f"unknown key '{key}' under {where or '<top>'}{hint}; known: {', '.join(known)}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> ``(["a", "b"], value parsed as YAML)``; ConfigError naming the override."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+    dotted, raw = item.split("=", 1)
+    try:
+        return dotted.split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from None
+
+
 def apply_overrides(config: dict, overrides: list[str] | None) -> dict:
-    """Return a copy of ``config`` with ``["a.b=1", ...]`` applied."""
+    """Return a copy of ``config`` with ``["a.b=1", ...]`` applied (existing keys only)."""
     config = copy.deepcopy(config)
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.split(".")
+        keys, value = parse_override(item)
         node = config
         for depth, key in enumerate(keys):
-            if not isinstance(node, dict) or key not in node:
-                known = ", ".join(sorted(map(str, node))) if isinstance(node, dict) else "(not a mapping)"
-                close = difflib.get_close_matches(key, list(map(str, node)), n=3) if isinstance(node, dict) else []
-                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-                where = ".".join(keys[:depth]) or "<top>"
-                raise ConfigError(f"override '{item}': unknown key '{key}' under {where}{hint}; known: {known}")
+            where = ".".join(keys[:depth])
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': unknown key '{key}' under {where} (not a mapping)")
+            if key not in node:
+                raise ConfigError(f"override '{item}': {unknown_key_message(key, where, node)}")
             if depth == len(keys) - 1:
-                try:
-                    node[key] = yaml.safe_load(raw)
-                except yaml.YAMLError as e:
-                    raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from None
+                node[key] = value
             else:
                 node = node[key]
     return config

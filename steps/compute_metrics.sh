@@ -50,30 +50,16 @@ name=${name:-$scores}
 
 require_files "$trials" "$scores"
 
-# result_field <key>: the <key>= field of this system's line in the results file (empty: none).
-result_field() {
-  [ -f "$results" ] || return 0
-  awk -v p="system=$name " -v k="$1=" 'index($0, p) == 1 {
-      for (i = 2; i <= NF; i++) if (index($i, k) == 1) { print substr($i, length(k) + 1); exit } }' "$results"
+# own_result: the results file has this system's line made from these scores (or one older than the
+# scores= field). A line of it from other scores is pyspk.bin.compute_metrics's to refuse, naming it.
+own_result() {
+  [ -f "$results" ] || return 1
+  local line old
+  line=$(awk -v p="system=$name " 'index($0, p) == 1' "$results")
+  [ -n "$line" ] || return 1
+  old=$(sed -n 's/.* scores=\([^ ]*\).*/\1/p' <<< "$line")
+  [ -z "$old" ] || [ "$(realpath -m -- "$old")" = "$(realpath -m -- "$scores")" ]
 }
-# has_result: the results file has a line of this system.
-has_result() {
-  [ -f "$results" ] && awk -v p="system=$name " 'index($0, p) == 1 {found = 1} END {exit !found}' "$results"
-}
-# A line of this system from other scores or trials (a line older than the scores= field: its trials) is kept.
-if [ -n "$results" ] && [ "$overwrite" = false ] && has_result; then
-  for key in scores trials; do
-    old=$(result_field $key)
-    new=${!key}
-    if [ -n "$old" ] && [ "$(realpath -m -- "$old")" != "$(realpath -m -- "$new")" ]; then
-      echo "$0: ERROR: $results already has a line of system '$name' made from other scores ($key $old, not $new):" >&2
-      awk -v p="system=$name " 'index($0, p) == 1 {print "  " $0}' "$results" >&2
-      echo "$0: it is kept; name this system otherwise (--name), write another results file (--results)," \
-           "or replace the line with --overwrite true" >&2
-      exit 1
-    fi
-  done
-fi
 
 logdir=$(dirname "$scores")/log
 mkdir -p "$logdir"
@@ -81,7 +67,7 @@ log=$logdir/compute_metrics.$(basename "$scores").log
 marker=$logdir/.compute_metrics.$(basename "$scores").done
 outputs=(${results:+"$results"} ${det_plot:+"$det_plot"} ${hist_plot:+"$hist_plot"})
 if step_is_done "$marker" "$step_settings" "$trials" "$scores" -- "$log" ${outputs[@]+"${outputs[@]}"} && \
-    { [ -z "$results" ] || has_result; }; then
+    { [ -z "$results" ] || own_result; }; then
   echo "$0: the metrics of $scores are up to date${results:+ in $results}; nothing to do"
   exit 0
 fi

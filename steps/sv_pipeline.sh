@@ -203,6 +203,15 @@ done
 for f in "$ssl_config" "$classifier_config"; do
   [ -f "$f" ] || die "no such config $f (relative paths are taken from the recipe directory $PWD)"
 done
+# runs <stage>...: whether this run (--stage..--stop-stage) takes in one of the stages.
+runs() {
+  local st
+  for st in "$@"; do
+    if [ "$stage" -le "$st" ] && [ "$stop_stage" -ge "$st" ]; then return 0; fi
+  done
+  return 1
+}
+
 # MeMo's rounds start (--memo-start): an architecture of the MeMo config, its teacher the backbone the
 # rounds' classifier starts from (checked against the classifier config below).
 memo_backbone=
@@ -235,7 +244,7 @@ fi
 # the SSL and classifier configs with their overrides (any key the objective knows, each value's type),
 # and that the classifier's model section fits the backbone it starts from (the SSL model's, which
 # it takes when the section leaves it out; with --pl-init scratch its own).
-if [ $check_only = true ] || { [ $stage -le 8 ] && [ $stop_stage -ge 4 ]; }; then
+if [ $check_only = true ] || runs 4 5 6 7 8; then
   # shellcheck disable=SC2086  # overrides are K=V words
   if [ $pl_init = scratch ]; then
     python -m pyspk.bin.train --check-only --config "$ssl_config" $wav_overrides $ssl_overrides >/dev/null &&
@@ -260,15 +269,6 @@ ssl_name=$(basename "$ssl_exp")
 train_data=$train_set
 [ $augment = false ] || train_data=${train_set}_combined
 num_train_utts=$(wc -l < data/$train_set/utt2spk)
-
-# runs <stage>...: whether this run (--stage..--stop-stage) takes in one of the stages.
-runs() {
-  local st
-  for st in "$@"; do
-    if [ "$stage" -le "$st" ] && [ "$stop_stage" -ge "$st" ]; then return 0; fi
-  done
-  return 1
-}
 
 # Never more training processes than devices (GPUs found; on --device cpu, the cores available):
 # said once, by a run that trains (stages 4, 7, 8).

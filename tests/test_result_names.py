@@ -125,7 +125,7 @@ def test_summary_prints_the_results(recipe):
 def test_model_card_names_follow_the_experiment_dir(tmp_path):
     assert pipeline_system_name("exp/dino_rdino") == "dino_rdino"
     assert pipeline_system_name("exp/pl_dino_r2/") == "pl_dino_r2"
-    assert pipeline_system_name("exp/memo_demo", "memo", "teacher_ecapa") == "memo_demo_teacher_ecapa"
+    assert pipeline_system_name("exp/memo_demo", backbone="teacher_ecapa") == "memo_demo_teacher_ecapa"
     assert legacy_pipeline_system_name("exp/pl_dino_ahc_r1", "classifier", None) == "dino_pl_ahc_r1"
     path = tmp_path / "results.txt"
     # A results file written before the lines were named after the dir: the old name's lines are found.

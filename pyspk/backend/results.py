@@ -66,10 +66,11 @@ def read_results(path: PathLike) -> list[str]:
     return []
 
 
-def check_results(path: PathLike, name: str, line: str) -> None:
-    """Raise :class:`ResultConflict` when ``path`` has a line of ``name`` that ``line`` may not replace."""
+def check_results(path: PathLike, name: str, line: str, lines: list[str] | None = None) -> None:
+    """Raise :class:`ResultConflict` when ``path`` (its ``lines``, when already read) has a line of
+    ``name`` that ``line`` may not replace."""
     prefix = f"system={name} "
-    for old in read_results(path):
+    for old in read_results(path) if lines is None else lines:
         if old.startswith(prefix):
             why = conflict(old, line)
             if why is not None:
@@ -92,9 +93,9 @@ def update_results(path: PathLike, name: str, line: str, overwrite: bool = True)
     lock = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not overwrite:
-            check_results(path, name, line)
         lines = read_results(path)
+        if not overwrite:
+            check_results(path, name, line, lines)
         updated, replaced = [], False
         for old in lines:
             if not old.startswith(prefix):

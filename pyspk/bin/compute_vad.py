@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 
-from pyspk.data.arkio import MatrixReadError, load_matrix
+from pyspk.data.arkio import load_matrix
 from pyspk.data.datadir import DataDir, DataDirError
 from pyspk.features.audio import UtteranceError, shard, utterance_sources
 from pyspk.features.fbank import ArkScpWriter, FbankConfig, KaldiOptionError, prepare_waveform, run_feature_job
@@ -43,13 +43,7 @@ def feature_lengths(data, feats_scp, utts):
     """utt -> number of feature frames, from utt2num_frames or else by reading the features."""
     if data.has("utt2num_frames"):
         return data.utt2num_frames()
-    lengths = {}
-    for utt in utts:
-        try:
-            lengths[utt] = load_matrix(feats_scp[utt]).shape[0]
-        except MatrixReadError as e:
-            raise MatrixReadError(f"utterance '{utt}': {e}") from None
-    return lengths
+    return {utt: load_matrix(feats_scp[utt], utt=utt).shape[0] for utt in utts}
 
 
 def main(argv=None):

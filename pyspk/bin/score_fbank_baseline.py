@@ -26,7 +26,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from pyspk.data.arkio import MatrixReadError, load_matrix
+from pyspk.data.arkio import load_matrix
 from pyspk.data.datadir import DataDir, DataDirError, read_trials
 from pyspk.fileutil import atomic_open
 from pyspk.metrics import compute_eer, compute_min_dcf
@@ -48,10 +48,7 @@ def load_stats(data_dir, utts, stats, vad):
                            f"{len(missing)} utterances of the trials are missing, e.g. '{missing[0]}'")
     rows = []
     for utt in tqdm(utts, desc="stats", mininterval=5, file=sys.stderr):
-        try:
-            feats = np.asarray(load_matrix(feats_scp[utt]), dtype=np.float64)
-        except MatrixReadError as e:
-            raise MatrixReadError(f"utterance '{utt}': {e}") from None
+        feats = np.asarray(load_matrix(feats_scp[utt], utt=utt), dtype=np.float64)
         if vad_scp is not None:
             if utt not in vad_scp:
                 raise DataDirError(data_dir.file("vad.scp"), 0, f"no entry for '{utt}'")

@@ -53,8 +53,8 @@ from pyspk.data.datadir import DataDirError
 from pyspk.fileutil import DirLockedError, no_space_message
 from pyspk.models import BackboneFileError
 from pyspk.train.checkpoint import CheckpointError
+from pyspk.train.loop import check_finished_experiment
 from pyspk.train.objectives import (
-    check_finished_experiment,
     check_training_config,
     default_backbone_configs,
     init_backbone_of,

@@ -38,11 +38,13 @@ def describe_failure(spec: str, error: BaseException) -> str:
             f"make the features again)")
 
 
-def load_matrix(spec: str, fd_dict: MutableMapping[str, IO[Any]] | None = None) -> np.ndarray:
-    """``kaldiio.load_mat(spec)``; any failure is a :class:`MatrixReadError` naming the file (see module doc)."""
+def load_matrix(spec: str, fd_dict: MutableMapping[str, IO[Any]] | None = None, utt: str | None = None) -> np.ndarray:
+    """``kaldiio.load_mat(spec)``; any failure is a :class:`MatrixReadError` naming the file (see module doc),
+    and the utterance ``utt`` when given."""
     try:
         if fd_dict is None:
             return kaldiio.load_mat(spec)
         return kaldiio.load_mat(spec, fd_dict=fd_dict)
     except Exception as e:  # kaldiio raises many kinds (AssertionError, ValueError, EOFError ...) on a bad entry
-        raise MatrixReadError(describe_failure(spec, e)) from None
+        where = f"utterance '{utt}': " if utt is not None else ""
+        raise MatrixReadError(where + describe_failure(spec, e)) from None

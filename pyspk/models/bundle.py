@@ -151,13 +151,12 @@ def kaldi_conf_text(values: Mapping[str, Any], spec: Mapping[str, Option]) -> st
     return "".join(f"--{name}={text(values[name])}\n" for name, option in spec.items() if option.target is not None)
 
 
-def pipeline_system_name(exp_dir: PathLike, objective: str | None = None, backbone: str | None = None) -> str:
+def pipeline_system_name(exp_dir: PathLike, backbone: str | None = None) -> str:
     """The system name steps/sv_pipeline.sh gives an experiment dir's results lines: the dir's name.
 
     <exp>/dino_rdino -> dino_rdino, <exp>/pl_dino_r2 -> pl_dino_r2,
     untrained, supervised_upper_bound; a MeMo teacher: <dir>_<teacher>
-    (memo_demo_teacher_ecapa). ``objective`` is unused (the names of
-    :func:`legacy_pipeline_system_name` took it).
+    (memo_demo_teacher_ecapa).
     """
     name = os.path.basename(os.path.normpath(os.fspath(exp_dir)))
     if backbone and backbone.startswith("teacher_"):
@@ -196,7 +195,7 @@ def experiment_result_lines(results_path: PathLike, exp_dir: PathLike, objective
                             backbone: str | None) -> tuple[str, list[str]]:
     """``(system, lines)`` of an experiment dir in a results file: lines named after the dir, else (a results
     file written before they were) the lines of its old name that do not name their scores file."""
-    system = pipeline_system_name(exp_dir, objective, backbone)
+    system = pipeline_system_name(exp_dir, backbone)
     lines = system_result_lines(results_path, system)
     if lines:
         return system, lines

@@ -254,6 +254,19 @@ class CollapseMonitor:
                 f"or switch on {self.section}.regularisers / {self.section}.contrastive")
 
 
+def multi_crop_counts(crops, section):
+    """``(global crops, all crops)`` per utterance of a ``data.crops`` that DINO and MeMo can train on:
+    ``global`` first (the teachers' crops), optionally ``local``, at least 1 global and 2 in all."""
+    names = list(crops)
+    if not names or names[0] != "global" or set(names) - {"global", "local"}:
+        raise ConfigError(f"{section} needs data.crops 'global' (first) and optionally 'local', "
+                          f"got {', '.join(map(str, names)) or 'none'}")
+    counts = {name: int(spec.get("count", 1)) for name, spec in crops.items()}
+    if counts["global"] < 1 or sum(counts.values()) < 2:
+        raise ConfigError(f"{section} needs at least 1 global crop and 2 crops in all")
+    return counts["global"], sum(counts.values())
+
+
 def build_collapse_monitor(cfg, out_dim, section, head=None):
     """A :class:`CollapseMonitor` from a ``collapse`` config mapping (None: the defaults)."""
     collapse = dict(cfg or {})
@@ -349,12 +362,7 @@ class DINOObjective(Objective):
             raise ConfigError("config needs a 'dino' section")
         check_keys(cfg, DINO_KEYS, "dino")
         check_values(cfg, DINO_VALUES, "dino")
-        crops = config["data"]["crops"]
-        if "global" not in crops or next(iter(crops)) != "global" or set(crops) - {"global", "local"}:
-            raise ConfigError("dino needs data.crops 'global' (first) and optionally 'local'")
-        self.n_global = int(crops["global"]["count"])
-        if self.n_global < 1 or self.n_global + int(crops.get("local", {}).get("count", 0)) < 2:
-            raise ConfigError("dino needs at least 1 global crop and 2 crops in all")
+        self.n_global, self.n_views = multi_crop_counts(config["data"]["crops"], "dino")
         head_cfg = head_options(cfg.get("head"))
         backbone = build_model(config["model"])
         if cfg.get("init_model"):
@@ -378,7 +386,6 @@ class DINOObjective(Objective):
         self.momentum = build_ema_momentum(cfg.get("momentum"), steps_per_epoch, total_steps, "dino.momentum")
         self.freeze_last_layer_steps = freeze_last_layer_steps(cfg, steps_per_epoch, total_steps)
         self.regularisers = regulariser_options(cfg.get("regularisers"), "dino")
-        self.n_views = sum(int(c["count"]) for c in crops.values())
         (self.contrastive_weight, self.contrastive_temp, self.gather,
          self.stop) = contrastive_options(contrastive_cfg, steps_per_epoch, "dino.contrastive", default_weight=0.0)
         self._contrastive_value = None

@@ -42,6 +42,7 @@ from pyspk.ssl.dino import (
     embedding_spread,
     freeze_last_layer_steps,
     head_options,
+    multi_crop_counts,
     regulariser_loss,
     regulariser_options,
 )
@@ -134,13 +135,7 @@ class MeMoObjective(Objective):
             raise ConfigError("config needs a 'memo' section")
         check_keys(cfg, MEMO_KEYS, "memo")
         check_values(cfg, DINO_VALUES, "memo")
-        crops = config["data"]["crops"]
-        if "global" not in crops or next(iter(crops)) != "global" or set(crops) - {"global", "local"}:
-            raise ConfigError("memo needs data.crops 'global' (first) and optionally 'local'")
-        self.n_global = int(crops["global"]["count"])
-        self.n_views = sum(int(c["count"]) for c in crops.values())
-        if self.n_global < 1 or self.n_views < 2:
-            raise ConfigError("memo needs at least 1 global crop and 2 crops in all")
+        self.n_global, self.n_views = multi_crop_counts(config["data"]["crops"], "memo")
         self.archs = list(arch_configs(config["model"]))
         head_cfg = head_options(cfg.get("head"))
         backbones = {name: build_model(c) for name, c in arch_configs(config["model"]).items()}
@@ -242,11 +237,12 @@ class MeMoObjective(Objective):
         with torch.no_grad():
             for arch in self.archs:
                 stats[f"emb_std_{arch}"] = embedding_spread(student_out[arch][0][:batch_size])
-        for head in self.heads_monitored:
-            warning = self.monitors[head].update(step, stats[f"entropy_{head}"],
-                                                 stats[f"emb_std_{head.split('_', 1)[1]}"])
-            if warning:
-                log.warning("step %d: %s", step + 1, warning)
+        for mode in MODES:
+            for arch in self.archs:
+                head = f"{mode}_{arch}"
+                warning = self.monitors[head].update(step, stats[f"entropy_{head}"], stats[f"emb_std_{arch}"])
+                if warning:
+                    log.warning("step %d: %s", step + 1, warning)
         return loss, stats
 
     def after_backward(self, step):

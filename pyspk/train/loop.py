@@ -225,6 +225,20 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix or 'config'}: {old!r} -> {new!r}"]
 
 
+def check_finished_experiment(config: Mapping[str, Any], exp_dir: PathLike) -> bool:
+    """True when ``exp_dir`` holds a finished training of this very config; ConfigError naming what
+    differs when it was trained with another one (changed --config or overrides); False when it is
+    not finished."""
+    if not os.path.isfile(os.path.join(exp_dir, ".done")):
+        return False
+    saved_path = os.path.join(exp_dir, "config.yaml")
+    if os.path.isfile(saved_path):
+        differ = training_differences(load_yaml(saved_path), config)
+        if differ:
+            raise ConfigError(finished_message(exp_dir, differ))
+    return True
+
+
 def finished_message(exp_dir: PathLike, differ: list[str]) -> str:
     """Why a finished training is not re-run with a changed config, and what to do instead."""
     shown = "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else "")
@@ -469,12 +483,8 @@ class Trainer:
     def _finished(self):
         """True (and say so) when the experiment dir holds a finished training of this config; a finished
         training of another config (changed --config or overrides) is a ConfigError naming what differs."""
-        if not os.path.isfile(self.done_path):
+        if not check_finished_experiment(self.config, self.exp_dir):
             return False
-        config_path = os.path.join(self.exp_dir, "config.yaml")
-        differ = training_differences(load_yaml(config_path), self.config) if os.path.isfile(config_path) else []
-        if differ:
-            raise ConfigError(finished_message(self.exp_dir, differ))
         log.info("%s exists: training already finished with this config, nothing to do", self.done_path)
         return True
 

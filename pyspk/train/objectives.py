@@ -12,15 +12,14 @@ without data by :func:`check_training_config`; the objective's build checks the 
 """
 
 import copy
-import os
 
 from pyspk.config import ConfigError, load_yaml
 from pyspk.models import full_config, read_backbone_entry
 from pyspk.ssl.contrastive import ContrastiveObjective
-from pyspk.ssl.dino import DINOObjective
+from pyspk.ssl.dino import DINOObjective, multi_crop_counts
 from pyspk.ssl.memo import MeMoObjective
 from pyspk.supervised.classifier import ClassifierObjective
-from pyspk.train.loop import Objective, Trainer, check_config, finished_message, training_differences
+from pyspk.train.loop import Objective, Trainer, check_config
 from pyspk.train.schema import FROM_INIT, apply_schema_overrides, check_schema, override_origin, training_schema
 from pyspk.transfer.objective import FinetuneObjective
 from pyspk.transfer.stages import run_finetune
@@ -78,7 +77,7 @@ def check_training_config(config: dict, config_path: str) -> None:
         check_config(config, objective())
         default_backbone_configs(config)  # the model section, checked as build_model checks it
     data = config["data"]
-    crops = parse_crops(data.get("crops"))
+    parse_crops(data.get("crops"))
     group_aug_probs(data["crops"], float(data.get("aug_prob", 0.5)))
     for key, defaults in (("specaug", SPECAUG_DEFAULTS), ("channel", CHANNEL_DEFAULTS)):
         merged_options(data.get(key), defaults, f"data.{key}")
@@ -86,12 +85,7 @@ def check_training_config(config: dict, config_path: str) -> None:
     for key in ("lr", "weight_decay"):
         build_schedule(config["optim"].get(key, 0.0), 1, 1, f"optim.{key}")
     if objective.section in ("dino", "memo"):
-        names = [name for name, _, _ in crops]
-        if names[0] != "global" or set(names) - {"global", "local"}:
-            raise ConfigError(f"{objective.section} needs data.crops 'global' (first) and optionally 'local', "
-                              f"got {', '.join(names)}")
-        if sum(count for _, count, _ in crops) < 2:
-            raise ConfigError(f"{objective.section} needs at least 2 crops in all")
+        multi_crop_counts(data["crops"], objective.section)
 
 
 def default_backbone_configs(config: dict) -> dict[str, dict]:
@@ -146,19 +140,6 @@ def resolve_init_backbone(config: dict, config_path: str, backbone: tuple[str, d
     elif model is not None and model != FROM_INIT:
         raise ConfigError(f"{config_path}: model must be a mapping or {FROM_INIT}, got {model!r}")
     config["model"] = copy.deepcopy(backbone_config)
-
-
-def check_finished_experiment(config: dict, exp_dir: str) -> bool:
-    """True when ``exp_dir`` holds a finished training of this very config; ConfigError naming what
-    differs when it was trained with another one; False when it is not finished."""
-    if not os.path.isfile(os.path.join(exp_dir, ".done")):
-        return False
-    saved_path = os.path.join(exp_dir, "config.yaml")
-    if os.path.isfile(saved_path):
-        differ = training_differences(load_yaml(saved_path), config)
-        if differ:
-            raise ConfigError(finished_message(exp_dir, differ))
-    return True
 
 
 def set_init_model(config: dict, config_path: str, init_model: str | None, init_backbone: str | None) -> None:

@@ -18,12 +18,12 @@ is refused as unknown: tests/test_config_checks.py loads every shipped config
 through it.
 """
 
-import difflib
+import copy
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pyspk.config import ConfigError, Value
+from pyspk.config import ConfigError, Value, parse_override, unknown_key_message
 
 # -- spec nodes ----------------------------------------------------------------------------------
 
@@ -87,6 +87,7 @@ class Either:
 
 
 ANY = object()  # any value: a key the tree does not describe further
+FROM_INIT = "from_init"  # model: from_init takes the model section from the backbone a training starts from
 
 
 def nullable(spec: Any) -> Either:
@@ -275,13 +276,6 @@ def training_schema(config: Mapping[str, Any]) -> Map:
 
 # -- the checks ------------------------------------------------------------------------------------
 
-def unknown_key_message(key: Any, where: str, known: list[str]) -> str:
-    """"unknown key 'x' under <where> (did you mean ...?); known: ..." (the close matches first)."""
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=3, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-    return f"unknown key '{key}' under {where or '<top>'}{hint}; known: {', '.join(sorted(map(str, known)))}"
-
-
 def check_schema(config: Mapping[str, Any], schema: Map, origin: Callable[[str], str] = lambda key: "") -> None:
     """ConfigError naming the first key of ``config`` that ``schema`` does not know or whose value does not fit.
 
@@ -340,8 +334,6 @@ def _problem(spec: Any, value: Any) -> str | None:
     return spec.problem(value)
 
 
-FROM_INIT = "from_init"
-
 
 # -- overrides -------------------------------------------------------------------------------------
 
@@ -364,19 +356,9 @@ def apply_schema_overrides(config: dict, overrides: list[str] | None,
     replaced. An unknown key is a ConfigError naming its close matches. Values are parsed as YAML
     and checked afterwards by :func:`check_schema`.
     """
-    import copy
-
-    import yaml
     config = copy.deepcopy(config)
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-        dotted, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from None
-        keys = dotted.split(".")
+        keys, value = parse_override(item)
         node, spec = config, schema(config)
         for depth, key in enumerate(keys):
             where = ".".join(keys[:depth])
