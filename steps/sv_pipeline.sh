@@ -37,7 +37,8 @@
 #      results pl_<ssl>[_<tag>]_r<r>_{cosine,plda}
 #   8  supervised upper bound: the same classifier budget on the true labels of
 #      --supervised-set (default the train set; e.g. only its named speakers)
-#      (--supervised false skips it, for a train set without labels)
+#      (--supervised false skips it, for a train set without labels); it starts
+#      from the SSL model as the rounds do (MeMo: --memo-start's teacher)
 #      -> <exp>/supervised_upper_bound, results supervised_upper_bound_{cosine,plda}
 #   9  summary: prints the results file and the rounds' cluster reports
 #
@@ -95,7 +96,8 @@ max_cluster_size=0        # at most this many kept per cluster, most confident f
 pl_init=ssl               # each round's classifier (and the upper bound) starts from: ssl (the SSL model) |
                           # previous (the last round's; the bound: the SSL model) | scratch (random, as Cho et al.)
 memo_start=fused          # --ssl memo: what round 1 starts from: fused (labels from the teachers' fused embeddings,
-                          # the classifier from the default teacher) | <arch> of model.archs (that teacher's)
+                          # the classifier from the default teacher) | <arch> of model.archs (that teacher's);
+                          # the upper bound starts from the same teacher
 pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>: several clustering/classifier choices side by side
 plda_lda_dim=0            # LDA before PLDA, 0 for none (capped to the pseudo-speakers - 1)
 augment=true              # augmented copies of the train set for training
@@ -147,7 +149,8 @@ Options:
   --pl-init ssl|previous|scratch  each round's classifier init; scratch also for the upper bound ($pl_init)
   --memo-start fused|ARCH      --ssl memo: round 1 clusters the teachers' fused embeddings (each mean-removed,
                                length-normalised, concatenated: the fused cosine) and starts from the default
-                               teacher, or clusters and starts from teacher_ARCH ($memo_start)
+                               teacher, or clusters and starts from teacher_ARCH; the upper bound starts
+                               from the same teacher ($memo_start)
   --pl-tag TAG                 rounds in <exp>/pl_<ssl>_<TAG>_r<r>, results pl_<ssl>_<TAG>_r<r>_* (default: no tag)
   --plda-lda-dim N             LDA dimension before PLDA, 0 for none ($plda_lda_dim)
   --augment true|false         augmented copies for training ($augment)
@@ -521,6 +524,10 @@ fi
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   dir=$exp/supervised_upper_bound
   init_opt=(--init-model "$ssl_exp/final.pt")
+  # MeMo: from --memo-start's teacher, as the rounds (named only when it is not the file's default).
+  if [ -n "$memo_backbone" ] && [ $pl_init != scratch ] && [ "$memo_backbone" != "$(memo_teachers | head -n 1)" ]; then
+    init_opt+=(--init-backbone "$memo_backbone")
+  fi
   [ $pl_init != scratch ] || init_opt=()
   if [ $supervised = false ]; then
     log "Stage 8: skipped (--supervised false: data/$train_set has no true labels to bound with)"

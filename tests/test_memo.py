@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -382,3 +383,35 @@ def test_untrained_network_of_a_memo_config_is_its_first_architecture(tmp_path):
     out = str(tmp_path / "untrained.pt")
     init_model.main(["--config", DEMO, "--seed", "0", out])
     assert load_backbone(out).config["name"] == "resnet_thin"
+
+
+def test_upper_bound_starts_from_the_memo_start_teacher(tmp_path):
+    """Stage 8 with --memo-start ecapa: the upper bound starts from teacher_ecapa, as the rounds (the
+    classifier config was checked against that teacher), not from the file's default teacher."""
+    from conftest import make_wav_data_dir
+
+    from pyspk.config import save_config
+    from pyspk.train.objectives import load_training_config
+
+    root = tmp_path / "recipe"
+    (root / "conf").mkdir(parents=True)
+    for name in ("path.sh", "cmd.sh", "steps", "utils"):
+        os.symlink(os.path.join(ROOT, name), root / name)
+    for name in ("fbank.conf", "vad.conf", "classifier_tiny.yaml"):
+        os.symlink(os.path.join(ROOT, "conf", name), root / "conf" / name)
+    save_config(load_training_config(DEMO, [*TINY, "model.feat_dim=80", "train.epochs=1"]),
+                str(root / "conf" / "memo_tiny.yaml"))
+    for part, n_spk, seed in (("train", 4, 0), ("test", 2, 1)):
+        shutil.copytree(make_wav_data_dir(str(tmp_path / part), n_spk=n_spk, n_utt=3, seed=seed, max_sec=1.5),
+                        root / "data" / part)
+    utts = sorted(line.split()[0] for line in (root / "data" / "test" / "utt2spk").read_text().splitlines())
+    (root / "data" / "test" / "trials").write_text(f"{utts[0]} {utts[1]} target\n{utts[0]} {utts[3]} nontarget\n")
+    pipeline = ["steps/sv_pipeline.sh", "--nj", "1", "--device", "cpu", "--augment", "false", "--ssl", "memo",
+                "--ssl-config", "conf/memo_tiny.yaml", "--classifier-config", "conf/classifier_tiny.yaml",
+                "--classifier-overrides", "model=from_init train.epochs=1", "--memo-start", "ecapa"]
+    run_script([*pipeline, "--stage", "2", "--stop-stage", "2"], cwd=root)
+    run_script([sys.executable, "-m", "pyspk.bin.train", "--config", "conf/memo_tiny.yaml", "data/train",
+                "exp/memo_tiny"], cwd=root)
+    run_script([*pipeline, "--stage", "8", "--stop-stage", "8"], cwd=root)
+    bound = load_config(str(root / "exp" / "supervised_upper_bound" / "config.yaml"))
+    assert bound["classifier"]["init_backbone"] == "teacher_ecapa" and bound["model"]["name"] == "ecapa"
