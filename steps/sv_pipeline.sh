@@ -117,7 +117,7 @@ check_only=false          # only check the options (a recipe does so before its 
 # End configuration section.
 
 # --help prints the header comment above (its stages and what each writes), then the options.
-help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
+help_message="$("$(dirname "$0")/../utils/print_header.sh" "$0")
 
 Usage: $0 [options]   (run from a recipe directory)
 e.g.: $0 --stage 4 --stop-stage 6 --train-set voxceleb2_dev --test-sets voxceleb1 --ssl dino --ssl-config conf/dino_ecapa.yaml

@@ -71,10 +71,7 @@ plda_lda_dim=128
 
 # --help: the header comment above, then steps/sv_pipeline.sh's stages 2-9 and result names (from its
 # header), then the options: generated, so they cannot drift from the headers.
-help_message="$(sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0")
-
-The pipeline's stages, steps/sv_pipeline.sh (its header):
-$(sed -n '/^# Stages (0 and 1/,/^# Experiment dirs/{/^# Experiment dirs/d;s/^# \{0,1\}/  /p;}' "$(dirname "$0")/steps/sv_pipeline.sh")
+help_message="$("$(dirname "$0")/utils/print_header.sh" "$0" "$(dirname "$0")/steps/sv_pipeline.sh")
 
 Usage: $0 [options]
   --stage N              first stage to run ($stage)
