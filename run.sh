@@ -86,7 +86,7 @@ cd "$(dirname "$0")"
 . utils/parse_options.sh
 . steps/libs/common.sh  # log
 
-# The pipeline's options, checked before any stage runs.
+# The pipeline's options, checked once stage 0 has installed what the check needs, before any other stage.
 pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/${ssl}_demo.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides" --rounds "$rounds"
@@ -94,7 +94,6 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --cluster-threshold "$cluster_threshold" --plda-recluster "$plda_recluster" --cluster-merge "$cluster_merge" --cluster-select "$cluster_select"
   --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --pl-init "$pl_init" --memo-start "$memo_start"
   --augment "$augment" --rir-dir "$rir_dir" --musan-dir "$musan_dir")
-steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: install what is missing"
@@ -102,6 +101,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 . ./path.sh
+steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: synthesise the corpus ($num_speakers speakers, $test_speakers for test)"

@@ -206,6 +206,7 @@ done
 for f in "$ssl_config" "$classifier_config"; do
   [ -f "$f" ] || die "no such config $f (relative paths are taken from the recipe directory $PWD)"
 done
+require_pyspk  # the config checks below and every stage run python
 # runs <stage>...: whether this run (--stage..--stop-stage) takes in one of the stages.
 runs() {
   local st

@@ -158,6 +158,18 @@ def test_embed_equals_recipe_chain(experiment, tmp_path):
     assert np.abs(model.embed(samples, sample_rate=rate) - chain[utts[0]]).max() <= 1e-5
 
 
+def test_audio_shorter_than_the_shortest_chunk_is_padded_with_a_message(experiment, tmp_path, caplog):
+    model = pyspk.load(experiment["bundle"], device="cpu")
+    samples, rate = sf.read(experiment["wavs"][sorted(experiment["wavs"])[0]], dtype="float32")
+    short = samples[: int(0.2 * rate)]  # 20 frames at most, under the bundle's 30-frame shortest chunk
+    with caplog.at_level("WARNING", logger="pyspk"):
+        embedding = model.embed(short, sample_rate=rate)
+    assert embedding.shape == (32,) and np.isfinite(embedding).all()
+    message = caplog.text
+    assert "shorter than the model's shortest chunk of 30 frames (0.30 s): padded by repeating it" in message
+    assert "input 0:" in message and "voiced frames" in message
+
+
 def test_bundle_round_trip_and_versions(experiment, tmp_path):
     model = pyspk.load(experiment["bundle"], device="cpu")
     assert (model.sample_rate, model.embed_dim, model.use_vad) == (16000, 32, True)
@@ -181,6 +193,15 @@ def test_import_pyspk_does_not_load_torch():
     proc = subprocess.run([sys.executable, "-c", "import sys, pyspk; print('torch' in sys.modules)"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_a_script_beside_a_clone_named_pyspk_imports_the_package(tmp_path):
+    # The script's folder comes first on sys.path; the clone there has no __init__.py (tools/install.sh's .pth).
+    os.symlink(ROOT, tmp_path / "pyspk")
+    (tmp_path / "script.py").write_text("import pyspk\nprint(pyspk.load.__module__)\n")
+    proc = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "pyspk"
 
 
 def write_bad_inputs(directory):

@@ -18,12 +18,17 @@ TINY = ["--nj", "1", "--device", "cpu", "--num-speakers", "8", "--test-speakers"
         "--rounds", "2", "--num-clusters", "4"]
 
 
-def make_recipe_root(tmp_path):
-    """run.sh in a scratch root (its data/, exp/ go there), the rest shared with the repository."""
+def make_recipe_root(tmp_path, installed=True):
+    """run.sh in a scratch root (its data/, exp/ go there), the rest shared with the repository;
+    installed=False: a fresh clone's, whose tools/ holds install.sh but no virtual env yet."""
     root = tmp_path / "recipe"
     root.mkdir()
     for name in SHARED:
-        os.symlink(os.path.join(ROOT, name), root / name)
+        if name == "tools" and not installed:
+            (root / name).mkdir()
+            os.symlink(os.path.join(ROOT, name, "install.sh"), root / name / "install.sh")
+        else:
+            os.symlink(os.path.join(ROOT, name), root / name)
     os.symlink(os.path.join(ROOT, "run.sh"), root / "run.sh")
     return str(root)
 
@@ -122,3 +127,14 @@ def test_bad_option_values_stop_before_any_work(tmp_path):
         proc = run_script(["./run.sh", "--stage", "1", option, value], cwd=root, check=False)
         assert proc.returncode == 1 and option.lstrip("-") in proc.stderr
         assert not os.path.exists(os.path.join(root, "data"))
+
+
+def test_without_the_virtual_env_a_later_stage_says_to_install_it_not_that_a_config_is_wrong(tmp_path):
+    # A fresh clone run from stage 1 skips stage 0's install: the config check cannot import pyspk.
+    root = make_recipe_root(tmp_path, installed=False)
+    system_path = os.pathsep.join([os.path.join(ROOT, "utils"), os.path.join(ROOT, "steps"), "/usr/bin", "/bin"])
+    proc = run_script(["./run.sh", "--stage", "1", *TINY], cwd=root, check=False, env={"PATH": system_path})
+    assert proc.returncode == 1
+    assert "pyspk is not installed" in proc.stderr and "tools/install.sh" in proc.stderr
+    assert "config" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(os.path.join(root, "data"))

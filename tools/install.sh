@@ -49,6 +49,11 @@ pip_install() {
 }
 pip_install --upgrade pip
 pip_install -e "${root}[test,export]"
+# The repository root on the venv's sys.path too: "import pyspk" then finds this package even from a folder that
+# holds a clone named pyspk, which Python would otherwise import as an empty namespace package (the editable
+# install's finder comes after the path's).
+site_packages=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$root" > "$site_packages/pyspk-root.pth"
 "$venv/bin/python" -c "import torch, kaldiio, kaldi_native_fbank, soundfile, sklearn, yaml, tqdm, matplotlib, onnx, onnxruntime, pyspk"
 echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 log "done"

@@ -159,6 +159,13 @@ class SpeakerModel:
                 raise UtteranceError(str(e)) from None
         if len(feats) < self.backbone.min_frames:
             raise UtteranceError(f"too short: {len(feats)} frames, the model needs at least {self.backbone.min_frames}")
+        if len(feats) < self.min_chunk_size:
+            # Extraction repeats it up to the shortest chunk (pyspk.models.extract.pad_by_repetition), as the
+            # recipe chain does: the embedding exists, but from less speech than the model was made for.
+            shift = self.fbank_config.window_shift / self.sample_rate
+            log.warning("%s: %d %sframes (%.2f s) is shorter than the model's shortest chunk of %d frames "
+                        "(%.2f s): padded by repeating it", name, len(feats), "voiced " if self.use_vad else "",
+                        len(feats) * shift, self.min_chunk_size, self.min_chunk_size * shift)
         return feats
 
     def read(self, audio: AudioInput, sample_rate: float | None = None) -> tuple[np.ndarray, float]:

@@ -19,6 +19,16 @@ require_files() {
   done
 }
 
+# require_pyspk: exits unless the python on PATH imports pyspk and torch, saying how to get them
+# (a fresh clone has no tools/venv until tools/install.sh, every recipe's stage 0, makes it).
+require_pyspk() {
+  python -c 'import torch, pyspk' >/dev/null 2>&1 || {
+    echo "$0: pyspk is not installed for $(command -v python || echo "'python' (none on PATH)"): run" \
+      "tools/install.sh in the repository root, or the recipe from stage 0 (./run.sh), which does" >&2
+    exit 1
+  }
+}
+
 # check_positive_ints <var-name>...: exits unless each named variable holds a
 # positive integer (the message names the option, --var-name).
 check_positive_ints() {

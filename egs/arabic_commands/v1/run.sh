@@ -101,7 +101,7 @@ case $corpus in
   *) corpus=$caller_dir/$corpus ;;
 esac
 
-# The pipeline's options, checked before any stage runs.
+# The pipeline's options, checked once stage 0 has installed what the check needs, before any other stage.
 pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
@@ -110,7 +110,6 @@ pipeline_opts=(--nj "$nj" --device "$device" --train-set train --test-sets test 
   --cluster-merge "$cluster_merge" --pl-init "$pl_init" --memo-start "$memo_start"
   --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size" --pl-tag "$pl_tag" --online-aug "$online_aug"
   --adapt-set "$adapt_set" --plda-adapt-scales "$plda_adapt_scales")
-steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: install what is missing"
@@ -118,6 +117,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 . ./path.sh
+steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: data dirs from $corpus"

@@ -3,7 +3,8 @@
 # without speaker labels, test on VoxCeleb1-O/E/H (cleaned lists).
 #
 # Stages (./run.sh runs all; pick with --stage N --stop-stage M):
-#   0  download VoxCeleb, MUSAN, RIRS_NOISES (only with --download true)
+#   0  install what is missing (tools/install.sh; idempotent), then download
+#      VoxCeleb, MUSAN, RIRS_NOISES (only with --download true)
 #   1  data dirs: data/voxceleb2_dev (m4a through ffmpeg), data/voxceleb1 (+ _dev, _test),
 #      Kaldi trials data/voxceleb1/trials_{o,e,h} (and data/voxceleb1_test/trials, = O)
 #   2-9 the generic pipeline, steps/sv_pipeline.sh (its header lists the stages):
@@ -138,7 +139,7 @@ vox2_dev=voxceleb2_dev
 train=$vox2_dev
 # Raw-audio training reads the converted files (made at the end of stage 1).
 [ "$online_aug" != true ] || [ "$convert_audio" != true ] || train=${vox2_dev}_$convert_format
-# The pipeline's options, checked before any stage runs.
+# The pipeline's options, checked once stage 0 has installed what the check needs, before any download.
 pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set "$train" --test-sets voxceleb1
   --ssl "$ssl" --ssl-config "$ssl_config" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
@@ -147,6 +148,12 @@ pipeline_opts=(--nj "$nj" --device "$device" --num-gpus "$num_gpus" --train-set 
   --plda-recluster "$plda_recluster" --cluster-select "$cluster_select" --max-cluster-size "$max_cluster_size"
   --pl-tag "$pl_tag" --plda-lda-dim "$plda_lda_dim" --aug-types "$aug_types" --aug-audio-format flac
   --online-aug "$online_aug" --rir-dir "$rirs_root" --musan-dir "$musan_root")
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: install what is missing"
+  "$(dirname "$(readlink -f "$0")")/../../../tools/install.sh"
+  . ./path.sh  # the virtual env on PATH, now that it exists
+fi
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
