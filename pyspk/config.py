@@ -1,7 +1,8 @@
 """YAML configs with command-line overrides, WeSpeaker style.
 
-``--config conf/x.yaml`` is read with ``yaml.safe_load`` (a key given twice is an error); overrides
-``section.key=value`` (value parsed as YAML) replace existing keys only, so a
+``--config conf/x.yaml`` is read with safe_load semantics (a key given twice is an error; a number
+written with an exponent, ``1e-3`` or ``1.0e12``, is a number, where YAML 1.1 reads it as text);
+overrides ``section.key=value`` (value parsed the same way) replace existing keys only, so a
 typo fails instead of being silently ignored. A training config is loaded with
 pyspk.train.objectives.load_training_config instead: its overrides may set any
 key the objective's tree (pyspk.train.schema) knows, and every value is
@@ -11,6 +12,7 @@ experiment dir.
 
 import copy
 import difflib
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,8 +25,14 @@ class ConfigError(ValueError):
     pass
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+class ConfigLoader(yaml.SafeLoader):
+    """safe_load that reads ``1e-3`` as a number and refuses a key given twice in one mapping.
+
+    PyYAML follows YAML 1.1, whose float needs a dot and a signed exponent (``1.0e-3``): ``1e-3``
+    and ``1.0e12`` stay text there, and a config that says ``lr: 1e-3`` would be refused. The
+    resolver below is YAML 1.2's float (plus 1.1's forms), so a number people write is a number;
+    plain YAML also keeps the last of two equal keys silently.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
@@ -37,11 +45,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` read as :class:`ConfigLoader` reads a config file (yaml.YAMLError when it is not YAML)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
 def load_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
-            # A SafeLoader subclass: exactly what yaml.safe_load constructs, plus the duplicate-key check.
-            config = yaml.load(f, Loader=_UniqueKeyLoader)
+            # A SafeLoader subclass: what yaml.safe_load constructs, plus exponents and the duplicate-key check.
+            config = yaml.load(f, Loader=ConfigLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.constructor.ConstructorError as e:
@@ -78,7 +105,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override '{item}' is not of the form key.sub=value")
     dotted, raw = item.split("=", 1)
     try:
-        return dotted.split("."), yaml.safe_load(raw)
+        return dotted.split("."), parse_yaml(raw)
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from None
 
