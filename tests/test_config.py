@@ -8,7 +8,8 @@ import pytest
 from conftest import ROOT
 
 from pyspk.config import ConfigError, apply_overrides, load_yaml
-from pyspk.train.objectives import OBJECTIVES, load_training_config
+from pyspk.train.objectives import load_training_config
+from pyspk.train.registry import OBJECTIVES
 
 SHIPPED = sorted(glob.glob(os.path.join(ROOT, "conf", "*.yaml"))
                  + glob.glob(os.path.join(ROOT, "egs", "**", "conf", "*.yaml"), recursive=True))
