@@ -18,7 +18,13 @@ from pyspk.train.objective import Objective
 from pyspk.train.online_aug import online_aug_options
 from pyspk.train.registry import OBJECTIVES
 from pyspk.train.schedules import build_schedule
-from pyspk.train.schema import FROM_INIT, apply_schema_overrides, check_config, override_origin, training_schema
+from pyspk.train.schema import (
+    FROM_INIT,
+    apply_schema_overrides,
+    check_training_rules,
+    override_origin,
+    training_schema,
+)
 from pyspk.train.trainer import Trainer
 from pyspk.transfer.objective import FinetuneObjective
 from pyspk.transfer.stages import check_finetune_config, run_finetune
@@ -51,8 +57,9 @@ def load_training_config(path: str, overrides: list[str] | None = None) -> dict:
 
 
 def check_training_config(config: dict, config_path: str) -> None:
-    """The data-free checks of a training config (after :func:`resolve_init_backbone`): keys and sections,
-    the model, the crops, the augmentation and the schedules. The objective's build checks the rest."""
+    """The data-free checks of a training config loaded by :func:`load_training_config` (keys and types
+    checked) after :func:`resolve_init_backbone`: the rules between keys, the model, the crops, the online
+    augmentation and the schedules. The objective's build checks the rest."""
     objective = objective_of(config, config_path)
     if objective is FinetuneObjective:
         cfg = config.get("finetune")
@@ -60,7 +67,7 @@ def check_training_config(config: dict, config_path: str) -> None:
             cfg = {**cfg, "init_model": "(--init-model)"}
         check_finetune_config({**config, "finetune": cfg})
     else:
-        check_config(config, objective())
+        check_training_rules(config)
         default_backbone_configs(config)  # the model section, checked as build_model checks it
     data = config["data"]
     parse_crops(data.get("crops"))

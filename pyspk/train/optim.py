@@ -10,19 +10,16 @@ from typing import Any
 
 import torch
 
-from pyspk.config import ListOf, Text, Value, keys_map
+from pyspk.config import ListOf, Map, Text, Value
 from pyspk.train.schedules import SCHEDULE
 
 log = logging.getLogger(__name__)
 
 CLIP_MODES = ("global", "per_param")
-OPTIM_SECTION = keys_map(
-    ("name", "lr", "lr_reference_batch", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad",
-     "clip_mode"),
-    name=Text("sgd", "adamw"), lr=SCHEDULE, weight_decay=SCHEDULE,
-    momentum=Value(float, 0, 1), nesterov=Value(bool), betas=ListOf(Value(float, 0, 1), length=2),
-    eps=Value(float, 0, low_open=True), clip_grad=Value(float, 0), clip_mode=Text(*CLIP_MODES),
-    lr_reference_batch=Value(int, 1))
+OPTIM_SECTION = Map({
+    "name": Text("sgd", "adamw"), "lr": SCHEDULE, "lr_reference_batch": Value(int, 1), "weight_decay": SCHEDULE,
+    "momentum": Value(float, 0, 1), "nesterov": Value(bool), "betas": ListOf(Value(float, 0, 1), length=2),
+    "eps": Value(float, 0, low_open=True), "clip_grad": Value(float, 0), "clip_mode": Text(*CLIP_MODES)})
 
 
 def lr_scale(optim: Mapping[str, Any], global_batch: int) -> float:
@@ -38,19 +35,6 @@ def lr_scale(optim: Mapping[str, Any], global_batch: int) -> float:
     log.info("optim.lr x %.4g: global batch %d / optim.lr_reference_batch %d (linear scaling rule)", scale,
              global_batch, int(reference))
     return scale
-
-
-def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``module`` with BatchNorm statistics computed over the whole global batch under DDP (train.sync_batchnorm).
-
-    torch synchronises BatchNorm only on CUDA (NCCL); on the CPU (gloo) each process keeps its own
-    statistics, and the log says so.
-    """
-    if device.type != "cuda":
-        log.warning("train.sync_batchnorm: needs CUDA; BatchNorm stays per process on %s", device)
-        return module
-    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -89,9 +89,14 @@ def training_schema(config: Mapping[str, Any]) -> Map:
 
 
 def check_config(config: Mapping[str, Any], objective: Objective) -> None:
-    """The trainer's check of a config it is given (e.g. by Python code, not pyspk.bin.train): every section
-    but the objective's, which its build checks, and the rules between keys."""
+    """The trainer's check of a config it is given (by Python code too, not only pyspk.bin.train): every
+    section but the objective's, which its build checks, and the rules between keys."""
     check_tree(config, _tree(objective, ANY))
+    check_training_rules(config)
+
+
+def check_training_rules(config: Mapping[str, Any]) -> None:
+    """The rules between the keys of a training config that its tree cannot say."""
     for name in ("data", "model", "optim", "train"):
         if not isinstance(config.get(name), dict):
             raise ConfigError(f"config needs a '{name}' section")

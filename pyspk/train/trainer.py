@@ -29,7 +29,7 @@ from pyspk.train.experiment import check_finished_experiment, check_resumable
 from pyspk.train.metrics import MetricsLog, plot_metrics
 from pyspk.train.objective import Objective
 from pyspk.train.online_aug import build_frontend
-from pyspk.train.optim import build_optimizer, clip_gradients, lr_scale, sync_batchnorm
+from pyspk.train.optim import build_optimizer, clip_gradients, lr_scale
 from pyspk.train.schedules import build_schedule
 from pyspk.train.schema import check_config
 from pyspk.train.wav_data import build_training_source
@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 
 # What resume() reads from a checkpoint.
 RESUME_KEYS = ("steps_per_epoch", "backbones", "objective", "optimizer", "rng", "step")
+
+
+def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` with BatchNorm statistics computed over the whole global batch under DDP (train.sync_batchnorm).
+
+    torch synchronises BatchNorm only on CUDA (NCCL); on the CPU (gloo) each process keeps its own
+    statistics, and the log says so.
+    """
+    if device.type != "cuda":
+        log.warning("train.sync_batchnorm: needs CUDA; BatchNorm stays per process on %s", device)
+        return module
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
