@@ -271,9 +271,9 @@ def defaults_map(defaults: Mapping[str, Any], **explicit: Any) -> Map:
     return Map({key: explicit.get(key, _from_default(value)) for key, value in defaults.items()})
 
 
-def keys_map(keys: Iterable[str], **explicit: Any) -> Map:
-    """A Map of a module's key list: typed where ``explicit`` says, any value otherwise."""
-    return Map({key: explicit.get(key, ANY) for key in keys})
+def keys_map(keys: Iterable[str]) -> Map:
+    """A Map of a key list whose values are any (checked where they are read, e.g. a backbone config)."""
+    return Map(dict.fromkeys(keys, ANY))
 
 
 # -- the validator -----------------------------------------------------------------------------------

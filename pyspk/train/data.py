@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyspk.config import ConfigError, ListOf, Map, Text, Value, check_section, keys_map, nullable
+from pyspk.config import ConfigError, ListOf, Map, Text, Value, check_section, nullable
 from pyspk.data.arkio import load_matrix
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, read_table
 from pyspk.fileutil import PathLike
@@ -30,16 +30,13 @@ log = logging.getLogger(__name__)
 
 AUG_SUFFIXES = ("reverb", "noise", "music", "babble")
 # One crop group; aug_prob's range is group_aug_probs' (it falls back on data.aug_prob).
-CROP_SECTION = keys_map(("count", "frames", "aug_prob"), count=Value(int, 1), frames=Value(int, 1),
-                        aug_prob=Value(float))
+CROP_SECTION = Map({"count": Value(int, 1), "frames": Value(int, 1), "aug_prob": Value(float)})
 CROPS = Map(names=CROP_SECTION)
 # The data section of stored features (the raw-audio source adds its keys: pyspk.train.wav_data.DATA_SECTION).
-FEATS_DATA_SECTION = keys_map(
-    ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_suffixes", "specaug", "channel",
-     "non_overlapping"),
-    batch_size=Value(int, 1), num_workers=Value(int, 0), use_vad=Value(bool), aug_prob=Value(float, 0, 1),
-    crops=CROPS, aug_suffixes=ListOf(Text()), specaug=nullable(SPECAUG_SECTION), channel=nullable(CHANNEL_SECTION),
-    non_overlapping=Value(bool))
+FEATS_DATA_SECTION = Map({
+    "batch_size": Value(int, 1), "num_workers": Value(int, 0), "crops": CROPS, "use_vad": Value(bool),
+    "aug_prob": Value(float, 0, 1), "aug_suffixes": ListOf(Text()), "specaug": nullable(SPECAUG_SECTION),
+    "channel": nullable(CHANNEL_SECTION), "non_overlapping": Value(bool)})
 MAX_CONSECUTIVE_FAILURES = 10
 # Fewer voiced frames than this: the utterance is kept whole rather than a few frames looped.
 MIN_VOICED_FRAMES = 50

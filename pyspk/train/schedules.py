@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pyspk.config import ConfigError, Either, Map, Text, Value, check_section, keys_map, nullable
+from pyspk.config import ConfigError, Either, Map, Text, Value, check_section, nullable
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,12 @@ log = logging.getLogger(__name__)
 MAX_EMA_INIT_SHARE = 0.01
 
 KINDS = ("cosine", "linear", "constant")
-
-
-_NUMBER = Value(float, 0)
+_SCHEDULED_VALUE = Value(float, 0)
 # A scheduled value: a number or a mapping (see build_schedule).
-SCHEDULE = Either(_NUMBER, keys_map(("base", "final", "warmup_epochs", "warmup_fraction", "warmup_start", "kind"),
-                                    base=_NUMBER, final=nullable(_NUMBER), warmup_epochs=nullable(Value(float, 0)),
-                                    warmup_fraction=nullable(Value(float, 0, 1)), warmup_start=nullable(_NUMBER),
-                                    kind=Text(*KINDS)))
+SCHEDULE = Either(_SCHEDULED_VALUE, Map({
+    "base": _SCHEDULED_VALUE, "final": nullable(_SCHEDULED_VALUE), "warmup_epochs": nullable(Value(float, 0)),
+    "warmup_fraction": nullable(Value(float, 0, 1)), "warmup_start": nullable(_SCHEDULED_VALUE),
+    "kind": Text(*KINDS)}))
 LAG_SECTION = Map({"lag_fraction": Value(float, 0, 1, low_open=True)})
 
 
