@@ -23,7 +23,8 @@ TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
 FBANK_CONF = os.path.join(ROOT, "conf", "fbank.conf")
 SEED = 3
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# 3 workers on a 2-core machine on purpose: torch's advice against it is no news here.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:This DataLoader will create")]
 
 
 @pytest.fixture(autouse=True)
