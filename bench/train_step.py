@@ -2,7 +2,7 @@
 
 Makes a temporary synthetic fbank data dir, then, for the config's objective
 (DINO by default; e.g. the pseudo-label classifier with conf/classifier_demo.yaml)
-  1. runs the real trainer (pyspk.train.loop.Trainer) and reads its per-step
+  1. runs the real trainer (pyspk.train.trainer.Trainer) and reads its per-step
      wall time (loading, augmentation, transfer, forward, backward, optimiser,
      EMA) from metrics.tsv;
   2. times the same objective's step on one random batch of the same shape
@@ -34,9 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyspk.config import load_config
 from pyspk.device import pick_device
 from pyspk.models import extract_embeddings
-from pyspk.train.loop import Trainer, build_optimizer, clip_gradients
 from pyspk.train.objectives import objective_of
+from pyspk.train.optim import build_optimizer, clip_gradients
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 
 def sync(device):

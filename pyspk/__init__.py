@@ -1,6 +1,8 @@
 """pyspk: Kaldi-style recipes for self-supervised speaker embeddings."""
 
-__version__ = "0.1.0"
+from pyspk.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(path, device="auto", **options):

@@ -19,8 +19,8 @@ from pyspk.supervised.aam import AAMSoftmax, MarginSchedule, build_margin_schedu
 from pyspk.supervised.classifier import ClassifierObjective, utterance_labels
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import CropDataset
-from pyspk.train.loop import Trainer
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 DEMO = os.path.join(ROOT, "conf", "classifier_demo.yaml")
 TINY_MODEL = {"name": "resnet_thin", "feat_dim": 40, "embed_dim": 32, "blocks": [1, 1], "base_width": 4}
@@ -240,7 +240,7 @@ WORKER = """
 import os, sys, torch
 from pyspk.config import load_yaml
 from pyspk.supervised.classifier import ClassifierObjective
-from pyspk.train.loop import Trainer
+from pyspk.train.trainer import Trainer
 config_path, data, exp = sys.argv[1:]
 objective = ClassifierObjective(data)
 Trainer(objective, load_yaml(config_path), data, exp, device="cpu").run()

@@ -21,8 +21,8 @@ from pyspk.supervised.classifier import ClassifierObjective
 from pyspk.supervised.two_step import TwoStep
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import ClassBalancedBatchSampler, ResumableBatchSampler
-from pyspk.train.loop import Trainer
 from pyspk.train.schedules import build_schedule
+from pyspk.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 feats_dir = classifier_feats_dir  # the same 4 x 4 utterances (fixture)

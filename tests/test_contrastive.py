@@ -15,8 +15,8 @@ from pyspk.ssl.contrastive import ContrastiveObjective
 from pyspk.ssl.ntxent import ProjectionHead, nt_xent
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import CropDataset, ResumableBatchSampler
-from pyspk.train.loop import Trainer
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 DEMO = os.path.join(ROOT, "conf", "contrastive_demo.yaml")
 # The demo config shrunk to a seconds-long run on 40-dim features.

@@ -15,7 +15,7 @@ WORKER = """
 import os, sys, torch
 from pyspk.config import load_config
 from pyspk.ssl.dino import DINOObjective
-from pyspk.train.loop import Trainer
+from pyspk.train.trainer import Trainer
 config_path, data, exp, *overrides = sys.argv[1:]
 objective = DINOObjective()
 Trainer(objective, load_config(config_path, overrides), data, exp, device="cpu").run()

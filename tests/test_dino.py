@@ -24,9 +24,9 @@ from pyspk.train.augment import (
     spec_augment,
 )
 from pyspk.train.data import CropDataset, ResumableBatchSampler, group_copies
-from pyspk.train.loop import Trainer
 from pyspk.train.schedules import Schedule, build_schedule
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
 CROPS = {"global": {"count": 2, "frames": 50}, "local": {"count": 3, "frames": 20}}

@@ -13,7 +13,7 @@ from pyspk.config import ConfigError, load_config
 from pyspk.models import build_model, load_backbone, read_backbone_file, save_backbones
 from pyspk.ssl.dino import CollapseMonitor, DINOObjective, cross_crop_cosine_loss, diversity_loss, redundancy_loss
 from pyspk.train.checkpoint import average_backbones
-from pyspk.train.loop import clip_gradients
+from pyspk.train.optim import clip_gradients
 from pyspk.train.schedules import build_ema_momentum, build_schedule, ema_lag
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,8 +18,8 @@ from pyspk.models import list_backbones, load_backbone
 from pyspk.ssl.memo import MeMoObjective, distillation_pairs, rounds_start
 from pyspk.ssl.ntxent import ContrastiveStop
 from pyspk.train import checkpoint as ckpt
-from pyspk.train.loop import Trainer
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 DEMO = os.path.join(ROOT, "conf", "memo_demo.yaml")
 CONTRASTIVE_DEMO = os.path.join(ROOT, "conf", "contrastive_demo.yaml")
@@ -214,7 +214,7 @@ import os, sys, torch
 from pyspk.config import load_config
 from pyspk.ssl.contrastive import ContrastiveObjective
 from pyspk.ssl.memo import MeMoObjective
-from pyspk.train.loop import Trainer
+from pyspk.train.trainer import Trainer
 which, config_path, data, exp, *overrides = sys.argv[1:]
 objective = {"contrastive": ContrastiveObjective, "memo": MeMoObjective}[which]()
 Trainer(objective, load_config(config_path, overrides), data, exp, device="cpu").run()

@@ -23,8 +23,9 @@ from pyspk.config import ConfigError
 from pyspk.models import build_model, read_backbone_file, save_backbones
 from pyspk.supervised.classifier import ClassifierObjective
 from pyspk.train import checkpoint as ckpt
-from pyspk.train.loop import Trainer, check_config
+from pyspk.train.schema import check_config
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,8 +13,8 @@ from conftest import ROOT, kill_training_at_checkpoint
 from pyspk.config import ConfigError, load_config
 from pyspk.ssl.dino import DINOObjective
 from pyspk.train import checkpoint as ckpt
-from pyspk.train.loop import Trainer
 from pyspk.train.synthetic import make_feats_data_dir
+from pyspk.train.trainer import Trainer
 
 TINY = os.path.join(ROOT, "conf", "dino_tiny.yaml")
 # Augmentation and copies on, so their seeding is part of what must resume exactly.

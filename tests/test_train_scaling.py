@@ -5,7 +5,8 @@ import logging
 import pytest
 import torch
 
-from pyspk.train.loop import lr_scale, sync_batchnorm
+from pyspk.train.optim import lr_scale
+from pyspk.train.trainer import sync_batchnorm
 
 
 def test_lr_scales_linearly_with_the_global_batch():

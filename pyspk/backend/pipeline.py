@@ -24,11 +24,13 @@ from numpy.typing import ArrayLike
 from pyspk.backend.embeddings import read_kaldi_object, write_kaldi_object
 from pyspk.backend.plda import Plda, PldaScorer, estimate_plda
 from pyspk.backend.transforms import apply_transform, compute_lda, length_normalize
-from pyspk.config import check_keys, load_yaml
+from pyspk.config import check_section, keys_map, load_yaml
 from pyspk.data.datadir import DataDirError
 from pyspk.fileutil import PathLike, atomic_open
 
-BACKEND_KEYS = ("lda_dim", "lnorm", "num_em_iters", "total_covariance_factor", "num_speakers", "num_utterances")
+# backend.yaml: what the back-end was trained with (read back as written).
+BACKEND_SECTION = keys_map(("lda_dim", "lnorm", "num_em_iters", "total_covariance_factor", "num_speakers",
+                           "num_utterances"))
 
 
 class PldaBackend:
@@ -102,7 +104,7 @@ class PldaBackend:
         info = {}
         if os.path.isfile(path("backend.yaml")):
             info = load_yaml(path("backend.yaml"))
-            check_keys(info, BACKEND_KEYS, path("backend.yaml"))
+            check_section(info, BACKEND_SECTION, path("backend.yaml"))
         plda = Plda.read(path("plda"))
         mean = read_kaldi_object(path("mean.vec")).ravel() if os.path.isfile(path("mean.vec")) else None
         lda = read_kaldi_object(path("transform.mat")) if os.path.isfile(path("transform.mat")) else None

@@ -53,7 +53,7 @@ from pyspk.data.datadir import DataDirError
 from pyspk.fileutil import DirLockedError, no_space_message
 from pyspk.models import BackboneFileError
 from pyspk.train.checkpoint import CheckpointError
-from pyspk.train.loop import check_finished_experiment
+from pyspk.train.experiment import check_finished_experiment
 from pyspk.train.objectives import (
     check_training_config,
     default_backbone_configs,

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, check_section, keys_map
 from pyspk.fileutil import atomic_path
 from pyspk.models import ecapa, resnet, tdnn
 from pyspk.models.extract import extract_embeddings
@@ -75,7 +75,7 @@ def full_config(cfg: dict) -> dict:
         raise ConfigError(f"model.name must be one of {', '.join(sorted(MODELS))}; got {name!r}")
     _, defaults, check = MODELS[name]
     allowed = {**COMMON_DEFAULTS, **defaults}
-    check_keys(cfg, ["name", *allowed], f"model ({name})")
+    check_section(cfg, keys_map(["name", *allowed]), f"model ({name})")
     full = {"name": name, **copy.deepcopy(allowed), **copy.deepcopy(cfg)}
     for key, default in allowed.items():
         _check_value(name, key, full[key], default)

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyspk import __version__
 from pyspk.backend.embeddings import EmbeddingDir
 from pyspk.backend.pipeline import PldaBackend
 from pyspk.backend.plda import Plda
@@ -41,6 +40,7 @@ from pyspk.features.fbank import FBANK_SPEC, FbankConfig, Option, read_kaldi_con
 from pyspk.features.vad import VAD_SPEC, VadConfig
 from pyspk.fileutil import PathLike
 from pyspk.models import BackboneFileError, read_backbone_file
+from pyspk.version import __version__
 
 FORMAT = "pyspk-model"
 FORMAT_VERSION = 1

@@ -15,16 +15,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, Map, Value, check_section, nullable
 from pyspk.device import distributed_rank
 from pyspk.models import build_model
 from pyspk.ssl.dino import MultiCropNet
-from pyspk.ssl.ntxent import ProjectionHead, nt_xent, projection_options
-from pyspk.train.augment import CHANNEL_DEFAULTS, channel_augment, merged_options
-from pyspk.train.loop import Objective
+from pyspk.ssl.ntxent import PROJECTION_SECTION, ProjectionHead, nt_xent, projection_options
+from pyspk.train.augment import CHANNEL_DEFAULTS, CHANNEL_SECTION, channel_augment, merged_options
+from pyspk.train.objective import Objective
 
-CONTRASTIVE_KEYS = ("head", "temperature", "gather_negatives", "channel_invariant")
-CHANNEL_INVARIANT_KEYS = ("weight", "channel")
+CHANNEL_INVARIANT_SECTION = Map({"weight": Value(float, 0), "channel": nullable(CHANNEL_SECTION)})
+CONTRASTIVE_SECTION = Map({"head": nullable(PROJECTION_SECTION), "temperature": Value(float, 0, low_open=True),
+                           "gather_negatives": Value(bool), "channel_invariant": nullable(CHANNEL_INVARIANT_SECTION)})
 
 
 def crop_major(crops):
@@ -58,7 +59,7 @@ class ChannelPerturbation:
 
 
 class ContrastiveObjective(Objective):
-    """Contrastive SSL as an :class:`~pyspk.train.loop.Objective`.
+    """Contrastive SSL as an :class:`~pyspk.train.objective.Objective`.
 
     Config section ``contrastive``: ``head`` (PROJECTION_DEFAULTS),
     ``temperature`` (0.1), ``gather_negatives`` (true: under DDP, the other
@@ -69,22 +70,21 @@ class ContrastiveObjective(Objective):
     """
 
     section = "contrastive"
+    declaration = CONTRASTIVE_SECTION
     metric_names = ("nt_xent", "channel_inv", "pos_acc", "emb_std")
 
     def build(self, config, steps_per_epoch, total_steps, device):
         cfg = config.get(self.section)
         if not isinstance(cfg, dict):
             raise ConfigError("config needs a 'contrastive' section")
-        check_keys(cfg, CONTRASTIVE_KEYS, "contrastive")
+        check_section(cfg, self.declaration, "contrastive")
         crops = config["data"]["crops"]
         if sum(int(c["count"]) for c in crops.values()) < 2:
             raise ConfigError("contrastive needs at least 2 crops per utterance in data.crops")
         self.temperature = float(cfg.get("temperature", 0.1))
-        if self.temperature <= 0:
-            raise ConfigError("contrastive.temperature must be positive")
         self.gather = bool(cfg.get("gather_negatives", True))
         inv = dict(cfg.get("channel_invariant") or {})
-        check_keys(inv, CHANNEL_INVARIANT_KEYS, "contrastive.channel_invariant")
+        check_section(inv, CHANNEL_INVARIANT_SECTION, "contrastive.channel_invariant")
         self.inv_weight = float(inv.get("weight", 0.0))
         rank = distributed_rank()
         self.perturb = ChannelPerturbation(inv.get("channel"), config.get("seed", 0), rank)

@@ -25,23 +25,37 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.config import ConfigError, Map, Text, Value, check_section, defaults_map, nullable
 from pyspk.device import average_buffers, distributed_active
 from pyspk.models import BackboneFileError, build_model, init_from_file
-from pyspk.ssl.ntxent import ProjectionHead, contrastive_options, nt_xent, projection_options
-from pyspk.train.loop import Objective
-from pyspk.train.schedules import build_ema_momentum, build_schedule
+from pyspk.ssl.ntxent import (
+    CONTRASTIVE_TERM_SECTION,
+    PROJECTION_SECTION,
+    ProjectionHead,
+    contrastive_options,
+    nt_xent,
+    projection_options,
+)
+from pyspk.train.objective import Objective
+from pyspk.train.schedules import SCHEDULE, build_ema_momentum, build_schedule, ema_momentum_spec
 
 log = logging.getLogger(__name__)
 
 HEAD_DEFAULTS = {"out_dim": 65536, "hidden_dim": 2048, "bottleneck_dim": 256, "nlayers": 3,
                  "use_bn": False, "norm_last_layer": True}
-DINO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs",
-             "freeze_last_layer_fraction", "regularisers", "contrastive", "collapse", "init_model")
-DINO_VALUES = {"student_temp": Value(float, 0, low_open=True), "center_momentum": Value(float, 0, 1),
-               "freeze_last_layer_epochs": Value(float, 0)}
 REGULARISER_DEFAULTS = {"diversity": 0.0, "redundancy": 0.0, "cosine": 0.0}
 COLLAPSE_DEFAULTS = {"entropy_share": 0.97, "min_emb_std": 0.05, "patience_steps": 100, "check_every": 10}
+HEAD_SECTION = defaults_map(HEAD_DEFAULTS)
+REGULARISER_SECTION = defaults_map(REGULARISER_DEFAULTS)
+COLLAPSE_SECTION = defaults_map(COLLAPSE_DEFAULTS)
+# The keys of the dino section that MeMo's shares.
+DISTILLATION_KEYS = {
+    "head": nullable(HEAD_SECTION), "student_temp": Value(float, 0, low_open=True), "teacher_temp": SCHEDULE,
+    "center_momentum": Value(float, 0, 1), "momentum": ema_momentum_spec, "freeze_last_layer_epochs": Value(float, 0),
+    "freeze_last_layer_fraction": nullable(Value(float, 0, 1)), "regularisers": nullable(REGULARISER_SECTION),
+    "collapse": nullable(COLLAPSE_SECTION)}
+DINO_SECTION = Map({**DISTILLATION_KEYS, "init_model": nullable(Text()), "contrastive": nullable(
+    Map({**CONTRASTIVE_TERM_SECTION.keys, "head": nullable(PROJECTION_SECTION)}))})
 
 
 class WeightNormLinear(nn.Module):
@@ -270,7 +284,7 @@ def multi_crop_counts(crops, section):
 def build_collapse_monitor(cfg, out_dim, section, head=None):
     """A :class:`CollapseMonitor` from a ``collapse`` config mapping (None: the defaults)."""
     collapse = dict(cfg or {})
-    check_keys(collapse, COLLAPSE_DEFAULTS, f"{section}.collapse")
+    check_section(collapse, COLLAPSE_SECTION, f"{section}.collapse")
     return CollapseMonitor(out_dim, **{**COLLAPSE_DEFAULTS, **collapse}, section=section, head=head)
 
 
@@ -292,7 +306,7 @@ def drop_last_layer_grads(heads):
 def regulariser_options(cfg, section):
     """``{diversity, redundancy, cosine}`` weights of a ``regularisers`` mapping (absent: all 0)."""
     regularisers = dict(cfg or {})
-    check_keys(regularisers, REGULARISER_DEFAULTS, f"{section}.regularisers")
+    check_section(regularisers, REGULARISER_SECTION, f"{section}.regularisers")
     return {k: float(v) for k, v in {**REGULARISER_DEFAULTS, **regularisers}.items()}
 
 
@@ -331,12 +345,12 @@ def init_backbone(backbone, path):
 
 def head_options(cfg):
     cfg = dict(cfg or {})
-    check_keys(cfg, HEAD_DEFAULTS, "dino.head")
+    check_section(cfg, HEAD_SECTION, "dino.head")
     return {**HEAD_DEFAULTS, **cfg}
 
 
 class DINOObjective(Objective):
-    """DINO as an :class:`~pyspk.train.loop.Objective` for the generic trainer.
+    """DINO as an :class:`~pyspk.train.objective.Objective` for the generic trainer.
 
     Config section ``dino``: ``head`` (see HEAD_DEFAULTS), ``student_temp``,
     ``teacher_temp`` / ``momentum`` (schedules, see pyspk.train.schedules),
@@ -353,6 +367,7 @@ class DINOObjective(Objective):
     """
 
     section = "dino"
+    declaration = DINO_SECTION
     metric_names = ("teacher_entropy", "student_entropy", "kl", "emb_std", "regulariser", "contrastive")
     schedule_names = ("momentum", "teacher_temp")
 
@@ -360,8 +375,7 @@ class DINOObjective(Objective):
         cfg = config.get(self.section)
         if not isinstance(cfg, dict):
             raise ConfigError("config needs a 'dino' section")
-        check_keys(cfg, DINO_KEYS, "dino")
-        check_values(cfg, DINO_VALUES, "dino")
+        check_section(cfg, self.declaration, "dino")
         self.n_global, self.n_views = multi_crop_counts(config["data"]["crops"], "dino")
         head_cfg = head_options(cfg.get("head"))
         backbone = build_model(config["model"])

@@ -28,12 +28,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pyspk.config import ConfigError, check_keys, check_values
+from pyspk.config import ConfigError, Map, Value, check_section, keys_map, nullable
 from pyspk.device import average_buffers, distributed_active
 from pyspk.models import build_model
 from pyspk.ssl.contrastive import crop_major
 from pyspk.ssl.dino import (
-    DINO_VALUES,
+    DISTILLATION_KEYS,
     DINOHead,
     DINOLoss,
     build_collapse_monitor,
@@ -46,14 +46,15 @@ from pyspk.ssl.dino import (
     regulariser_loss,
     regulariser_options,
 )
-from pyspk.ssl.ntxent import contrastive_options, nt_xent
-from pyspk.train.loop import Objective
+from pyspk.ssl.ntxent import CONTRASTIVE_TERM_SECTION, contrastive_options, nt_xent
+from pyspk.train.objective import Objective
 from pyspk.train.schedules import build_ema_momentum, build_schedule
 
 log = logging.getLogger(__name__)
 
-MEMO_KEYS = ("head", "student_temp", "teacher_temp", "center_momentum", "momentum", "freeze_last_layer_epochs",
-             "freeze_last_layer_fraction", "self_weight", "cross_weight", "regularisers", "contrastive", "collapse")
+MEMO_SECTION = Map({**DISTILLATION_KEYS, "self_weight": Value(float, 0), "cross_weight": Value(float, 0),
+                    "contrastive": nullable(CONTRASTIVE_TERM_SECTION)})
+MODEL_SECTION = keys_map(("feat_dim", "archs"))  # each arch is checked by pyspk.models
 MODES = ("self", "cross")
 HEAD_OUTPUT = {"self": 1, "cross": 2}  # position of each mode's head output in MultiArchNet's tuples
 ARCH_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -88,7 +89,7 @@ def distillation_pairs(archs):
 
 def arch_configs(model_cfg):
     """``model: {feat_dim, archs: {name: backbone config}}`` -> ``{name: backbone config}`` (feat_dim filled in)."""
-    check_keys(model_cfg, ("feat_dim", "archs"), "model (memo)")
+    check_section(model_cfg, MODEL_SECTION, "model (memo)")
     archs = model_cfg.get("archs")
     if not isinstance(archs, dict) or len(archs) < 2:
         raise ConfigError("memo needs model.archs with at least 2 architectures, e.g. "
@@ -108,7 +109,7 @@ def arch_configs(model_cfg):
 
 
 class MeMoObjective(Objective):
-    """MeMo as an :class:`~pyspk.train.loop.Objective` for the generic trainer.
+    """MeMo as an :class:`~pyspk.train.objective.Objective` for the generic trainer.
 
     ``model: {feat_dim, archs: {name: backbone config}}``. Config section
     ``memo``: DINO's ``head``, ``student_temp``, ``teacher_temp``,
@@ -127,14 +128,14 @@ class MeMoObjective(Objective):
     """
 
     section = "memo"
+    declaration = MEMO_SECTION
     schedule_names = ("momentum", "teacher_temp")
 
     def build(self, config, steps_per_epoch, total_steps, device):
         cfg = config.get(self.section)
         if not isinstance(cfg, dict):
             raise ConfigError("config needs a 'memo' section")
-        check_keys(cfg, MEMO_KEYS, "memo")
-        check_values(cfg, DINO_VALUES, "memo")
+        check_section(cfg, self.declaration, "memo")
         self.n_global, self.n_views = multi_crop_counts(config["data"]["crops"], "memo")
         self.archs = list(arch_configs(config["model"]))
         head_cfg = head_options(cfg.get("head"))

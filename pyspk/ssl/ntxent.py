@@ -14,12 +14,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import Map, Value, check_section, defaults_map, nullable
 from pyspk.device import distributed_active
 
-CONTRASTIVE_KEYS = ("weight", "temperature", "gather_negatives", "stop")
 STOP_DEFAULTS = {"window_steps": 50, "patience": 2, "min_delta": 0.0, "max_epochs": None}
 PROJECTION_DEFAULTS = {"hidden_dim": 512, "out_dim": 128, "nlayers": 2, "use_bn": True}
+PROJECTION_SECTION = defaults_map(PROJECTION_DEFAULTS)
+STOP_SECTION = defaults_map(STOP_DEFAULTS, window_steps=Value(int, 1), patience=Value(int, 0), min_delta=Value(float),
+                            max_epochs=nullable(Value(float, 0)))
+# A contrastive term of MeMo or DINO (DINO's may add a projection head).
+CONTRASTIVE_TERM_SECTION = Map({"weight": Value(float, 0), "temperature": Value(float, 0, low_open=True),
+                                "gather_negatives": Value(bool), "stop": nullable(STOP_SECTION)})
 
 
 class ProjectionHead(nn.Module):
@@ -43,7 +48,7 @@ class ProjectionHead(nn.Module):
 
 def projection_options(cfg, name):
     cfg = dict(cfg or {})
-    check_keys(cfg, PROJECTION_DEFAULTS, name)
+    check_section(cfg, PROJECTION_SECTION, name)
     return {**PROJECTION_DEFAULTS, **cfg}
 
 
@@ -172,12 +177,10 @@ def contrastive_options(cfg, steps_per_epoch, name, default_weight=1.0):
     Shared by MeMo and DINO's contrastive warm-up; weight 0 switches it off.
     """
     cfg = dict(cfg or {})
-    check_keys(cfg, CONTRASTIVE_KEYS, name)
+    check_section(cfg, CONTRASTIVE_TERM_SECTION, name)
     stop = dict(cfg.get("stop") or {})
-    check_keys(stop, STOP_DEFAULTS, f"{name}.stop")
+    check_section(stop, STOP_SECTION, f"{name}.stop")
     stop = {**STOP_DEFAULTS, **stop}
-    if int(stop["window_steps"]) < 1 or int(stop["patience"]) < 0:
-        raise ConfigError(f"{name}.stop: window_steps must be >= 1 and patience >= 0")
     weight = float(cfg.get("weight", default_weight))
     max_steps = None if stop["max_epochs"] is None else round(float(stop["max_epochs"]) * steps_per_epoch)
     return (weight, float(cfg.get("temperature", 0.1)), bool(cfg.get("gather_negatives", True)),

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, Map, Value, check_section
 
-WARMUP_KEYS = ("start_epoch", "end_epoch")
+WARMUP_SECTION = Map({"start_epoch": Value(float, 0), "end_epoch": Value(float, 0)})
 
 
 class AAMSoftmax(nn.Module):
@@ -138,8 +138,6 @@ def build_margin_schedule(margin, warmup, steps_per_epoch, name="margin_warmup")
         return MarginSchedule(margin, steps_per_epoch)
     if not isinstance(warmup, dict):
         raise ConfigError(f"{name} must be a mapping with start_epoch and end_epoch")
-    check_keys(warmup, WARMUP_KEYS, name)
+    check_section(warmup, WARMUP_SECTION, name)
     start, end = float(warmup.get("start_epoch", 0.0)), float(warmup.get("end_epoch", 0.0))
-    if start < 0 or end < 0:
-        raise ConfigError(f"{name}: start_epoch and end_epoch must not be negative")
     return MarginSchedule(margin, steps_per_epoch, start, end)

@@ -42,22 +42,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.config import ConfigError, Map, Text, Value, check_section, nullable
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
 from pyspk.models import build_model, init_from_file
-from pyspk.supervised.aam import AAMSoftmax, build_margin_schedule
-from pyspk.supervised.two_step import TwoStep
+from pyspk.supervised.aam import WARMUP_SECTION, AAMSoftmax, build_margin_schedule
+from pyspk.supervised.two_step import TWO_STEP_SECTION, TwoStep
 from pyspk.train.data import AUG_SUFFIXES, group_copies
-from pyspk.train.loop import Objective
+from pyspk.train.objective import Objective
 from pyspk.train.wav_data import wav_utterances
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_KEYS = ("margin", "scale", "margin_warmup", "init_model", "init_backbone", "init_weight", "subcenters",
-                   "inter_topk", "balanced_classes", "two_step")
-CLASSIFIER_VALUES = {"subcenters": Value(int, 1), "balanced_classes": Value(bool),
-                     "scale": Value(float, 0, low_open=True), "init_weight": Value(float, 0, 1)}
-INTER_TOPK_KEYS = ("k", "margin")
+INTER_TOPK_SECTION = Map({"k": Value(int, 0), "margin": Value(float, 0, math.pi / 2)})
+CLASSIFIER_SECTION = Map({
+    "margin": Value(float, 0, math.pi / 2), "scale": Value(float, 0, low_open=True),
+    "margin_warmup": nullable(WARMUP_SECTION), "init_model": nullable(Text()), "init_backbone": nullable(Text()),
+    "init_weight": Value(float, 0, 1), "subcenters": Value(int, 1), "inter_topk": nullable(INTER_TOPK_SECTION),
+    "balanced_classes": Value(bool), "two_step": nullable(TWO_STEP_SECTION)})
 BACKBONE_NAME = "model"
 
 
@@ -90,8 +91,7 @@ def classifier_section(config):
     cfg = config.get("classifier")
     if not isinstance(cfg, dict):
         raise ConfigError("config needs a 'classifier' section")
-    check_keys(cfg, CLASSIFIER_KEYS, "classifier")
-    check_values(cfg, CLASSIFIER_VALUES, "classifier")
+    check_section(cfg, CLASSIFIER_SECTION, "classifier")
     return cfg
 
 
@@ -101,8 +101,7 @@ def inter_topk_of(value):
         return 0, 0.0
     if not isinstance(value, dict):
         raise ConfigError(f"classifier.inter_topk must be a mapping {{k, margin}} or null, got {value!r}")
-    check_keys(value, INTER_TOPK_KEYS, "classifier.inter_topk")
-    check_values(value, {"k": Value(int, 0), "margin": Value(float, 0, math.pi / 2)}, "classifier.inter_topk")
+    check_section(value, INTER_TOPK_SECTION, "classifier.inter_topk")
     return int(value.get("k", 5)), float(value.get("margin", 0.06))
 
 
@@ -126,7 +125,7 @@ class ClassifierNet(nn.Module):
 
 
 class ClassifierObjective(Objective):
-    """AAM-softmax speaker classification as an :class:`~pyspk.train.loop.Objective`.
+    """AAM-softmax speaker classification as an :class:`~pyspk.train.objective.Objective`.
 
     Labels come from ``<data_dir>/utt2spk`` and are looked up by the crop's
     dataset index, the utterances listed as ``data.source`` lists them (the
@@ -135,6 +134,7 @@ class ClassifierObjective(Objective):
     """
 
     section = "classifier"
+    declaration = CLASSIFIER_SECTION
     metric_names = ("accuracy",)
     schedule_names = ("margin",)
 

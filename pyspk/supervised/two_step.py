@@ -24,12 +24,13 @@ exactly unchanged after step one.
 
 import logging
 
-from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.config import ANY, ConfigError, Map, Text, Value, check_section
 from pyspk.models import freeze
 
 log = logging.getLogger(__name__)
 
-TWO_STEP_KEYS = ("freeze_epochs", "lr_scale", "train", "last_layers")
+TWO_STEP_SECTION = Map({"freeze_epochs": Value(float, 0, low_open=True), "lr_scale": Value(float, 0, low_open=True),
+                         "train": Text(), "last_layers": ANY})
 FIRST_STEP = tuple(what for what in freeze.TRAIN_WHAT if what != "all")
 
 
@@ -39,9 +40,7 @@ class TwoStep:
     def __init__(self, backbone, cfg, steps_per_epoch, epochs):
         if not isinstance(cfg, dict):
             raise ConfigError("classifier.two_step must be a mapping {freeze_epochs, lr_scale, train} or null")
-        check_keys(cfg, TWO_STEP_KEYS, "classifier.two_step")
-        check_values(cfg, {"freeze_epochs": Value(float, 0, low_open=True),
-                           "lr_scale": Value(float, 0, low_open=True)}, "classifier.two_step")
+        check_section(cfg, TWO_STEP_SECTION, "classifier.two_step")
         if "freeze_epochs" not in cfg:
             raise ConfigError("classifier.two_step needs freeze_epochs")
         freeze_epochs = float(cfg["freeze_epochs"])

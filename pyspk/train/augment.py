@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, Map, Value, check_section, defaults_map
 
 DB = math.log(10.0) / 10.0  # natural-log power per dB
 
@@ -31,16 +31,22 @@ CHANNEL_DEFAULTS = {"prob": 0.0, "gain_db": 6.0, "tilt_db": 10.0, "eq_db": 6.0, 
                     "frame_shift": 0.01}
 
 
+def options_section(defaults: Mapping[str, Any]) -> Map:
+    """The declaration of an augmentation's options: each typed as its default, ``prob`` in [0, 1]."""
+    return defaults_map(defaults, prob=Value(float, 0, 1))
+
+
+SPECAUG_SECTION = options_section(SPECAUG_DEFAULTS)
+CHANNEL_SECTION = options_section(CHANNEL_DEFAULTS)
+
+
 def merged_options(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], name: str) -> dict[str, Any]:
     """Defaults overridden by ``cfg`` (None = defaults), unknown keys rejected."""
     cfg = cfg or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{name} must be a mapping")
-    check_keys(cfg, defaults, name)
-    options = dict(defaults, **cfg)
-    if not 0.0 <= float(options["prob"]) <= 1.0:
-        raise ConfigError(f"{name}.prob must be in [0, 1], got {options['prob']}")
-    return options
+    check_section(cfg, options_section(defaults), name)
+    return dict(defaults, **cfg)
 
 
 def uniform(low: float, high: float, size: tuple[int, ...], gen: torch.Generator,

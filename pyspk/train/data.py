@@ -20,17 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyspk.config import ConfigError, check_keys
+from pyspk.config import ConfigError, ListOf, Map, Text, Value, check_section, nullable
 from pyspk.data.arkio import load_matrix
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, read_table
 from pyspk.fileutil import PathLike
+from pyspk.train.augment import CHANNEL_SECTION, SPECAUG_SECTION
 
 log = logging.getLogger(__name__)
 
 AUG_SUFFIXES = ("reverb", "noise", "music", "babble")
-DATA_KEYS = ("batch_size", "num_workers", "crops", "use_vad", "aug_prob", "aug_suffixes", "specaug", "channel",
-             "non_overlapping")
-CROP_KEYS = ("count", "frames", "aug_prob")
+# One crop group; aug_prob's range is group_aug_probs' (it falls back on data.aug_prob).
+CROP_SECTION = Map({"count": Value(int, 1), "frames": Value(int, 1), "aug_prob": Value(float)})
+CROPS = Map(names=CROP_SECTION)
+# The data section of stored features (the raw-audio source adds its keys: pyspk.train.wav_data.DATA_SECTION).
+FEATS_DATA_SECTION = Map({
+    "batch_size": Value(int, 1), "num_workers": Value(int, 0), "crops": CROPS, "use_vad": Value(bool),
+    "aug_prob": Value(float, 0, 1), "aug_suffixes": ListOf(Text()), "specaug": nullable(SPECAUG_SECTION),
+    "channel": nullable(CHANNEL_SECTION), "non_overlapping": Value(bool)})
 MAX_CONSECUTIVE_FAILURES = 10
 # Fewer voiced frames than this: the utterance is kept whole rather than a few frames looped.
 MIN_VOICED_FRAMES = 50
@@ -92,7 +98,7 @@ def parse_crops(crops: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int, 
     for name, spec in crops.items():
         if not isinstance(spec, dict):
             raise ConfigError(f"data.crops.{name} must be a mapping with 'count' and 'frames'")
-        check_keys(spec, CROP_KEYS, f"data.crops.{name}")
+        check_section(spec, CROP_SECTION, f"data.crops.{name}")
         count, frames = int(spec.get("count", 1)), int(spec.get("frames", 0))
         if count < 1 or frames < 1:
             raise ConfigError(f"data.crops.{name}: count and frames must be positive")
@@ -354,7 +360,7 @@ class ClassBalancedBatchSampler(ResumableBatchSampler):
 
 def build_dataset(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> CropDataset:
     """A :class:`CropDataset` from the ``data`` config section."""
-    check_keys(cfg, DATA_KEYS, "data")
+    check_section(cfg, FEATS_DATA_SECTION, "data")
     return CropDataset(data_dir, cfg["crops"], seed=seed, use_vad=bool(cfg.get("use_vad", False)),
                        aug_prob=float(cfg.get("aug_prob", 0.5)),
                        aug_suffixes=cfg.get("aug_suffixes", AUG_SUFFIXES),

@@ -1,36 +1,33 @@
-"""The training objectives, by the name a config gives in ``objective:``.
+"""A training config from file to trained model: loaded, checked, started from its backbone, trained.
 
-Adding a training method takes a module with its :class:`~pyspk.train.loop.Objective`,
-one line in :data:`OBJECTIVES` and a config; ``pyspk.bin.train`` and
-``steps/train.sh`` then train it like every other method. Its section's keys and
-types in pyspk.train.schema let overrides set keys the YAML leaves out and type-check
-it before any work (without them the section is taken as written).
-
-A config is loaded with :func:`load_training_config` (overrides, types), takes
-the backbone it starts from with :func:`resolve_init_backbone` and is checked
-without data by :func:`check_training_config`; the objective's build checks the rest.
+The objectives themselves are listed in pyspk.train.registry. A config is loaded with
+:func:`load_training_config` (overrides, keys and types checked against the schema, once, before
+any work), takes the backbone it starts from with :func:`resolve_init_backbone` and is checked
+without data by :func:`check_training_config` (the rules between keys: crops, schedules, the
+model); :func:`train` runs it.
 """
 
 import copy
 
-from pyspk.config import ConfigError, load_yaml
+from pyspk.config import ConfigError, check_tree, load_yaml
 from pyspk.models import full_config, read_backbone_entry
-from pyspk.ssl.contrastive import ContrastiveObjective
-from pyspk.ssl.dino import DINOObjective, multi_crop_counts
-from pyspk.ssl.memo import MeMoObjective
-from pyspk.supervised.classifier import ClassifierObjective
-from pyspk.train.loop import Objective, Trainer, check_config
-from pyspk.train.schema import FROM_INIT, apply_schema_overrides, check_schema, override_origin, training_schema
+from pyspk.ssl.dino import multi_crop_counts
+from pyspk.ssl.memo import arch_configs
+from pyspk.train.data import group_aug_probs, parse_crops
+from pyspk.train.objective import Objective
+from pyspk.train.online_aug import online_aug_options
+from pyspk.train.registry import OBJECTIVES
+from pyspk.train.schedules import build_schedule
+from pyspk.train.schema import (
+    FROM_INIT,
+    apply_schema_overrides,
+    check_training_rules,
+    override_origin,
+    training_schema,
+)
+from pyspk.train.trainer import Trainer
 from pyspk.transfer.objective import FinetuneObjective
-from pyspk.transfer.stages import run_finetune
-
-OBJECTIVES: dict[str, type[Objective]] = {
-    "dino": DINOObjective,
-    "contrastive": ContrastiveObjective,
-    "memo": MeMoObjective,
-    "classifier": ClassifierObjective,
-    "finetune": FinetuneObjective,  # trained in stages, each a Trainer run (pyspk.transfer.stages)
-}
+from pyspk.transfer.stages import check_finetune_config, run_finetune
 
 
 def objective_of(config: dict, config_path: str) -> type[Objective]:
@@ -55,32 +52,26 @@ def load_training_config(path: str, overrides: list[str] | None = None) -> dict:
     objective_of(config, path)
     config = apply_schema_overrides(config, overrides, training_schema)
     objective_of(config, path)
-    check_schema(config, training_schema(config), override_origin(path, overrides))
+    check_tree(config, training_schema(config), origin=override_origin(path, overrides))
     return config
 
 
 def check_training_config(config: dict, config_path: str) -> None:
-    """The data-free checks of a training config (after :func:`resolve_init_backbone`): keys and sections,
-    the model, the crops, the augmentation and the schedules. The objective's build checks the rest."""
-    from pyspk.train.augment import CHANNEL_DEFAULTS, SPECAUG_DEFAULTS, merged_options
-    from pyspk.train.data import group_aug_probs, parse_crops
-    from pyspk.train.online_aug import online_aug_options
-    from pyspk.train.schedules import build_schedule
+    """The data-free checks of a training config loaded by :func:`load_training_config` (keys and types
+    checked) after :func:`resolve_init_backbone`: the rules between keys, the model, the crops, the online
+    augmentation and the schedules. The objective's build checks the rest."""
     objective = objective_of(config, config_path)
     if objective is FinetuneObjective:
-        from pyspk.transfer.stages import check_finetune_config
         cfg = config.get("finetune")
         if isinstance(cfg, dict) and not cfg.get("init_model"):  # --check-only without --init-model
             cfg = {**cfg, "init_model": "(--init-model)"}
         check_finetune_config({**config, "finetune": cfg})
     else:
-        check_config(config, objective())
+        check_training_rules(config)
         default_backbone_configs(config)  # the model section, checked as build_model checks it
     data = config["data"]
     parse_crops(data.get("crops"))
     group_aug_probs(data["crops"], float(data.get("aug_prob", 0.5)))
-    for key, defaults in (("specaug", SPECAUG_DEFAULTS), ("channel", CHANNEL_DEFAULTS)):
-        merged_options(data.get(key), defaults, f"data.{key}")
     online_aug_options(data.get("online_aug"))
     for key in ("lr", "weight_decay"):
         build_schedule(config["optim"].get(key, 0.0), 1, 1, f"optim.{key}")
@@ -92,7 +83,6 @@ def default_backbone_configs(config: dict) -> dict[str, dict]:
     """``{backbone name: full model config}`` a training of ``config`` exports, its default first."""
     objective = config.get("objective")
     if objective == "memo":
-        from pyspk.ssl.memo import arch_configs
         archs = {name: full_config(cfg) for name, cfg in arch_configs(config["model"]).items()}
         return {f"{role}_{name}": cfg for role in ("teacher", "student") for name, cfg in archs.items()}
     if not isinstance(config.get("model"), dict):

@@ -36,7 +36,7 @@ import torch
 from pyspk.augment.augment_dir import AUG_TYPES, GENERATED_NOISE_SEC, MUSAN_PART, TYPE_DEFAULTS
 from pyspk.augment.noise import coloured_noise, musan_files, read_noise_file, synth_music
 from pyspk.augment.rir import RIR_SETS, read_rir, read_rir_list, simulate_rir
-from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.config import ConfigError, ListOf, Map, Text, Value, check_section, defaults_map, nullable
 from pyspk.features.fbank import FbankConfig
 from pyspk.features.torch_fbank import TorchFbank
 
@@ -54,8 +54,15 @@ ONLINE_AUG_DEFAULTS = {
     "noise_interval": TYPE_DEFAULTS["noise"]["interval"],
     "bank_size": 100, "max_noise_sec": 10.0,
 }
-ONLINE_AUG_SCHEMA = {"prob": Value(float, 0, 1), "noise_interval": Value(float, 0), "bank_size": Value(int, 1),
-                     "max_noise_sec": Value(float, 0, low_open=True)}
+# Its sub-sections by name: the kinds each may name.
+ONLINE_AUG_KINDS = {"types": Map({t: Value(float, 0) for t in AUG_TYPES}),
+                    "snrs": Map({t: ListOf(Value(float)) for t in NOISE_TYPES}),
+                    "num_noises": Map({t: ListOf(Value(float)) for t in ("music", "babble")})}
+ONLINE_AUG_SECTION = defaults_map(
+    ONLINE_AUG_DEFAULTS, prob=nullable(Value(float, 0, 1)), noise_interval=nullable(Value(float, 0)),
+    bank_size=nullable(Value(int, 1)), max_noise_sec=nullable(Value(float, 0, low_open=True)),
+    rir_dir=nullable(Text()), musan_dir=nullable(Text()), types=ONLINE_AUG_KINDS["types"],
+    snrs=nullable(ONLINE_AUG_KINDS["snrs"]), num_noises=nullable(ONLINE_AUG_KINDS["num_noises"]))
 SIMULATED_MUSIC_SEC = 10.0
 
 
@@ -77,16 +84,13 @@ def online_aug_options(cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     if not isinstance(cfg, dict):
         raise ConfigError("data.online_aug must be a mapping")
-    check_keys(cfg, ONLINE_AUG_DEFAULTS, "data.online_aug")
-    cfg = {k: v for k, v in cfg.items() if v is not None}
-    check_values(cfg, ONLINE_AUG_SCHEMA, "data.online_aug")
-    options = {**ONLINE_AUG_DEFAULTS, **cfg}
-    for key, kinds in (("types", AUG_TYPES), ("snrs", NOISE_TYPES), ("num_noises", ("music", "babble"))):
+    check_section(cfg, ONLINE_AUG_SECTION, "data.online_aug")
+    options = {**ONLINE_AUG_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    for key, kinds in ONLINE_AUG_KINDS.items():
         if not isinstance(options[key], dict):
-            raise ConfigError(f"data.online_aug.{key} must be a mapping with keys among {', '.join(kinds)}")
-        check_keys(options[key], kinds, f"data.online_aug.{key}")
+            raise ConfigError(f"data.online_aug.{key} must be a mapping with keys among {', '.join(kinds.known())}")
+        check_section(options[key], kinds, f"data.online_aug.{key}")
         options[key] = {**ONLINE_AUG_DEFAULTS[key], **options[key]} if key != "types" else dict(options[key])
-    check_values(options["types"], dict.fromkeys(options["types"], Value(float, 0)), "data.online_aug.types")
     options["types"] = {t: float(weight) for t, weight in options["types"].items()}
     if sum(options["types"].values()) <= 0:
         raise ConfigError("data.online_aug.types: at least one weight must be positive")

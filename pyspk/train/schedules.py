@@ -16,15 +16,26 @@ from typing import Any
 
 import numpy as np
 
-from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.config import ConfigError, Either, Map, Text, Value, check_section, nullable
 
 log = logging.getLogger(__name__)
 
 # Share of its initial weights an EMA teacher may still hold at the end before a warning.
 MAX_EMA_INIT_SHARE = 0.01
 
-SCHEDULE_KEYS = ("base", "final", "warmup_epochs", "warmup_fraction", "warmup_start", "kind")
 KINDS = ("cosine", "linear", "constant")
+_SCHEDULED_VALUE = Value(float, 0)
+# A scheduled value: a number or a mapping (see build_schedule).
+SCHEDULE = Either(_SCHEDULED_VALUE, Map({
+    "base": _SCHEDULED_VALUE, "final": nullable(_SCHEDULED_VALUE), "warmup_epochs": nullable(Value(float, 0)),
+    "warmup_fraction": nullable(Value(float, 0, 1)), "warmup_start": nullable(_SCHEDULED_VALUE),
+    "kind": Text(*KINDS)}))
+LAG_SECTION = Map({"lag_fraction": Value(float, 0, 1, low_open=True)})
+
+
+def ema_momentum_spec(value: Any) -> Any:
+    """An EMA momentum's declaration: null (DINO's 0.996 -> 1), ``{lag_fraction: f}`` or a schedule."""
+    return LAG_SECTION if isinstance(value, dict) and "lag_fraction" in value else Either(None, *SCHEDULE.specs)
 
 
 class Schedule:
@@ -67,7 +78,7 @@ def build_schedule(cfg: float | Mapping[str, Any], steps_per_epoch: int, total_s
         return Schedule(float(cfg), total_steps=total_steps, kind="constant")
     if not isinstance(cfg, dict) or "base" not in cfg:
         raise ConfigError(f"'{name}' must be a number or a mapping with at least 'base'")
-    check_keys(cfg, SCHEDULE_KEYS, name)
+    check_section(cfg, SCHEDULE.specs[1], name)
     if cfg.get("warmup_fraction") is not None:
         warmup_steps = round(float(cfg["warmup_fraction"]) * total_steps)
     else:
@@ -105,8 +116,7 @@ def build_ema_momentum(cfg: float | Mapping[str, Any] | None, steps_per_epoch: i
     if cfg is None:
         cfg = {"base": 0.996, "final": 1.0}
     if isinstance(cfg, dict) and "lag_fraction" in cfg:
-        check_keys(cfg, ("lag_fraction",), name)
-        check_values(cfg, {"lag_fraction": Value(float, 0, 1, low_open=True)}, name)
+        check_section(cfg, LAG_SECTION, name)
         lag_steps = float(cfg["lag_fraction"]) * max(int(total_steps), 1)
         schedule = Schedule(lag_steps / (lag_steps + 1.0), total_steps=total_steps, kind="constant")
     else:

@@ -32,13 +32,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from pyspk.config import ConfigError, Value, check_keys, check_values
+from pyspk.config import ConfigError, Map, Text, Value, check_section, nullable
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv
 from pyspk.features.audio import KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, read_audio, utterance_sources
 from pyspk.features.fbank import FbankConfig
 from pyspk.fileutil import PathLike
 from pyspk.train.data import (
-    DATA_KEYS,
+    FEATS_DATA_SECTION,
     CropDataset,
     build_dataset,
     group_aug_probs,
@@ -47,12 +47,11 @@ from pyspk.train.data import (
     read_vad_scp,
     voiced_frames,
 )
-from pyspk.train.online_aug import online_aug_options
+from pyspk.train.online_aug import ONLINE_AUG_SECTION, online_aug_options
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("feats", "wav")
-WAV_KEYS = ("source", "fbank_conf", "online_aug", "audio_cache_mb")
 DEFAULT_CACHE_MB = 256
 # Crops closer than this are read in one piece, the gap read through: a seek in FLAC (libsndfile 1.2) costs
 # about as much as decoding 1 s of 16 kHz audio; in a wav reading through costs next to nothing.
@@ -335,7 +334,11 @@ class WavCropDataset(CropDataset):
         return {name: torch.from_numpy(group) for name, group in out.items()}
 
 
-WAV_SCHEMA = {"audio_cache_mb": Value(float, 0)}
+# The whole data section: stored features' keys and raw audio's (aug_suffixes is allowed with wav too,
+# unused: a config switches by data.source alone).
+WAV_KEYS = {"source": Text(*SOURCES), "fbank_conf": nullable(Text()), "online_aug": nullable(ONLINE_AUG_SECTION),
+            "audio_cache_mb": Value(float, 0)}
+DATA_SECTION = Map({**FEATS_DATA_SECTION.keys, **WAV_KEYS})
 
 
 def build_training_source(data_dir: PathLike, cfg: Mapping[str, Any], seed: int) -> CropDataset:
@@ -349,8 +352,7 @@ def build_training_source(data_dir: PathLike, cfg: Mapping[str, Any], seed: int)
         if misplaced:
             raise ConfigError(f"data.{misplaced[0]} needs data.source: wav")
         return build_dataset(data_dir, {k: v for k, v in cfg.items() if k not in WAV_KEYS}, seed)
-    check_keys(cfg, DATA_KEYS + WAV_KEYS, "data")  # aug_suffixes too, unused: a config switches by data.source alone
-    check_values(cfg, WAV_SCHEMA, "data")
+    check_section(cfg, DATA_SECTION, "data")
     conf = cfg.get("fbank_conf")
     if not conf:
         raise ConfigError("data.source: wav needs data.fbank_conf (the recipe's fbank.conf, e.g. conf/fbank.conf)")

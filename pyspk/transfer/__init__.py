@@ -3,7 +3,7 @@
 Labels come from ``<data-dir>/utt2label`` (``utt label``: emotion, language,
 age group ...). The network is the backbone followed by a new head
 (optional BatchNorm, dropout, linear layer over the embedding). Training runs
-in *stages*, each a complete run of the generic :class:`~pyspk.train.loop.Trainer`
+in *stages*, each a complete run of the generic :class:`~pyspk.train.trainer.Trainer`
 in its own sub-directory (checkpoints, exact resume, logs, metrics)::
 
     finetune:

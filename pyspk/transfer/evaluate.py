@@ -11,7 +11,7 @@ from pyspk.models import BackboneFileError, build_model, read_backbone_file
 from pyspk.models.extract import extract_embeddings, iter_features
 from pyspk.transfer.labels import classification_metrics, labels_for, read_labels, write_results
 from pyspk.transfer.network import UtteranceClassifier
-from pyspk.transfer.stages import EVAL_DEFAULTS
+from pyspk.transfer.objective import EVAL_DEFAULTS
 
 log = logging.getLogger(__name__)
 

@@ -8,20 +8,29 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from pyspk.config import ConfigError
+from pyspk.config import ANY, ConfigError, Map, Text, Value, defaults_map, nullable
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key
 from pyspk.device import distributed_active, distributed_rank
 from pyspk.models import build_model, read_backbone_entry
 from pyspk.models.freeze import last_layer_prefixes, set_frozen_modes
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.data import AUG_SUFFIXES, group_copies
-from pyspk.train.loop import Objective
+from pyspk.train.objective import Objective
 from pyspk.transfer.labels import labels_for, read_labels
 from pyspk.transfer.network import UtteranceClassifier, set_trainable
 
 log = logging.getLogger(__name__)
 
 HEAD_DEFAULTS = {"batchnorm": True, "dropout": 0.0}
+HEAD_SECTION = defaults_map(HEAD_DEFAULTS, dropout=Value(float, 0, 1))
+STAGE_SECTION = Map({"name": ANY, "train": ANY, "epochs": ANY, "lr": ANY, "weight_decay": ANY})
+EVAL_DEFAULTS = {"chunk_size": 1000, "min_chunk_size": 100, "batch_size": 32}
+EVAL_SECTION = defaults_map(EVAL_DEFAULTS)
+FINETUNE_SECTION = Map({
+    "init_model": nullable(Text()), "init_backbone": nullable(Text()), "label_file": Text(),
+    "random_init": nullable(Value(bool)), "last_layers": ANY, "balance_classes": Value(bool),
+    "chunk_frames": nullable(Value(int, 1)), "augment": nullable(Value(bool)), "head": nullable(HEAD_SECTION),
+    "eval": nullable(EVAL_SECTION), "stages": ANY})
 BACKBONE_NAME = "model"
 
 
@@ -39,6 +48,7 @@ class FinetuneObjective(Objective):
     """
 
     section = "finetune"
+    declaration = FINETUNE_SECTION  # the section a config file holds; a stage's adds its stage and init
     metric_names = ("accuracy",)
 
     def build(self, config, steps_per_epoch, total_steps, device):

@@ -4,20 +4,25 @@ import copy
 import logging
 import os
 
-from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
+from pyspk.config import ConfigError, check_section, load_yaml, save_config
 from pyspk.device import DistInfo
 from pyspk.models import build_model, read_backbone_entry, save_backbones
 from pyspk.models.freeze import TRAIN_WHAT
 from pyspk.train import checkpoint as ckpt
-from pyspk.train.loop import Trainer
-from pyspk.transfer.objective import BACKBONE_NAME, HEAD_DEFAULTS, FinetuneObjective, stage_result
+from pyspk.train.trainer import Trainer
+from pyspk.transfer.objective import (
+    BACKBONE_NAME,
+    EVAL_SECTION,
+    FINETUNE_SECTION,
+    HEAD_DEFAULTS,
+    HEAD_SECTION,
+    STAGE_SECTION,
+    FinetuneObjective,
+    stage_result,
+)
 
 log = logging.getLogger(__name__)
 
-FINETUNE_KEYS = ("init_model", "init_backbone", "label_file", "random_init", "last_layers", "balance_classes",
-                 "chunk_frames", "augment", "head", "eval", "stages")
-STAGE_KEYS = ("name", "train", "epochs", "lr", "weight_decay")
-EVAL_DEFAULTS = {"chunk_size": 1000, "min_chunk_size": 100, "batch_size": 32}
 
 
 def check_finetune_config(config):
@@ -25,14 +30,11 @@ def check_finetune_config(config):
     cfg = config.get("finetune")
     if not isinstance(cfg, dict):
         raise ConfigError("config needs a 'finetune' section")
-    check_keys(cfg, FINETUNE_KEYS, "finetune")
+    check_section(cfg, FINETUNE_SECTION, "finetune")
     if not cfg.get("init_model"):
         raise ConfigError("finetune.init_model: the backbone file to fine-tune is not set (--init-model)")
-    set_values = {key: value for key, value in cfg.items() if value is not None}
-    check_values(set_values, {"chunk_frames": Value(int, 1), "augment": Value(bool), "random_init": Value(bool)},
-                 "finetune")
-    check_keys(cfg.get("head") or {}, HEAD_DEFAULTS, "finetune.head")
-    check_keys(cfg.get("eval") or {}, EVAL_DEFAULTS, "finetune.eval")
+    check_section(cfg.get("head") or {}, HEAD_SECTION, "finetune.head")
+    check_section(cfg.get("eval") or {}, EVAL_SECTION, "finetune.eval")
     stages = cfg.get("stages")
     if not isinstance(stages, list) or not stages:
         raise ConfigError("finetune.stages must be a non-empty list of stages")
@@ -40,7 +42,7 @@ def check_finetune_config(config):
     for i, stage in enumerate(stages, 1):
         if not isinstance(stage, dict):
             raise ConfigError(f"finetune.stages[{i}] must be a mapping")
-        check_keys(stage, STAGE_KEYS, f"finetune.stages[{i}]")
+        check_section(stage, STAGE_SECTION, f"finetune.stages[{i}]")
         if stage.get("train") not in TRAIN_WHAT:
             raise ConfigError(f"finetune.stages[{i}].train must be one of {', '.join(TRAIN_WHAT)}, "
                               f"got {stage.get('train')!r}")

@@ -1,17 +1,9 @@
-"""The generic training loop and the Objective interface the methods implement.
+"""The generic training loop around an :class:`~pyspk.train.objective.Objective`.
 
-A method (DINO, the pseudo-label classifier, contrastive, MeMo) subclasses
-:class:`Objective`: it builds its modules, says which module is optimised
-and which modules are the backbones to export, computes the loss of a batch,
-and keeps any extra state (teacher, centre ...). :class:`Trainer` does the
-rest: data loading, optimiser and schedules from YAML, DDP, gradient
-clipping, logging, checkpoints, exact resume and the final export.
-
-Experiment dir layout::
-
-    config.yaml               merged config (a resumed run must use the same)
-    checkpoints/ckpt-e<epoch>-s<step>.pt   backbone-file layout + trainer state
-    log/train.log, metrics.tsv, loss.png, final.pt, .done
+:class:`Trainer` runs a method on a data dir into an experiment dir (pyspk.train.experiment):
+data loading, the optimiser and schedules from YAML (pyspk.train.optim), DDP, gradient
+clipping, logging, checkpoints, exact resume and the final export. The config it is given
+was checked before any work (pyspk.train.schema); it reads the values as they are.
 """
 
 import contextlib
@@ -19,63 +11,33 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from tqdm import tqdm
 
-from pyspk.config import ConfigError, Value, check_keys, check_values, load_yaml, save_config
+from pyspk.config import ConfigError, save_config
 from pyspk.device import cleanup_distributed, init_distributed
 from pyspk.fileutil import PathLike, dir_lock
 from pyspk.logutil import setup_logging
-from pyspk.models import backbone_file_content, full_config, save_backbones, write_backbone_file
+from pyspk.models import backbone_file_content, save_backbones, write_backbone_file
 from pyspk.train import checkpoint as ckpt
 from pyspk.train.augment import BatchAugmenter
 from pyspk.train.data import build_loader
+from pyspk.train.experiment import check_finished_experiment, check_resumable
 from pyspk.train.metrics import MetricsLog, plot_metrics
+from pyspk.train.objective import Objective
 from pyspk.train.online_aug import build_frontend
+from pyspk.train.optim import build_optimizer, clip_gradients, lr_scale
 from pyspk.train.schedules import build_schedule
+from pyspk.train.schema import check_config
 from pyspk.train.wav_data import build_training_source
 
 log = logging.getLogger(__name__)
 
-TOP_KEYS = ("objective", "seed", "data", "model", "optim", "train")
-OPTIM_KEYS = ("name", "lr", "lr_reference_batch", "weight_decay", "momentum", "nesterov", "betas", "eps", "clip_grad",
-              "clip_mode")
-CLIP_MODES = ("global", "per_param")
-TRAIN_KEYS = ("epochs", "log_every", "ckpt_every_steps", "keep_checkpoints", "average_last", "amp", "threads",
-              "sync_batchnorm")
 # What resume() reads from a checkpoint.
 RESUME_KEYS = ("steps_per_epoch", "backbones", "objective", "optimizer", "rng", "step")
-# Types and ranges of the scalar keys (schedules such as optim.lr are checked by build_schedule).
-VALUE_SCHEMAS = {
-    "train": {"epochs": Value(int, 1), "log_every": Value(int, 1), "ckpt_every_steps": Value(int, 0),
-              "keep_checkpoints": Value(int, 0), "average_last": Value(int, 0), "amp": Value(bool),
-              "threads": Value(int, 0),
-              "sync_batchnorm": Value(bool)},
-    "optim": {"momentum": Value(float, 0, 1), "nesterov": Value(bool), "eps": Value(float, 0, low_open=True),
-              "clip_grad": Value(float, 0), "lr_reference_batch": Value(int, 1)},
-    "data": {"batch_size": Value(int, 1), "num_workers": Value(int, 0), "use_vad": Value(bool),
-             "aug_prob": Value(float, 0, 1)},
-}
-
-
-def lr_scale(optim: Mapping[str, Any], global_batch: int) -> float:
-    """The linear scaling rule (Goyal et al.; DINO): optim.lr is for ``optim.lr_reference_batch`` utterances.
-
-    With ``lr_reference_batch`` set, the learning rate is multiplied by global batch / reference batch,
-    so a config keeps its meaning on 1, 4 or 8 GPUs; without it, optim.lr is used as written.
-    """
-    reference = optim.get("lr_reference_batch")
-    if reference is None:
-        return 1.0
-    scale = global_batch / int(reference)
-    log.info("optim.lr x %.4g: global batch %d / optim.lr_reference_batch %d (linear scaling rule)", scale,
-             global_batch, int(reference))
-    return scale
 
 
 def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -88,195 +50,6 @@ def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
         log.warning("train.sync_batchnorm: needs CUDA; BatchNorm stays per process on %s", device)
         return module
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-
-
-class Objective:
-    """What the trainer needs from a training method; subclasses override the methods.
-
-    ``section``: the method's own config section name. ``metric_names``: the
-    extra per-step statistics ``compute_loss`` returns (logged averaged).
-    ``schedule_names``: scheduled scalars ``schedule_values`` returns.
-    """
-
-    section: str | None = None
-    metric_names: tuple[str, ...] = ()
-    schedule_names: tuple[str, ...] = ()
-
-    def __init__(self, data_dir: str | None = None):
-        # The training data dir, for objectives that read more than the crops (labels, utt2label).
-        self.data_dir = data_dir
-
-    def build(self, config: dict[str, Any], steps_per_epoch: int, total_steps: int, device: torch.device) -> None:
-        """Create the modules (on ``device``) and the method's own schedules."""
-        raise NotImplementedError
-
-    def trainable(self) -> nn.Module:
-        """The module whose parameters the optimiser updates (the trainer wraps it in DDP)."""
-        raise NotImplementedError
-
-    def backbones(self) -> tuple[dict[str, nn.Module], str]:
-        """``({name: backbone module}, default_name)`` written to checkpoints and final.pt."""
-        raise NotImplementedError
-
-    def compute_loss(self, model: nn.Module, batch: dict[str, Any],
-                     step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(loss, {metric: scalar tensor})`` for one batch; ``model`` is trainable(), maybe DDP-wrapped.
-
-        ``batch`` is already on the device and augmented: ``{"crops": {name:
-        (B, count, frames, dim)}, "index": (B,)}``.
-        """
-        raise NotImplementedError
-
-    def param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
-        """Parameter groups; by convention biases and norm weights (1-D) get no weight decay."""
-        decay, no_decay = [], []
-        for param in module.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
-
-    def schedule_values(self, step: int) -> dict[str, float]:
-        """The values of the ``schedule_names`` scalars at ``step``."""
-        return {}
-
-    def lr_factor(self, step: int) -> float:
-        """A factor on optim.lr's schedule at ``step`` (e.g. a lower rate in a later training step)."""
-        return 1.0
-
-    def sampling_labels(self, config: dict[str, Any]) -> Sequence[int] | None:
-        """A class per dataset item when batches should draw classes uniformly, else None (plain shuffling).
-
-        Called before :meth:`build`, with the whole config.
-        """
-        return None
-
-    def after_backward(self, step: int) -> None:
-        """Called after backward, before clipping and the optimiser step."""
-
-    def after_step(self, step: int) -> None:
-        """Called after the optimiser step (e.g. an EMA update)."""
-
-    def final_backbones(self, content: dict[str, Any]) -> dict[str, Any]:
-        """The backbone-file dict written to final.pt, given the trained one (e.g. mixed with the initial weights)."""
-        return content
-
-    def state_dict(self) -> dict[str, Any]:
-        """Extra state to checkpoint besides the backbones (heads, teacher, centre ...)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-
-    def synchronise(self) -> None:
-        """Make state that processes update independently equal before it is saved."""
-
-
-def check_config(config: Mapping[str, Any], objective: Objective) -> None:
-    """Raise ConfigError on unknown keys, missing sections or bad values of a training config."""
-    allowed = TOP_KEYS + ((objective.section,) if objective.section else ())
-    check_keys(config, allowed, "config")
-    for name in ("data", "model", "optim", "train"):
-        if not isinstance(config.get(name), dict):
-            raise ConfigError(f"config needs a '{name}' section")
-    check_keys(config["optim"], OPTIM_KEYS, "optim")
-    check_keys(config["train"], TRAIN_KEYS, "train")
-    if config["optim"].get("name", "sgd") not in ("sgd", "adamw"):
-        raise ConfigError(f"optim.name must be sgd or adamw, got {config['optim'].get('name')!r}")
-    if "seed" in config:
-        check_values(config, {"seed": Value(int, 0)}, "config")
-    for name, schema in VALUE_SCHEMAS.items():
-        check_values(config[name], schema, name)
-    if "epochs" not in config["train"]:
-        raise ConfigError("config needs train.epochs")
-    average_last, keep = int(config["train"].get("average_last", 0)), int(config["train"].get("keep_checkpoints", 3))
-    if average_last > 1 and 0 < keep < average_last:
-        raise ConfigError(f"train.average_last ({average_last}) needs train.keep_checkpoints at least as large "
-                          f"(or 0, all kept), got {keep}")
-    if config["optim"].get("clip_mode", "global") not in CLIP_MODES:
-        raise ConfigError(f"optim.clip_mode must be one of {', '.join(CLIP_MODES)}, "
-                          f"got {config['optim'].get('clip_mode')!r}")
-
-
-def training_differences(saved: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    """:func:`config_differences` of two training configs, each model section with its defaults filled
-    in (a section that left keys to the defaults, or to the backbone it started from, trains the same)."""
-    def comparable(cfg):
-        model = cfg.get("model")
-        if isinstance(model, dict) and "name" in model:
-            with contextlib.suppress(ConfigError):
-                return {**cfg, "model": full_config(model)}
-        return cfg
-    return config_differences(comparable(saved), comparable(config))
-
-
-def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``["key.sub: <old> -> <new>", ...]``: the keys whose values differ between two configs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in new:
-                out.append(f"{path}: {old[key]!r} -> (absent)")
-            elif key not in old:
-                out.append(f"{path}: (absent) -> {new[key]!r}")
-            else:
-                out += config_differences(old[key], new[key], path)
-        return out
-    return [] if old == new else [f"{prefix or 'config'}: {old!r} -> {new!r}"]
-
-
-def check_finished_experiment(config: Mapping[str, Any], exp_dir: PathLike) -> bool:
-    """True when ``exp_dir`` holds a finished training of this very config; ConfigError naming what
-    differs when it was trained with another one (changed --config or overrides); False when it is
-    not finished."""
-    if not os.path.isfile(os.path.join(exp_dir, ".done")):
-        return False
-    saved_path = os.path.join(exp_dir, "config.yaml")
-    if os.path.isfile(saved_path):
-        differ = training_differences(load_yaml(saved_path), config)
-        if differ:
-            raise ConfigError(finished_message(exp_dir, differ))
-    return True
-
-
-def finished_message(exp_dir: PathLike, differ: list[str]) -> str:
-    """Why a finished training is not re-run with a changed config, and what to do instead."""
-    shown = "; ".join(differ[:6]) + (f"; and {len(differ) - 6} more" if len(differ) > 6 else "")
-    return (f"{exp_dir} is a finished training of another config (was -> now: {shown}); nothing was changed. "
-            f"Train this config into a new experiment dir, or retrain {exp_dir} in place with "
-            f"steps/train.sh --retrain true (or remove it first)")
-
-
-def build_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """SGD or AdamW (``optim.name``) over parameter ``groups``; the trainer sets lr and weight decay per step."""
-    name = cfg.get("name", "sgd")
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=0.0, momentum=float(cfg.get("momentum", 0.9)),
-                               nesterov=bool(cfg.get("nesterov", False)))
-    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                             eps=float(cfg.get("eps", 1e-8)), weight_decay=0.0)
-
-
-@torch.no_grad()
-def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float, mode: str = "global") -> torch.Tensor:
-    """Clip gradients and return the global gradient norm before clipping.
-
-    ``global``: one scale for all (torch's clip_grad_norm_); ``per_param``:
-    each tensor's gradient scaled to norm at most ``max_norm`` on its own, as
-    DINO, WeSpeaker and Cho et al. do. ``max_norm`` <= 0: norm only.
-    """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    norms = torch._foreach_norm(grads)
-    total = torch.linalg.vector_norm(torch.stack(norms))
-    if max_norm > 0:
-        if mode == "per_param":
-            scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
-            torch._foreach_mul_(grads, scales)
-        else:
-            torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-    return total
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -304,15 +77,11 @@ class Trainer:
     # -- set-up ------------------------------------------------------------
     def _prepare_exp_dir(self):
         """Save the merged config; refuse to resume an experiment started with another one."""
-        config_path = os.path.join(self.exp_dir, "config.yaml")
-        if (os.path.isfile(config_path) and ckpt.find_latest(self.ckpt_dir)
-                and training_differences(load_yaml(config_path), self.config)):
-            raise ConfigError(f"{config_path}: differs from this run's config and checkpoints exist; "
-                              "use a new experiment dir or the same config to resume")
+        check_resumable(self.config, self.exp_dir)
         if self.dist.is_main:
             os.makedirs(self.ckpt_dir, exist_ok=True)
             ckpt.remove_stale_temporaries(self.ckpt_dir)
-            save_config(self.config, config_path)
+            save_config(self.config, os.path.join(self.exp_dir, "config.yaml"))
 
     def _build(self):
         cfg = self.config
