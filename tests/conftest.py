@@ -22,6 +22,8 @@ SHARED_CORPORA = {
     "wuw_corpus_ii": "WUW Corpus II, real 8 kHz telephone speech (V. Kepuska, doi 10.5772/16242), CC BY-SA 4.0",
     "arabic_speech_commands": "Arabic Speech Commands (GitHub abdulkaderghandoura/arabic-speech-commands-dataset), "
                               "CC BY 4.0",
+    "speechocean762": "speechocean762, real 16 kHz read English of Mandarin-L1 speakers (Zhang et al., Interspeech "
+                      "2021; GitHub jimbozhang/speechocean762), free for commercial and non-commercial use",
 }
 
 

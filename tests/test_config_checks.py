@@ -171,8 +171,9 @@ def test_a_wrong_type_in_the_file_names_the_file(feats40, tmp_path):
 
 
 def test_every_shipped_training_config_passes_the_checks():
+    recipes = ("wuw", "voxceleb", "arabic_commands", "speechocean762")
     configs = [os.path.join(d, f) for d in (os.path.join(ROOT, "conf"), *(os.path.join(ROOT, "egs", e, "v1", "conf")
-               for e in ("wuw", "voxceleb", "arabic_commands")), os.path.join(ROOT, "egs", "transfer_demo", "conf"))
+               for e in recipes), os.path.join(ROOT, "egs", "transfer_demo", "conf"))
                for f in sorted(os.listdir(d)) if f.endswith(".yaml")]
     checked = 0
     for path in configs:
