@@ -102,14 +102,13 @@ if [ "$train_speakers" -gt 0 ]; then
 fi
 : "${exp:=exp}"
 
-# The pipeline's options, checked before any stage runs (--num-clusters auto counts the utterances later).
+# The pipeline's options, checked once stage 0 has installed what the check needs, before any other stage
+# (--num-clusters auto counts the utterances later).
 pipeline_opts=(--nj "$nj" --device "$device" --test-sets test --ssl "$ssl"
   --ssl-config "${ssl_config:-conf/$ssl.yaml}" --ssl-overrides "$ssl_overrides"
   --classifier-config "$classifier_config" --classifier-overrides "$classifier_overrides"
   --rounds "$rounds" --keep-fraction "$keep_fraction" --pl-tag "$pl_tag"
   --cluster-merge "$cluster_merge" --pl-init "$pl_init" --adapt-set "$adapt_set" --augment "$augment")
-steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" --num-clusters "${num_clusters/auto/2}" \
-  --train-set "$train_set" --exp "$exp" >/dev/null
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: install what is missing"
@@ -117,6 +116,8 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 . ./path.sh
+steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" --num-clusters "${num_clusters/auto/2}" \
+  --train-set "$train_set" --exp "$exp" >/dev/null
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: data dirs from $corpus"
