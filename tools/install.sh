@@ -10,7 +10,7 @@
 # Re-running it does nothing when everything is in place.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd -P)
+root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd -P)  # the repository holding this file, through any link
 venv=$root/tools/venv
 stamp=$venv/.pyspk-installed
 
