@@ -214,7 +214,7 @@ fi
 if runs 5; then
   subset=data/${train}_first_$extract_utts
   stand_in "the first $extract_utts utterances of data/$train" \
-    utils/subset_data_dir.sh --first "$extract_utts" data/$train $subset
+    utils/subset_data_dir.sh --first data/$train "$extract_utts" $subset
   stand_in "a tiny untrained model" \
     python -m pyspk.bin.init_model --config ../../../conf/dino_tiny.yaml exp/tiny/final.pt
   measure "steps/extract_embeddings.sh (tiny model, $nj jobs)" "$extract_utts utts" \
