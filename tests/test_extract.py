@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import run_script
 
+from pyspk.backend.embeddings import read_kaldi_object
 from pyspk.bin import extract_embeddings as extract_bin
 from pyspk.models import build_model, save_backbones
 from pyspk.models.extract import chunk_plan, extract_embeddings, iter_features, job_share
@@ -193,6 +194,9 @@ def test_extract_embeddings_script(tmp_path):
         assert int(num_utts[spk]) == len(utts)
         np.testing.assert_allclose(spk_xvectors[spk], np.mean([xvectors[u] for u in utts], axis=0), rtol=1e-5,
                                    atol=1e-6)
+    # mean.vec, as Kaldi's extract_xvectors.sh: the mean that scoring's --mean-dir takes without reading them all.
+    np.testing.assert_allclose(read_kaldi_object(os.path.join(out, "mean.vec")),
+                               np.mean([xvectors[u] for u in good], axis=0), rtol=1e-5, atol=1e-6)
 
     proc = run_script([*args, "--max-fail-fraction", "0.2", model_file, data, out])
     assert "nothing to do" in proc.stdout

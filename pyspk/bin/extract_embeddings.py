@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pyspk.backend.embeddings import write_kaldi_object
 from pyspk.cli import bool_arg
 from pyspk.config import ConfigError
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, utt2spk_to_spk2utt
@@ -135,6 +136,7 @@ def run_merge(args):
 
     open_files = {}
     num_utts = {}
+    total = [0.0]  # the sum of all embeddings, for mean.vec
 
     def speaker_means():
         for spk in sorted(spk2utt, key=c_sort_key):
@@ -144,6 +146,7 @@ def run_merge(args):
                 continue
             vectors = np.stack([kaldiio.load_mat(xvector_scp[utt], fd_dict=open_files) for utt in present])
             num_utts[spk] = len(present)
+            total[0] = total[0] + vectors.sum(axis=0, dtype=np.float64)
             yield spk, vectors.astype(np.float64).mean(axis=0)
 
     try:
@@ -155,6 +158,13 @@ def run_merge(args):
     with atomic_open(os.path.join(args.out_dir, "num_utts.ark"), "w", encoding="utf-8") as f:
         for spk, count in num_utts.items():
             f.write(f"{spk} {count}\n")
+    # mean.vec (ivector-mean of xvector.scp, as Kaldi's extract_xvectors.sh writes it): scoring with this dir's
+    # mean (--mean-dir) reads it instead of every embedding again (1.09 M of them for VoxCeleb2 dev).
+    mean_path = os.path.join(args.out_dir, "mean.vec")
+    if sum(num_utts.values()) == len(xvector_scp):
+        write_kaldi_object(mean_path, total[0] / len(xvector_scp))
+    elif os.path.isfile(mean_path):  # embeddings of utterances without a speaker: the mean is xvector.scp's
+        os.remove(mean_path)
     log.info("%d utterance and %d speaker embeddings in %s", len(xvector_scp), len(num_utts), args.out_dir)
     return 0
 

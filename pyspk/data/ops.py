@@ -239,9 +239,22 @@ def combine_data_dirs(dest: PathLike, srcs: Sequence[PathLike], extra_files: Ite
         raise ValueError("no source directories")
     for src in srcs:
         check_different(src, dest)
-    extra = {name: "utt" for name in extra_files}
-    datas = [DataTables(src, extra_files=extra) for src in srcs]
     messages = []
+    combined = _combined_tables(srcs, {name: "utt" for name in extra_files}, messages)
+    os.makedirs(dest, exist_ok=True)
+    written = write_tables(dest, combined)
+    # fix_data_dir reads the directory again: with the tables still held, a VoxCeleb2-sized combination
+    # (5.5 M utterances) would need both in memory at once.
+    del combined
+    set_aside_stale(dest, written, messages)
+    if not skip_fix:
+        messages.extend(fix_data_dir(dest))
+    return messages
+
+
+def _combined_tables(srcs, extra, messages):
+    """The tables of data dirs ``srcs`` merged (see :func:`combine_data_dirs`); notes go to ``messages``."""
+    datas = [DataTables(src, extra_files=extra) for src in srcs]
     names = sorted(set().union(*(d.tables for d in datas)), key=c_sort_key)
     combined = {}
     for name in names:
@@ -249,8 +262,8 @@ def combine_data_dirs(dest: PathLike, srcs: Sequence[PathLike], extra_files: Ite
         if not all(have) and name not in ("utt2uniq", "segments"):
             messages.append(f"not combining {name}: not present in all source directories")
             continue
-        rows, origin = {}, {}
-        for data in datas:
+        rows = {}
+        for i, data in enumerate(datas):
             part = data.tables.get(name)
             if part is None:
                 part = _stand_in(data, name)
@@ -258,19 +271,14 @@ def combine_data_dirs(dest: PathLike, srcs: Sequence[PathLike], extra_files: Ite
             for key, value in part.items():
                 if key in rows and (kind == "utt" or rows[key] != value):
                     what = {"utt": "utterance", "spk": "speaker", "reco": "recording"}[kind]
+                    first = next(d for d in datas[:i] if key in d.tables.get(name, d.utt2spk))
                     raise DataDirError(os.path.join(data.path, name), 0,
-                                       f"{what} '{key}' is also in {origin[key]}/{name}"
+                                       f"{what} '{key}' is also in {first.path}/{name}"
                                        + ("" if kind == "utt" else " with a different value"))
                 rows[key] = value
-                origin.setdefault(key, data.path)
         combined[name] = rows
         messages.append(f"combined {name}")
-    os.makedirs(dest, exist_ok=True)
-    written = write_tables(dest, combined)
-    set_aside_stale(dest, written, messages)
-    if not skip_fix:
-        messages.extend(fix_data_dir(dest))
-    return messages
+    return combined
 
 
 def _stand_in(data, name):

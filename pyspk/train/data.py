@@ -23,6 +23,7 @@ import torch
 from pyspk.config import ConfigError, ListOf, Map, Text, Value, check_section, nullable
 from pyspk.data.arkio import load_matrix
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_scp, read_table
+from pyspk.data.packed import PackedLists, PackedScp, PackedStrings
 from pyspk.fileutil import PathLike
 from pyspk.train.augment import CHANNEL_SECTION, SPECAUG_SECTION
 
@@ -118,13 +119,13 @@ def group_aug_probs(crops: Mapping[str, Mapping[str, Any]], aug_prob: float) -> 
     return probs
 
 
-def read_vad_scp(data: DataDir, use_vad: bool) -> dict[str, str] | None:
+def read_vad_scp(data: DataDir, use_vad: bool) -> PackedScp | None:
     """The data dir's vad.scp with ``data.use_vad`` (DataDirError when it has none), else None."""
     if not use_vad:
         return None
     if not data.has("vad.scp"):
         raise DataDirError(data.file("vad.scp"), 0, "data.use_vad is true but there is no vad.scp")
-    return read_scp(data.file("vad.scp"))
+    return PackedScp(read_scp(data.file("vad.scp")))
 
 
 def voiced_frames(vad_scp: Mapping[str, str] | None, utt: str, length: int) -> np.ndarray | None:
@@ -158,18 +159,21 @@ class CropDataset(torch.utils.data.Dataset):
                  aug_prob: float = 0.5, aug_suffixes: Iterable[str] = AUG_SUFFIXES, non_overlapping: bool = False):
         data = DataDir(data_dir)
         self.source_path = data.file("feats.scp")  # the utterances' file, named in errors (raw audio: wav.scp)
-        self.feats = data.feats_scp()
-        self.groups = group_copies(data, list(self.feats), tuple(aug_suffixes))
-        self.utts = list(self.groups)
-        if not self.utts:
+        feats = data.feats_scp()
+        groups = group_copies(data, list(feats), tuple(aug_suffixes))
+        if not groups:
             raise DataDirError(data.file("feats.scp"), 0, "no utterances")
+        # Packed tables, not dicts and lists of str: the loader workers read them without copying them.
+        self.feats = PackedScp(feats)
+        self.groups = PackedLists(groups)
+        self.utts = PackedStrings(groups)
+        self.clean_of = PackedScp({copy: clean for clean, copies in groups.items() for copy in copies})
+        self.num_copies = len(self.clean_of)
         self.crops = parse_crops(crops)
         self.seed = int(seed)
         self.aug_prob = group_aug_probs(crops, aug_prob)
         self.non_overlapping = bool(non_overlapping)
-        self.clean_of = {copy: clean for clean, copies in self.groups.items() for copy in copies}
         self.vad_scp = read_vad_scp(data, use_vad)
-        self.num_copies = sum(len(c) for c in self.groups.values())
 
     def __len__(self):
         return len(self.utts)
