@@ -31,13 +31,13 @@ Writes:
 """
 
 import argparse
-import csv
 import os
 import shlex
 import sys
 
 import numpy as np
 
+from pyspk.data.corpus_tsv import read_tsv_rows
 from pyspk.data.datadir import c_sort_key, trials_from_pairs, utt2spk_to_spk2utt, write_table, write_trials
 from pyspk.fileutil import atomic_open
 
@@ -80,26 +80,17 @@ def read_utts(root):
                           "<root>/audio/<speaker>/<utt>.opus)")
     utts = {}
     speakers = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != COLUMNS:
-            raise CorpusError(f"{path}:1: expected the header {' '.join(COLUMNS)}, got {' '.join(header or [])}")
-        for fields in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(fields) != len(COLUMNS):
-                raise CorpusError(f"{where}: expected {len(COLUMNS)} tab-separated columns, got {len(fields)}")
-            row = dict(zip(COLUMNS, fields, strict=True))
-            audio = check_row(row, where, root)
-            speaker = (row["gender"], row["age_group"])
-            if speakers.setdefault(row["speaker"], speaker) != speaker:
-                raise CorpusError(f"{where}: speaker {row['speaker']} is {' '.join(speaker)} here and "
-                                  f"{' '.join(speakers[row['speaker']])} on an earlier row")
-            utt = f"{row['speaker']}-{row['utt']}"
-            if utt in utts:
-                raise CorpusError(f"{where}: utterance {row['utt']} is listed twice")
-            utts[utt] = {"spk": row["speaker"], "gender": row["gender"], "age_group": row["age_group"],
-                         "text": " ".join(row["text"].upper().split()), "audio": audio}
+    for where, row in read_tsv_rows(path, COLUMNS, CorpusError):
+        audio = check_row(row, where, root)
+        speaker = (row["gender"], row["age_group"])
+        if speakers.setdefault(row["speaker"], speaker) != speaker:
+            raise CorpusError(f"{where}: speaker {row['speaker']} is {' '.join(speaker)} here and "
+                              f"{' '.join(speakers[row['speaker']])} on an earlier row")
+        utt = f"{row['speaker']}-{row['utt']}"
+        if utt in utts:
+            raise CorpusError(f"{where}: utterance {row['utt']} is listed twice")
+        utts[utt] = {"spk": row["speaker"], "gender": row["gender"], "age_group": row["age_group"],
+                     "text": " ".join(row["text"].upper().split()), "audio": audio}
     if not utts:
         raise CorpusError(f"{path}: no utterances")
     return utts

@@ -36,7 +36,6 @@ Writes:
 """
 
 import argparse
-import csv
 import os
 import shlex
 import sys
@@ -44,6 +43,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from pyspk.data.corpus_tsv import read_tsv_rows
 from pyspk.data.datadir import c_sort_key, trials_from_pairs, utt2spk_to_spk2utt, write_table, write_trials
 
 COLUMNS = ["utt", "speaker", "name_group", "named", "session", "gender", "dialect", "phonetype", "utt_type",
@@ -64,31 +64,22 @@ def read_utts(root):
     if not os.path.isfile(path):
         raise CorpusError(f"{path}: no such file (expected the WUW Corpus II layout <root>/utts.tsv, <root>/calls/)")
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != COLUMNS:
-            raise CorpusError(f"{path}:1: expected the header {' '.join(COLUMNS)}, got {' '.join(header or [])}")
-        for fields in reader:
-            where = f"{path}:{reader.line_num}"
-            if len(fields) != len(COLUMNS):
-                raise CorpusError(f"{where}: expected {len(COLUMNS)} tab-separated columns, got {len(fields)}")
-            row = dict(zip(COLUMNS, fields, strict=True))
-            checks = [("named", ("0", "1")), ("phonetype", PHONE_TYPES), ("utt_type", UTT_TYPES),
-                      ("gender", tuple(GENDERS))]
-            for column, allowed in checks:
-                if row[column] not in allowed:
-                    raise CorpusError(f"{where}: unknown {column} '{row[column]}' "
-                                      f"(expected one of {', '.join(allowed)})")
-            for column in ("utt", "speaker", "name_group", "session"):
-                if not row[column] or any(c.isspace() for c in row[column]) or "-" in row[column]:
-                    raise CorpusError(f"{where}: {column} '{row[column]}' must be non-empty, without spaces or '-'")
-            audio = os.path.join(root, row["path"])
-            if not os.path.isfile(audio):
-                raise CorpusError(f"{where}: {audio}: no such audio file")
-            row["audio"] = os.path.abspath(audio)
-            row["where"] = where
-            rows.append(row)
+    for where, row in read_tsv_rows(path, COLUMNS, CorpusError):
+        checks = [("named", ("0", "1")), ("phonetype", PHONE_TYPES), ("utt_type", UTT_TYPES),
+                  ("gender", tuple(GENDERS))]
+        for column, allowed in checks:
+            if row[column] not in allowed:
+                raise CorpusError(f"{where}: unknown {column} '{row[column]}' "
+                                  f"(expected one of {', '.join(allowed)})")
+        for column in ("utt", "speaker", "name_group", "session"):
+            if not row[column] or any(c.isspace() for c in row[column]) or "-" in row[column]:
+                raise CorpusError(f"{where}: {column} '{row[column]}' must be non-empty, without spaces or '-'")
+        audio = os.path.join(root, row["path"])
+        if not os.path.isfile(audio):
+            raise CorpusError(f"{where}: {audio}: no such audio file")
+        row["audio"] = os.path.abspath(audio)
+        row["where"] = where
+        rows.append(row)
     if not rows:
         raise CorpusError(f"{path}: no utterances")
     return rows
