@@ -10,13 +10,13 @@
 #   2  the four augmented copies' lists: pyspk.bin.augment_data_dir prepare and merge as
 #      steps/augment_data_dir.sh calls them (the jobs' part files stand in for the 'run'
 #      jobs, which write audio: not measured), validation, utils/combine_data.sh,
-#      utils/fix_data_dir.sh, utils/split_data.sh into --nj
+#      utils/fix_data_dir.sh; the split into --nj jobs (utils/split_data.sh)
 #   3  feats.scp of every utterance pointing into a few real compressed matrices (the index
 #      is full size, the disk holds little); validation with features
 #   4  the training loader of --loader-config as the trainer builds it, with the config's
 #      workers (not capped to the cores here): start-up, steps/s, each worker's memory
-#   5  steps/extract_embeddings.sh with a tiny model over --extract-utts utterances of
-#      voxceleb2_dev (its dispatch, jobs and merge), then one extraction job (about 1,000
+#   5  a tiny model's embeddings of --extract-utts utterances of voxceleb2_dev through
+#      steps/extract_embeddings.sh (its dispatch, jobs and merge), then one extraction job (about 1,000
 #      utterances) of the full list: what every job pays for the list's size
 #   6  stand-in --embed-dim embeddings with speaker structure as the extraction jobs write
 #      them, merged by pyspk.bin.extract_embeddings merge (xvector.scp, speaker means)
