@@ -29,15 +29,7 @@ dest=${3%/}
 
 "$root/utils/copy_data_dir.sh" "$src" "$dest" >/dev/null
 rm -f "$dest"/feats.scp "$dest"/vad.scp "$dest"/utt2num_frames "$dest"/frame_shift
-awk -v rate="$rate" -v src="$src/wav.scp" '
-  NF < 2 { printf "%s:%d: expected <id> <audio>, got \"%s\"\n", src, NR, $0 > "/dev/stderr"; bad = 1; exit 1 }
-  {
-    id = $1; entry = $0; sub(/^[^ \t]+[ \t]+/, "", entry); sub(/[ \t]+$/, "", entry)
-    if (entry ~ /\|$/) print id " " entry " sox -t wav - -t wav -r " rate " - |"
-    else if (entry ~ /[ \t]/) { gsub(/\x27/, "\x27\\\x27\x27", entry); print id " sox \x27" entry "\x27 -t wav -r " rate " - |" }
-    else print id " sox " entry " -t wav -r " rate " - |"
-  }
-  END { exit bad }' "$src/wav.scp" > "$dest/wav.scp.tmp"
+"$root/utils/filter_wav_scp.sh" "$src/wav.scp" "sox %IN% -t wav -r $rate -" "-t wav -" > "$dest/wav.scp.tmp"
 mv "$dest/wav.scp.tmp" "$dest/wav.scp"
 "$root/utils/validate_data_dir.sh" --no-feats --no-text "$dest" >/dev/null
 echo "$0: $dest holds $(wc -l < "$dest/wav.scp") recordings of $src resampled to $rate Hz in the wav.scp pipe"

@@ -69,7 +69,7 @@ def _run_pipe(command):
         raise UtteranceError(f"command '{command}' failed with exit code {proc.returncode}{detail}")
     if not proc.stdout:
         raise UtteranceError(f"command '{command}' produced no output")
-    return _patch_streamed_wav(proc.stdout)
+    return proc.stdout
 
 
 def read_audio(entry):
@@ -81,14 +81,22 @@ def read_audio(entry):
     entry = entry.strip()
     if entry.endswith("|"):
         command = entry[:-1].strip()
-        source = io.BytesIO(_run_pipe(command))
-        name = f"output of '{command}'"
-    else:
-        if not os.path.isfile(entry):
-            raise UtteranceError(f"no such file '{entry}'")
-        if os.path.getsize(entry) == 0:
-            raise UtteranceError(f"empty file '{entry}'")
-        source, name = entry, f"'{entry}'"
+        return read_audio_bytes(_run_pipe(command), f"output of '{command}'")
+    if not os.path.isfile(entry):
+        raise UtteranceError(f"no such file '{entry}'")
+    if os.path.getsize(entry) == 0:
+        raise UtteranceError(f"empty file '{entry}'")
+    return _decode(entry, f"'{entry}'")
+
+
+def read_audio_bytes(data, name):
+    """Read audio from bytes (a pipe's or stdin's; a streamed WAV's sizes are fixed); ``name`` goes into errors."""
+    if not data:
+        raise UtteranceError(f"no data in {name}")
+    return _decode(io.BytesIO(_patch_streamed_wav(data)), name)
+
+
+def _decode(source, name):
     try:
         samples, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, OSError) as e:

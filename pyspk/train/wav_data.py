@@ -19,6 +19,10 @@ the reads into the recording. With ``data.use_vad`` and a vad.scp, crops start
 on voiced frames (the feats source instead drops unvoiced frames, which
 would need the whole utterance decoded here); disjoint crops
 (``data.non_overlapping``) tile the whole utterance and ignore the VAD.
+With ``data.telephone.prob`` > 0, each crop as read passes with that
+chance through a random telephone channel of its own (handset, level, line
+noise, G.711 mu-law or A-law: :mod:`pyspk.augment.telephone`), at the
+data's rate, in the loader worker, before ``data.online_aug``.
 """
 
 import collections
@@ -32,6 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from pyspk.augment.telephone import TELEPHONE_DEFAULTS, TELEPHONE_SECTION, apply_channel, draw_channel
 from pyspk.config import ConfigError, Map, Text, Value, check_section, nullable
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv
 from pyspk.features.audio import KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, read_audio, utterance_sources
@@ -102,7 +107,7 @@ class WavCropDataset(CropDataset):
 
     def __init__(self, data_dir: PathLike, crops: Mapping[str, Mapping[str, Any]], fbank: FbankConfig, seed: int = 0,
                  use_vad: bool = False, aug_prob: float = 0.5, non_overlapping: bool = False,
-                 cache_mb: float = DEFAULT_CACHE_MB):
+                 cache_mb: float = DEFAULT_CACHE_MB, telephone: Mapping[str, Any] | None = None):
         data = DataDir(data_dir)
         self.source_path = data.file("wav.scp")
         self.sources = wav_utterances(data_dir)
@@ -118,6 +123,10 @@ class WavCropDataset(CropDataset):
         self.vad_scp = read_vad_scp(data, use_vad)
         self.cache = DecodedCache(int(cache_mb * 2**20))
         self.lengths: dict[str, int] = {}
+        check_section(telephone or {}, TELEPHONE_SECTION, "data.telephone")
+        self.telephone = {**TELEPHONE_DEFAULTS, **(telephone or {})}
+        if self.telephone["prob"] > 0 and not self.telephone["codecs"]:
+            raise ConfigError("data.telephone.codecs: at least one codec is needed when data.telephone.prob > 0")
 
     def feat_dim(self) -> int:
         """The fbank dimension of the config (the features are computed on the device)."""
@@ -303,7 +312,22 @@ class WavCropDataset(CropDataset):
         with self._opened(utt) as file:  # its header's length and every crop from one opening
             length = self.num_frames(utt, file)
             draw = self._draw_disjoint_starts if self.non_overlapping else self._draw_starts
-            return self._read_crops(utt, draw(utt, length, rng), file)
+            crops = self._read_crops(utt, draw(utt, length, rng), file)
+        if self.telephone["prob"] > 0:
+            self._telephone(crops, rng)
+        return crops
+
+    def _telephone(self, crops: Mapping[str, torch.Tensor], rng: np.random.Generator) -> None:
+        """Each crop, with chance data.telephone.prob, through a channel of its own, in place (drawn after the
+        starts, so that the crops stay those of the feats source)."""
+        rate = int(self.fbank.sample_rate)
+        for group in crops.values():
+            for row in group.numpy():
+                chosen = rng.random() < self.telephone["prob"]
+                channel = draw_channel(rng, self.telephone["codecs"])  # drawn either way: the stream stays aligned
+                if chosen:
+                    out = apply_channel(row, rate, channel, out_rate=rate)
+                    row[:len(out)] = out[:len(row)]
 
     def _draw_starts(self, utt: str, length: int, rng: np.random.Generator) -> dict[str, list[int]]:
         voiced = voiced_frames(self.vad_scp, utt, length)  # read once per item, not per crop
@@ -337,7 +361,7 @@ class WavCropDataset(CropDataset):
 # The whole data section: stored features' keys and raw audio's (aug_suffixes is allowed with wav too,
 # unused: a config switches by data.source alone).
 WAV_KEYS = {"source": Text(*SOURCES), "fbank_conf": nullable(Text()), "online_aug": nullable(ONLINE_AUG_SECTION),
-            "audio_cache_mb": Value(float, 0)}
+            "audio_cache_mb": Value(float, 0), "telephone": nullable(TELEPHONE_SECTION)}
 DATA_SECTION = Map({**FEATS_DATA_SECTION.keys, **WAV_KEYS})
 
 
@@ -348,7 +372,7 @@ def build_training_source(data_dir: PathLike, cfg: Mapping[str, Any], seed: int)
         raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
     if source == "feats":
         # fbank_conf may stay: it names the options the stored features were made with.
-        misplaced = [key for key in ("online_aug", "audio_cache_mb") if cfg.get(key) is not None]
+        misplaced = [key for key in ("online_aug", "audio_cache_mb", "telephone") if cfg.get(key) is not None]
         if misplaced:
             raise ConfigError(f"data.{misplaced[0]} needs data.source: wav")
         return build_dataset(data_dir, {k: v for k, v in cfg.items() if k not in WAV_KEYS}, seed)
@@ -363,4 +387,4 @@ def build_training_source(data_dir: PathLike, cfg: Mapping[str, Any], seed: int)
     return WavCropDataset(data_dir, cfg["crops"], FbankConfig.from_file(conf), seed=seed,
                           use_vad=bool(cfg.get("use_vad", False)), aug_prob=float(prob),
                           non_overlapping=bool(cfg.get("non_overlapping", False)),
-                          cache_mb=float(cfg.get("audio_cache_mb", DEFAULT_CACHE_MB)))
+                          cache_mb=float(cfg.get("audio_cache_mb", DEFAULT_CACHE_MB)), telephone=cfg.get("telephone"))
