@@ -175,7 +175,7 @@ def tiny_data_dir(tmp_path, entries):
     return str(data)
 
 
-def test_data_dir_step_on_files_and_pipes(tmp_path, monkeypatch):
+def test_data_dir_step_on_files_and_pipes(tmp_path):
     audio = tmp_path / "audio dir"
     audio.mkdir()
     flac = write_wav(audio / "a.flac", 1.2, 16000, seed=1)
@@ -188,10 +188,8 @@ def test_data_dir_step_on_files_and_pipes(tmp_path, monkeypatch):
     assert "4 recordings" in proc.stdout
     scp = DataDir(dest).wav_scp()
     assert DataDir(dest).utt2spk() == DataDir(src).utt2spk()
-    assert scp["s2-c"].startswith(f"sox {wav} -t wav - | python -m pyspk.bin.telephone_channel ")
+    assert scp["s2-c"].startswith(f"sox {wav} -t wav - | {sys.executable} -m pyspk.bin.telephone_channel ")
     durations = {"s1-a": 1.2, "s1-b": 0.8, "s2-c": 0.8, "s2-d": 0.8}
-    # The reader's PATH holds the project's python (path.sh).
-    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     for utt, entry in scp.items():
         samples, rate = read_audio(entry)
         assert rate == 8000 and len(samples) == round(durations[utt] * 8000), utt
@@ -265,3 +263,16 @@ def test_telephone_config_is_checked(narrowband_dir):
             build_training_source(narrowband_dir, {**cfg, "telephone": bad}, 1)
     with pytest.raises(ConfigError, match=r"data\.telephone needs data\.source: wav"):
         build_training_source(narrowband_dir, {"crops": CROPS, "telephone": {"prob": 0.5}}, 1)
+
+
+def test_written_once_equals_the_pipe(tmp_path):
+    """steps/convert_audio.sh writes the channel's output once (run.sh --extra-write-audio): the same samples."""
+    wav = write_wav(tmp_path / "a.wav", 0.7, 16000)
+    src = tiny_data_dir(tmp_path, {"s1-a": wav, "s2-b": f"sox {wav} -t wav - |"})
+    run_script(["utils/telephone_data_dir.sh", src, str(tmp_path / "tel")])
+    run_script(["steps/convert_audio.sh", "--nj", "1", str(tmp_path / "tel"), str(tmp_path / "flac"),
+                str(tmp_path / "audio")])
+    piped, written = DataDir(str(tmp_path / "tel")).wav_scp(), DataDir(str(tmp_path / "flac")).wav_scp()
+    for utt, entry in piped.items():
+        samples, rate = read_audio(written[utt])
+        assert rate == 8000 and np.array_equal(samples, read_audio(entry)[0])

@@ -116,7 +116,8 @@ def test_bad_corpus_rows_name_the_file_and_line(tmp_path, fault, message):
 
 
 def test_extra_training_data_is_resampled_to_8k_in_the_pipe(tmp_path):
-    """--extra-train: another corpus's data dir joins the training pool at 8 kHz; test and labels stay."""
+    """--extra-train with --extra-channel resample: another corpus's data dir joins the training pool at 8 kHz,
+    its ids prefixed; test and labels stay."""
     root = link_recipe(tmp_path, RECIPE)
     extra = tmp_path / "arabic"
     arabic = shared_corpus("arabic_speech_commands")
@@ -124,16 +125,55 @@ def test_extra_training_data_is_resampled_to_8k_in_the_pipe(tmp_path):
                 "--test-speakers", "2", "--rounds", "2", arabic, str(extra)], cwd=str(tmp_path))
     corpus = few_calls_corpus(tmp_path / "corpus")
     proc = run_script(["./run.sh", "--stage", "1", "--stop-stage", "1", "--corpus", corpus, "--test-multicall", "1",
-                       "--test-singlecall", "1", "--extra-train", str(extra / "train")], cwd=root)
+                       "--test-singlecall", "1", "--extra-train", str(extra / "train"), "--extra-channel", "resample"],
+                      cwd=root)
     assert "Done (stages 1..1)" in proc.stdout
     pool = DataDir(os.path.join(root, "data", "train_extra"))
     wuw = DataDir(os.path.join(root, "data", "train")).utt2spk()
     arabic = DataDir(str(extra / "train")).utt2spk()
-    assert set(pool.utt2spk()) == set(wuw) | set(arabic)
-    entry = pool.wav_scp()[next(iter(arabic))]
+    assert set(pool.utt2spk()) == set(wuw) | {f"extra1-{u}" for u in arabic}
+    entry = pool.wav_scp()[f"extra1-{next(iter(arabic))}"]
     assert entry.endswith("sox -t wav - -t wav -r 8000 - |")
     samples, rate = read_audio(entry)
     assert rate == 8000 and abs(len(samples) / rate - 4.0) < 0.1
+
+
+def test_pooled_corpora_through_the_telephone_channel(tmp_path):
+    """--extra-corpora: every speaker of the other corpora joins the pool through the telephone channel (the
+    default --extra-channel), each corpus's ids prefixed with its name; their trial lists stay out."""
+    root = link_recipe(tmp_path, RECIPE)
+    corpus = few_calls_corpus(tmp_path / "corpus")
+    shared_corpus("arabic_speech_commands")
+    shared_corpus("speechocean762")
+    proc = run_script(["./run.sh", "--stage", "1", "--stop-stage", "1", "--corpus", corpus, "--test-multicall", "1",
+                       "--test-singlecall", "1", "--extra-corpora", "arabic_commands speechocean762",
+                       "--extra-write-audio", "false"], cwd=root)
+    assert "Done (stages 1..1)" in proc.stdout
+    data = os.path.join(root, "data")
+    pool = DataDir(os.path.join(data, "train_extra"))
+    utt2spk, spk2utt = pool.utt2spk(), pool.spk2utt()
+    wuw = DataDir(os.path.join(data, "train")).utt2spk()
+    parts = {name: DataDir(os.path.join(data, f"{name}_all")).utt2spk()
+             for name in ("arabic_commands", "speechocean762")}
+    assert len({spk for spk in parts["arabic_commands"].values()}) == 20
+    assert len({spk for spk in parts["speechocean762"].values()}) == 200
+    expected = dict(wuw)
+    for name, part in parts.items():
+        expected.update({f"{name}-{u}": f"{name}-{s}" for u, s in part.items()})
+    assert utt2spk == expected  # every utterance once, each corpus under its own prefix
+    assert {u for us in spk2utt.values() for u in us} == set(utt2spk)
+    assert all(utt2spk[u] == spk for spk, us in spk2utt.items() for u in us)
+    assert len(spk2utt) == len(set(wuw.values())) + 220
+    run_script(["utils/validate_data_dir.sh", "--no-feats", "--no-text", os.path.join(data, "train_extra")])
+    assert not any(os.path.exists(os.path.join(data, "train_extra", f)) for f in ("trials", "trials_hard"))
+    scp = pool.wav_scp()
+    for name in parts:
+        utt = next(u for u in scp if u.startswith(f"{name}-"))
+        assert f"/python -m pyspk.bin.telephone_channel --seed 777 --codecs mulaw,alaw,gsm,amr-nb --utt-id {utt} " \
+            in scp[utt]
+        samples, rate = read_audio(scp[utt])
+        assert rate == 8000 and len(samples) > 4000
+    assert read_audio(scp[next(iter(wuw))])[1] == 8000  # the recipe's own calls unchanged
 
 
 def test_recipe_runs_stages_1_to_8_on_a_few_calls(tmp_path):

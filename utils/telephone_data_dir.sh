@@ -4,10 +4,11 @@
 # pyspk/augment/telephone.py): a random handset response, the telephone band at
 # 8 kHz, a random level, line noise and a random codec of --codecs, drawn from
 # --seed and the recording id, so the dir reads the same every time. Entries
-# that are pipes ("cmd |", e.g. ffmpeg decoding) and files alike; the reader
-# needs path.sh's PATH (the project's python). Features computed from the old
-# audio (feats.scp, vad.scp, utt2num_frames) are not copied. No audio is
-# written (steps/convert_audio.sh can write it, to pay the channel once).
+# that are pipes ("cmd |", e.g. ffmpeg decoding) and files alike. The pipes
+# name the python that runs this step (path.sh's), so that any reader finds
+# pyspk. Features computed from the old audio (feats.scp, vad.scp,
+# utt2num_frames) are not copied. No audio is written (steps/convert_audio.sh
+# can write it, to pay the channel once).
 set -euo pipefail
 echo "$0 $*"
 
@@ -41,11 +42,12 @@ codec_list=$(echo "$codecs" | tr -s ' ' ',' | sed 's/^,//; s/,$//')
 python -m pyspk.bin.telephone_channel --check --codecs "$codec_list" || \
   { echo "$0: --codecs '$codecs': see above" >&2; exit 1; }
 
+python=$(printf '%q' "$(command -v python)")
+
 "$root/utils/copy_data_dir.sh" "$src" "$dest" >/dev/null
 rm -f "$dest"/feats.scp "$dest"/vad.scp "$dest"/utt2num_frames "$dest"/frame_shift
-"$root/utils/filter_wav_scp.sh" "$src/wav.scp" \
-  "python -m pyspk.bin.telephone_channel --seed $seed --codecs $codec_list --utt-id %ID% %IN% -" "-" \
-  > "$dest/wav.scp.tmp"
+channel="$python -m pyspk.bin.telephone_channel --seed $seed --codecs $codec_list --utt-id %ID% %IN% -"
+"$root/utils/filter_wav_scp.sh" "$src/wav.scp" "$channel" "-" > "$dest/wav.scp.tmp"
 mv "$dest/wav.scp.tmp" "$dest/wav.scp"
 "$root/utils/validate_data_dir.sh" --no-feats --no-text "$dest" >/dev/null
 echo "$0: $dest holds $(wc -l < "$dest/wav.scp") recordings of $src through a simulated telephone channel (8 kHz; codecs $codecs) in the wav.scp pipe"

@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from pyspk.config import ListOf, Text, Value, defaults_map
-
 TELEPHONE_RATE = 8000
 NUMPY_CODECS = ("mulaw", "alaw")
 RAW_SOX = ["-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "-"]
@@ -79,9 +77,8 @@ HUM_HARMONICS = 5
 FULL_SCALE = 32768.0
 LEVEL_FRAME_SEC = 0.02
 
-# The per-crop augmentation of raw-audio training crops (data.telephone; pyspk.train.wav_data).
+# The per-crop augmentation of raw-audio training crops (data.telephone, declared in pyspk.train.wav_data).
 TELEPHONE_DEFAULTS = {"prob": 0.0, "codecs": list(NUMPY_CODECS)}
-TELEPHONE_SECTION = defaults_map(TELEPHONE_DEFAULTS, prob=Value(float, 0, 1), codecs=ListOf(Text(*NUMPY_CODECS)))
 
 
 class CodecError(RuntimeError):
@@ -116,14 +113,20 @@ def available_codecs() -> list[str]:
     return out
 
 
-def check_codecs(names: Iterable[str]) -> list[str]:
-    """``names`` as a list, each known and available here (else CodecError saying which and why)."""
+def known_codecs(names: Iterable[str]) -> list[str]:
+    """``names`` as a list, each a known codec (else CodecError naming it)."""
     names = list(names)
     if not names:
         raise CodecError("no codec given")
     unknown = [n for n in names if n not in CODECS]
     if unknown:
         raise CodecError(f"unknown codec '{unknown[0]}'; known: {', '.join(CODECS)}")
+    return names
+
+
+def check_codecs(names: Iterable[str]) -> list[str]:
+    """``names`` as a list, each known and available here (else CodecError saying which and why)."""
+    names = known_codecs(names)
     here = available_codecs()
     for name in names:
         if name not in here:
@@ -242,7 +245,10 @@ def alaw_decode(code: np.ndarray) -> np.ndarray:
 
 
 def _run(args: list[str], data: bytes, codec: str) -> bytes:
-    proc = subprocess.run(args, input=data, capture_output=True, check=False)
+    try:
+        proc = subprocess.run(args, input=data, capture_output=True, check=False)
+    except OSError as e:
+        raise CodecError(f"codec '{codec}': cannot run {args[0]}: {e}") from None
     if proc.returncode != 0 or not proc.stdout:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise CodecError(f"codec '{codec}': '{' '.join(args)}' failed (exit {proc.returncode})"

@@ -27,6 +27,7 @@ from pyspk.augment.telephone import (
     available_codecs,
     check_codecs,
     draw_channel,
+    known_codecs,
     utterance_rng,
 )
 from pyspk.cli import new_parser
@@ -52,9 +53,11 @@ def main(argv=None):
         print(" ".join(available_codecs()))
         return
     try:
-        codecs = check_codecs(c for c in args.codecs.split(",") if c)
-        if args.check:
+        codecs = [c for c in args.codecs.split(",") if c]
+        if args.check:  # once per data dir (utils/telephone_data_dir.sh): asking sox and ffmpeg costs 0.1 s
+            check_codecs(codecs)
             return
+        codecs = known_codecs(codecs)
         if args.utt_id is None or args.audio_in is None or args.wav_out is None:
             parser.error("--utt-id, <audio-in> and <wav-out> are required")
         samples, rate = (read_audio_bytes(sys.stdin.buffer.read(), "stdin") if args.audio_in == "-"

@@ -36,8 +36,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from pyspk.augment.telephone import TELEPHONE_DEFAULTS, TELEPHONE_SECTION, apply_channel, draw_channel
-from pyspk.config import ConfigError, Map, Text, Value, check_section, nullable
+from pyspk.augment.telephone import NUMPY_CODECS, TELEPHONE_DEFAULTS, apply_channel, draw_channel
+from pyspk.config import ConfigError, ListOf, Map, Text, Value, check_section, defaults_map, nullable
 from pyspk.data.datadir import DataDir, DataDirError, c_sort_key, read_kv
 from pyspk.features.audio import KALDI_SAMPLE_SCALE, UtteranceError, cut_segment, read_audio, utterance_sources
 from pyspk.features.fbank import FbankConfig
@@ -63,6 +63,8 @@ DEFAULT_CACHE_MB = 256
 READ_THROUGH_SECONDS = 1.0
 # Read as int16: exactly the float reading times 2^15, in half the bytes and with no float scaling.
 INT16_SUBTYPES = ("PCM_16",)
+# data.telephone: the numpy codecs only (a codec process per crop is too slow).
+TELEPHONE_SECTION = defaults_map(TELEPHONE_DEFAULTS, prob=Value(float, 0, 1), codecs=ListOf(Text(*NUMPY_CODECS)))
 
 
 def wav_utterances(data_dir: PathLike) -> dict:

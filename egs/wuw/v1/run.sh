@@ -8,9 +8,11 @@
 # Stages (plain ./run.sh runs them all; pick with --stage N --stop-stage M):
 #   0  install what is missing (tools/install.sh; idempotent)
 #   1  data dirs data/{train,train_named,test}, data/test/trials_crosscall (the
-#      headline) and data/test/trials (local/data.sh); with --extra-train, the
-#      other data dirs resampled to 8 kHz in their wav.scp pipes and combined
-#      with data/train into data/train_extra (the unlabelled training pool)
+#      headline) and data/test/trials (local/data.sh); with --extra-corpora the
+#      other corpora's data dirs (local/extra_corpora.sh); with them or
+#      --extra-train, each other data dir's ids prefixed with its name, its
+#      audio made 8 kHz telephone speech (--extra-channel) in the wav.scp pipe,
+#      all combined with data/train into data/train_extra (the unlabelled pool)
 #   2-9 the generic pipeline, steps/sv_pipeline.sh (see its header): fbank
 #      and VAD, augmented 8 kHz copies, fbank baseline, SSL training,
 #      embeddings, cosine scoring, pseudo-label rounds, supervised upper bound
@@ -25,7 +27,11 @@ nj=2
 corpus=                   # WUW Corpus II root; default: shared/data/wuw_corpus_ii beside the repository
 test_multicall=13         # held-out named speakers with several calls
 test_singlecall=12        # held-out named speakers with one call
-extra_train=              # other data dirs added to the unlabelled training pool, resampled to 8 kHz
+extra_train=              # other data dirs added to the unlabelled training pool, at 8 kHz
+extra_corpora=            # other corpora of ../shared/data added to the pool: arabic_commands speechocean762
+extra_root=               # their root; default: shared/data beside the repository
+extra_channel=telephone   # telephone|resample: how the pool's other data becomes 8 kHz
+extra_write_audio=true    # with telephone: the pool's other data written once as 8 kHz flac (audio/), not re-simulated per read
 ssl=dino                  # dino|contrastive|memo
 ssl_config=               # default: conf/<ssl>.yaml
 ssl_overrides=            # e.g. "seed=778"
@@ -38,9 +44,9 @@ cluster_merge=none        # none|cosine|plda: merge whole k-means clusters that 
 pl_init=ssl               # each round's classifier starts from: ssl | previous | scratch
 memo_start=fused          # --ssl memo: round 1 starts from the teachers' fused embeddings | <arch>
 pl_tag=                   # rounds in <exp>/pl_<ssl>_<tag>_r<r>, to keep several choices side by side
-adapt_set=                # unlabelled in-domain set for the back-end (default with --extra-train: train)
+adapt_set=                # unlabelled in-domain set for the back-end (default with --extra-train or --extra-corpora: train)
 plda_adapt_scales=0.75,0.25  # within,between shares of the in-domain excess variance (steps/sv_pipeline.sh)
-exp=                      # experiment root (default: exp, or exp_extra with --extra-train)
+exp=                      # experiment root (default: exp, or exp_extra with --extra-train or --extra-corpora)
 device=auto
 # End configuration section.
 
@@ -57,7 +63,16 @@ Usage: $0 [options]
   --test-multicall N       held-out named speakers with several calls ($test_multicall)
   --test-singlecall N      held-out named speakers with one call ($test_singlecall)
   --extra-train 'DIR ...'  other Kaldi data dirs (wav.scp, utt2spk) added to the unlabelled training
-                           pool, resampled to 8 kHz in the wav.scp pipe (relative: from where you call)
+                           pool, made 8 kHz by --extra-channel in the wav.scp pipe (relative: from where you call)
+  --extra-corpora 'C ...'  other corpora added to the pool, every speaker, prepared by their recipes:
+                           arabic_commands speechocean762 (local/extra_corpora.sh)
+  --extra-root DIR         where they lie (default: ../shared/data beside the repository)
+  --extra-channel C        telephone: a simulated telephone channel, one per recording (handset, level,
+                           line noise, a codec: utils/telephone_data_dir.sh); resample: plain resampling
+                           ($extra_channel)
+  --extra-write-audio BOOL with --extra-channel telephone, write that audio once as 8 kHz flac in audio/
+                           (steps/convert_audio.sh), read by every later stage instead of a channel per read
+                           ($extra_write_audio; to redo it after changing the pool, remove audio/)
   --ssl NAME               dino|contrastive|memo ($ssl)
   --ssl-config FILE        SSL config (default: conf/<ssl>.yaml)
   --ssl-overrides 'K=V ..' overrides of the SSL config
@@ -71,13 +86,13 @@ Usage: $0 [options]
   --memo-start S           --ssl memo: fused|<arch>: round 1 from the teachers' fused embeddings or one ($memo_start)
   --pl-tag TAG             rounds in <exp>/pl_<ssl>_<TAG>_r<r>
   --adapt-set NAME         data/NAME, unlabelled in-domain data for the back-end: cosine with its mean,
-                           PLDA adapted to it (default: none; with --extra-train: train)
+                           PLDA adapted to it (default: none; with --extra-train or --extra-corpora: train)
   --plda-adapt-scales W,B  shares of the adaptation set's excess variance booked within and between
                            speakers ($plda_adapt_scales, Kaldi's SRE16 recipe)
-  --exp DIR                experiment root (default: exp; with --extra-train: exp_extra)
+  --exp DIR                experiment root (default: exp; with --extra-train or --extra-corpora: exp_extra)
   --device DEV             auto|cpu|cuda[:i] ($device)
 e.g.: $0 --stage 4 --stop-stage 6 --ssl contrastive
-      $0 --extra-train ../../arabic_commands/v1/data/train   # WUW + Arabic at 8 kHz, in exp_extra"
+      $0 --extra-corpora 'arabic_commands speechocean762'   # WUW + both through the channel, in exp_extra"
 
 caller_dir=$PWD
 cd "$(dirname "$0")"
@@ -89,11 +104,28 @@ case $corpus in
   /*) ;;
   *) corpus=$caller_dir/$corpus ;;
 esac
-extra_dirs=()
+case $extra_root in
+  "") extra_root=$(dirname "$(readlink -f "$0")")/../../../../shared/data ;;
+  /*) ;;
+  *) extra_root=$caller_dir/$extra_root ;;
+esac
+case $extra_channel in
+  telephone|resample) ;;
+  *) log "ERROR: --extra-channel must be telephone or resample, got '$extra_channel'" >&2; exit 1 ;;
+esac
+[[ "$extra_write_audio" =~ ^(true|false)$ ]] || { log "ERROR: --extra-write-audio must be true or false, got '$extra_write_audio'" >&2; exit 1; }
+# The pool's other parts: a name (the prefix of its ids) and a data dir each.
+extra_names=() extra_dirs=()
 for d in $extra_train; do
   case $d in /*) ;; *) d=$caller_dir/$d ;; esac
   [ -f "$d/wav.scp" ] && [ -f "$d/utt2spk" ] || { log "ERROR: --extra-train $d: not a data dir with wav.scp and utt2spk" >&2; exit 1; }
-  extra_dirs+=("$d")
+  extra_names+=("extra$(( ${#extra_names[@]} + 1 ))") extra_dirs+=("$d")
+done
+for name in $extra_corpora; do
+  case $name in
+    arabic_commands|speechocean762) extra_names+=("$name") extra_dirs+=("data/${name}_all") ;;
+    *) log "ERROR: --extra-corpora: unknown corpus '$name' (known: arabic_commands speechocean762)" >&2; exit 1 ;;
+  esac
 done
 train_set=train
 if [ ${#extra_dirs[@]} -gt 0 ]; then
@@ -116,16 +148,27 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
 fi
 
 . ./path.sh
+. ./cmd.sh
 steps/sv_pipeline.sh --check-only true "${pipeline_opts[@]}" >/dev/null
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: data dirs from $corpus"
   local/data.sh --test-multicall $test_multicall --test-singlecall $test_singlecall "$corpus" data
+  [ -z "$extra_corpora" ] || local/extra_corpora.sh --corpora "$extra_corpora" "$extra_root" data
   if [ ${#extra_dirs[@]} -gt 0 ]; then
     parts=(data/train)
     for i in "${!extra_dirs[@]}"; do
-      utils/resample_data_dir.sh 8000 "${extra_dirs[$i]}" data/extra$((i + 1))_8k
-      parts+=(data/extra$((i + 1))_8k)
+      name=${extra_names[$i]}
+      utils/copy_data_dir.sh --utt-prefix "$name-" --spk-prefix "$name-" "${extra_dirs[$i]}" "data/pool_$name"
+      if [ "$extra_channel" = resample ]; then
+        utils/resample_data_dir.sh 8000 "data/pool_$name" "data/pool_${name}_8k"
+      elif $extra_write_audio; then
+        utils/telephone_data_dir.sh "data/pool_$name" "data/pool_${name}_tel"
+        steps/convert_audio.sh --nj "$nj" --cmd "$train_cmd" "data/pool_${name}_tel" "data/pool_${name}_8k" "audio/pool_$name"
+      else
+        utils/telephone_data_dir.sh "data/pool_$name" "data/pool_${name}_8k"
+      fi
+      parts+=("data/pool_${name}_8k")
     done
     utils/combine_data.sh data/train_extra "${parts[@]}"
     utils/validate_data_dir.sh --no-feats --no-text data/train_extra
