@@ -138,6 +138,18 @@ def test_codec_round_trip(codec):
             assert aligned_correlation(x, y) > 0.8, (codec, setting)
 
 
+def test_line_noise_is_hum_and_hiss_at_the_drawn_snr(monkeypatch):
+    monkeypatch.setattr(telephone, "codec_round_trip", lambda x, codec, setting: x)  # the noise alone, uncoded
+    for channel in channels(10):
+        hum = telephone.line_noise(16000, 8000, {**channel, "hum_share": 1.0})
+        assert np.mean(hum**2) == pytest.approx(1.0, rel=0.01)
+        total = np.sum(np.abs(np.fft.rfft(hum * np.hanning(16000))) ** 2)
+        assert tone_power(hum, 8000, channel["mains_hz"]) > 0.3 * total  # the fundamental leads
+        noise = apply_channel(np.zeros(16000), 8000, channel)  # silence in: the line noise out
+        expected = 32768 * 10 ** ((channel["level_db"] - channel["snr_db"]) / 20)
+        assert np.sqrt(np.mean(noise**2)) == pytest.approx(expected, rel=0.05)
+
+
 def test_channel_is_drawn_per_utterance_and_reproducible():
     x = speechlike(1.0, 16000)
     first = apply_channel(x, 16000, draw_channel(utterance_rng(777, "a"), HERE))

@@ -12,7 +12,8 @@ applied in this order (:func:`apply_channel`):
 3. line noise: mains hum (50 or 60 Hz and harmonics) and white hiss in a
    random share, at a random SNR below the speech level;
 4. a random narrowband codec of those asked for: G.711 mu-law and A-law in
-   numpy (bit-exact with the ITU/Sun reference), the others through sox or
+   numpy (Sun's reference g711.c: decoding bit-exact with sox and ffmpeg,
+   encoding with sox on the laws' 14/13-bit grids), the others through sox or
    ffmpeg when they provide them (:func:`available_codecs`).
 
 Samples are float in the int16 range, as :func:`pyspk.features.audio.read_audio`
@@ -23,6 +24,7 @@ numpy codecs: a subprocess per crop is too slow).
 
 import functools
 import hashlib
+import math
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -192,11 +194,11 @@ def active_power(x: np.ndarray, rate: int) -> float:
 def line_noise(length: int, rate: int, channel: Mapping[str, Any]) -> np.ndarray:
     """Unit-power noise: hum (mains and harmonics, falling 1/k) and white hiss in the drawn share."""
     rng = np.random.default_rng(channel["noise_seed"])
-    t = np.arange(length) / rate
+    t = np.arange(rate // math.gcd(rate, int(channel["mains_hz"]))) / rate  # one period of the hum, then repeated
     phases = rng.uniform(0, 2 * np.pi, HUM_HARMONICS)
     hum = sum(np.sin(2 * np.pi * k * channel["mains_hz"] * t + phases[k - 1]) / k
               for k in range(1, HUM_HARMONICS + 1))
-    hum /= np.sqrt(np.mean(np.square(hum)) + 1e-20)
+    hum = np.resize(hum / np.sqrt(np.mean(np.square(hum))), length)
     hiss = rng.standard_normal(length)
     return np.sqrt(channel["hum_share"]) * hum + np.sqrt(1.0 - channel["hum_share"]) * hiss
 
