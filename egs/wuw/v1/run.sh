@@ -11,8 +11,9 @@
 #      headline) and data/test/trials (local/data.sh); with --extra-corpora the
 #      other corpora's data dirs (local/extra_corpora.sh); with them or
 #      --extra-train, each other data dir's ids prefixed with its name, its
-#      audio made 8 kHz telephone speech (--extra-channel) in the wav.scp pipe,
-#      all combined with data/train into data/train_extra (the unlabelled pool)
+#      audio made 8 kHz telephone speech (--extra-channel) and written once as
+#      flac in audio/ (--extra-write-audio), all combined with data/train into
+#      data/train_extra (the unlabelled pool)
 #   2-9 the generic pipeline, steps/sv_pipeline.sh (see its header): fbank
 #      and VAD, augmented 8 kHz copies, fbank baseline, SSL training,
 #      embeddings, cosine scoring, pseudo-label rounds, supervised upper bound
