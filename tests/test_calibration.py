@@ -211,3 +211,26 @@ def test_without_a_speaker_of_two_sessions_any_pairs_are_drawn(tmp_path, caplog)
     write_dir(tmp_path / "one", {"utt2spk": {"a": "s", "b": "s"}})
     with pytest.raises(DataDirError, match="no non-target pair"):
         write_label_trials(tmp_path / "one", tmp_path / "trials")
+
+
+def test_channel_report_prints_the_shares_of_an_embedding_dir(tmp_path, capsys):
+    from pyspk.bin import channel_report
+
+    data, xvec = make_embedded_corpus(tmp_path, n_spk=4, n_utt=6)
+    utts = [line.split()[0] for line in (data / "utt2spk").read_text().splitlines()]
+    (data / "utt2phonetype").write_text("".join(f"{u} p{i % 2}\n" for i, u in enumerate(utts)))
+    clusters = tmp_path / "assignments"
+    clusters.write_text("".join(f"{u} {u.split('-')[0]} 0.1 1\n" for u in utts))
+    channel_report.main(["--clusters", str(clusters), str(xvec), str(data)])
+    shares = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    # The embeddings are speaker blobs: speakers explain nearly all, the random phone types little.
+    assert float(shares["channel.speaker_share"]) > 0.8 > float(shares["channel.phonetype_share"])
+    assert float(shares["channel.speaker_share_of_clusters"]) == pytest.approx(1.0)
+    assert "channel.session_share" not in shares  # no utt2session
+    with pytest.raises(SystemExit):
+        channel_report.main(["--factors", "session", str(xvec), str(data)])
+    assert "has none of utt2session" in capsys.readouterr().err
+    clusters.write_text(f"{utts[0]}\n")
+    with pytest.raises(SystemExit):
+        channel_report.main(["--clusters", str(clusters), str(xvec), str(data)])
+    assert "assignments:1: expected '<utt> <cluster> ...'" in capsys.readouterr().err

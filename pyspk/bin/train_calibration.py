@@ -54,6 +54,9 @@ def main(argv=None):
         calibration.save(args.calibration, {"num_targets": int(labels.sum()), "num_nontargets": int((~labels).sum()),
                                             "xent_raw": f"{before:.4f}", "xent": f"{after:.4f}",
                                             "trials": args.trials, "scores": args.scores})
+    if after < 0.01:
+        log.warning("the scores separate these training trials (almost) perfectly (cross-entropy %.4f): the system "
+                    "was trained on them, and the calibration will be overconfident on other trials", after)
     log.info("llr = %.6g * score + %.6g (p-target %g): normalised cross-entropy %.4f (the raw scores read as "
              "LLRs: %.4f; 1.0: LLRs of 0) on %d target and %d non-target trials", calibration.scale,
              calibration.offset, args.p_target, after, before, labels.sum(), (~labels).sum())
