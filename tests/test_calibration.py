@@ -42,6 +42,13 @@ def test_calibration_recovers_the_known_llr(p_target):
     assert cal.p_target == p_target
 
 
+def test_reversed_scores_get_a_calibration_that_says_nothing():
+    scores, labels, _, _ = gaussian_scores(n_tar=2000, n_non=5000)
+    cal = train_calibration(-scores, labels, 0.01)
+    assert (cal.scale, cal.offset) == (0.0, 0.0)
+    assert act_dcf(cal.apply(-scores), labels, 0.01) == 1.0  # every trial rejected: the cost of no system
+
+
 def test_act_dcf_is_min_dcf_when_calibrated_and_far_above_when_shifted():
     scores, labels, _, _ = gaussian_scores()
     llrs = train_calibration(scores, labels, 0.01).apply(scores)

@@ -80,7 +80,8 @@ def prior_weighted_xent(llrs, labels, p_target):
 
 
 def train_calibration(scores, labels, p_target=0.01, max_iter=100, tol=1e-10) -> Calibration:
-    """The scale and offset minimising the prior-weighted cross-entropy (Newton's method; convex)."""
+    """The scale (at least 0: a calibration never reverses the scores' order) and offset minimising the
+    prior-weighted cross-entropy (Newton's method; convex)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels, dtype=bool).ravel()
     if not 0 < p_target < 1:
@@ -116,6 +117,10 @@ def train_calibration(scores, labels, p_target=0.01, max_iter=100, tol=1e-10) ->
             break
     else:
         logger.warning("calibration did not converge in %d iterations (are the scores separable?)", max_iter)
+    if w[0] < 0:  # higher scores meaning non-target: the scale's best value >= 0 is 0, whose best offset is 0
+        logger.warning("the training trials' target scores are below their non-target ones: the calibration says "
+                       "nothing (every LLR 0)")
+        return Calibration(0.0, 0.0, float(p_target))
     scale = w[0] / spread
     return Calibration(float(scale), float(w[1] - scale * centre), float(p_target))
 
