@@ -10,6 +10,9 @@
   (stable, so tied scores keep their input order) and the cost is evaluated
   at every sorted position ``i`` with all scores up to and including ``i``
   rejected; the minimum is normalised by ``min(c_miss * p, c_fa * (1 - p))``.
+* actDCF (of calibrated scores, log-likelihood ratios) as BOSARIS: the same
+  normalised cost at the Bayes threshold ``log(c_fa * (1 - p) / (c_miss * p))``
+  (``-logit(p)`` for unit costs), scores at or below it rejected as minDCF's.
 """
 
 import numpy as np
@@ -49,12 +52,17 @@ def compute_eer(scores, labels):
     return eer_and_threshold(scores, labels)[0]
 
 
-def min_dcf_and_threshold(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
-    """Kaldi ``sid/compute_min_dcf.py``: ``(normalised minDCF, threshold)``."""
+def _check_costs(p_target, c_miss, c_fa):
     if not 0 < p_target < 1:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
     if c_miss <= 0 or c_fa <= 0:
         raise ValueError("c_miss and c_fa must be positive")
+    return min(c_miss * p_target, c_fa * (1 - p_target))
+
+
+def min_dcf_and_threshold(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """Kaldi ``sid/compute_min_dcf.py``: ``(normalised minDCF, threshold)``."""
+    c_def = _check_costs(p_target, c_miss, c_fa)
     scores, labels = _split_scores(scores, labels, np.float64)
     order = np.argsort(scores, kind="stable")
     sorted_labels = labels[order]
@@ -62,13 +70,28 @@ def min_dcf_and_threshold(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     fpr = 1.0 - np.cumsum(~sorted_labels) / (~sorted_labels).sum()
     c_det = c_miss * fnr * p_target + c_fa * fpr * (1 - p_target)
     best = int(np.argmin(c_det))  # first minimum, like Kaldi's strict '<'
-    c_def = min(c_miss * p_target, c_fa * (1 - p_target))
     return float(c_det[best] / c_def), float(scores[order[best]])
 
 
 def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     """Normalised minimum detection cost, as Kaldi's ``sid/compute_min_dcf.py``."""
     return min_dcf_and_threshold(scores, labels, p_target, c_miss, c_fa)[0]
+
+
+def bayes_threshold(p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """The log-likelihood ratio above which accepting costs less: ``log(c_fa (1 - p) / (c_miss p))``."""
+    _check_costs(p_target, c_miss, c_fa)
+    return float(np.log(c_fa * (1 - p_target)) - np.log(c_miss * p_target))
+
+
+def act_dcf(llrs, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    """Normalised actual detection cost of log-likelihood ratios, decided at :func:`bayes_threshold`."""
+    c_def = _check_costs(p_target, c_miss, c_fa)
+    llrs, labels = _split_scores(llrs, labels, np.float64)
+    accept = llrs > bayes_threshold(p_target, c_miss, c_fa)
+    p_miss = np.count_nonzero(labels & ~accept) / np.count_nonzero(labels)
+    p_fa = np.count_nonzero(~labels & accept) / np.count_nonzero(~labels)
+    return float((c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)) / c_def)
 
 
 def det_curve(scores, labels):

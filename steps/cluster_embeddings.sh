@@ -11,7 +11,9 @@
 # centroid. The report dir gets cluster_assignments.txt (all utterances) and
 # cluster_report.txt (with --ref-utt2spk: NMI, purity, clusters per true
 # speaker and, where <src-data-dir>/utt2session exists, the share of a
-# speaker's sessions in its largest cluster; diagnostics only). With
+# speaker's sessions in its largest cluster; where it has utt2session or
+# utt2phonetype, the share of the variance between sessions and phone types,
+# pyspk.bin.channel_report's; diagnostics only). With
 # --copies-from <combined-data-dir> (clean + augmented copies
 # <utt>-reverb/-noise/-music/-babble, with feats.scp, as made by
 # steps/augment_data_dir.sh and steps/make_fbank.sh), <dest-data-dir>_combined

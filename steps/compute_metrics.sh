@@ -3,6 +3,9 @@
 # c-miss = c-fa = 1 (as Kaldi's sid/compute_min_dcf.py) of a scores file, and
 # one line per system in the results file:
 #   system=<name> EER=3.224% minDCF(p=0.01)=0.3492 minDCF(p=0.05)=0.2101 trials=<trials> scores=<scores>
+# With --calibrated true (scores that are log-likelihood ratios, steps/calibrate_scores.sh)
+# the line also holds actDCF(p=0.01)=... actDCF(p=0.05)=... after the minDCFs: the
+# cost of deciding at the Bayes threshold log((1 - p) / p).
 # Re-running with the same scores and trials replaces that system's line (or,
 # finished, does nothing). A line of the same system made from other scores
 # (another scores file or trial list: another experiment given the same name)
@@ -16,6 +19,7 @@ cmd=run.pl
 name=
 results=exp/results.txt
 p_targets=0.01,0.05
+calibrated=false
 det_plot=
 hist_plot=
 skip_missing=false
@@ -29,6 +33,7 @@ Options:
   --name <system>              # system name in the results line (default: the scores file path)
   --results <file>             # results file to update, empty for none (default: $results)
   --p-targets <p1,p2,...>      # minDCF target priors (default: $p_targets)
+  --calibrated <true|false>    # the scores are LLRs: also actDCF at the same priors (default: $calibrated)
   --det-plot <png>             # write a DET curve here (default: none)
   --hist-plot <png>            # write a target/non-target score histogram here (default: none)
   --skip-missing <true|false>  # count trials without a score instead of failing (default: $skip_missing)
@@ -75,8 +80,8 @@ rm -f "$marker"
 
 run_or_die "$cmd" "$log" "computing metrics" \
   python -m pyspk.bin.compute_metrics --name "$name" --results "$results" \
-    --p-targets "$p_targets" --det-plot "$det_plot" --hist-plot "$hist_plot" \
+    --p-targets "$p_targets" --calibrated "$calibrated" --det-plot "$det_plot" --hist-plot "$hist_plot" \
     --skip-missing "$skip_missing" --overwrite "$overwrite" "$trials" "$scores"
 mark_step_done "$marker" "$step_settings"
-grep -E "^(EER|minDCF)" "$log"
+grep -E "^(EER|minDCF|actDCF)" "$log"
 [ -z "$results" ] || echo "$0: updated $results: $(awk -v p="system=$name " 'index($0, p) == 1' "$results")"

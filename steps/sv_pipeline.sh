@@ -35,12 +35,25 @@
 #      -> data/<train-set>_pl_<ssl>[_<tag>]_r<r> (pseudo-labels),
 #      <exp>/pl_<ssl>[_<tag>]_r<r>/{cluster/cluster_report.txt,final.pt,xvectors_*,plda,scores},
 #      results pl_<ssl>[_<tag>]_r<r>_{cosine,plda}
+#      with --calibrate true (and a round), calibrated scores: each system's
+#      cosine (and PLDA) scores mapped to log-likelihood ratios by a logistic
+#      regression (steps/calibrate_scores.sh) trained on pairs of training
+#      utterances scored by the same back-end, never on test trials: a round's
+#      systems on its own pseudo-labels, the fbank baseline and the SSL model
+#      (MeMo: its default teacher) on round 1's (clusters of the SSL model's
+#      embeddings; they have no labels of their own); only pairs of two calls
+#      where the train set has utt2session
+#      -> <model-dir>/calibration/, results <system>_{cosine,plda}_cal with actDCF
 #   8  supervised upper bound: the same classifier budget on the true labels of
 #      --supervised-set (default the train set; e.g. only its named speakers)
 #      (--supervised false skips it, for a train set without labels); it starts
-#      from the SSL model as the rounds do (MeMo: --memo-start's teacher)
-#      -> <exp>/supervised_upper_bound, results supervised_upper_bound_{cosine,plda}
-#   9  summary: prints the results file and the rounds' cluster reports
+#      from the SSL model as the rounds do (MeMo: --memo-start's teacher); with
+#      --calibrate true calibrated on those labels
+#      -> <exp>/supervised_upper_bound, results supervised_upper_bound_{cosine,plda}[_cal]
+#   9  summary: prints the results file and the rounds' cluster reports; where the
+#      train set has utt2session or utt2phonetype, the share of the SSL model's and
+#      each round's train embeddings' variance between calls, phone types and
+#      (--supervised true) true speakers (pyspk.bin.channel_report)
 #
 # Results: one line per system and trial list in --results (default
 # <exp>/results.txt), named after the experiment dir of the model, so that two
@@ -50,7 +63,8 @@
 # config's name: exp/dino_rdino -> dino_rdino; MeMo: <name>_<teacher> per
 # teacher and <name>_fused), a round's (pl_dino_r2, pl_dino_ahc_r1),
 # untrained, supervised_upper_bound; the fbank baseline is fbank_mean_std.
-# <back-end> is cosine, cosine_adapt, plda or plda_adapt; the test set only
+# <back-end> is cosine, cosine_adapt, plda, plda_adapt, cosine_cal or plda_cal (calibrated
+# scores: their lines also hold actDCF(p=...) at the minDCF priors); the test set only
 # when it is not the first of --test-sets; <list> of trials_<list> (none for
 # plain "trials"). E.g. dino_rdino_cosine, pl_dino_r2_plda_o,
 # supervised_upper_bound_plda_adapt. A line of the same name made from other
@@ -114,6 +128,7 @@ adapt_set=                # unlabelled in-domain data: scores also with its cosi
 plda_adapt_scales=0.75,0.25  # shares of the in-domain excess variance booked within,between speakers
 results=                  # default: <exp>/results.txt
 check_only=false          # only check the options (a recipe does so before its own stages)
+calibrate=true            # stages 7, 8: calibrated scores (<system>_{cosine,plda}_cal lines with actDCF)
 # End configuration section.
 
 # --help prints the header comment above (its stages and what each writes), then the options.
@@ -169,7 +184,10 @@ Options:
                                between-speaker covariances ($plda_adapt_scales: Kaldi's SRE16 recipe;
                                Kaldi's library defaults are 0.3,0.7)
   --results FILE               results file (default: <exp>/results.txt)
-  --check-only true|false      check the option values and configs, then exit ($check_only)"
+  --check-only true|false      check the option values and configs, then exit ($check_only)
+  --calibrate true|false       calibrated scores of the baseline, SSL, rounds and bound, trained on training
+                               pairs of round 1's / each round's pseudo-labels / the bound's labels: results
+                               <system>_{cosine,plda}_cal with actDCF ($calibrate)"
 
 . ./path.sh
 . ./cmd.sh
@@ -191,7 +209,7 @@ case $cluster_merge in none|cosine|plda) ;; *) die "--cluster-merge must be none
 case $cluster_method in kmeans|minibatch|agglomerative) ;;
   *) die "--cluster-method must be kmeans, minibatch or agglomerative, got '$cluster_method'" ;; esac
 case $cluster_select in nearest|posterior) ;; *) die "--cluster-select must be nearest or posterior, got '$cluster_select'" ;; esac
-for opt in augment online_aug supervised check_only plda_recluster use_vad; do
+for opt in augment online_aug supervised check_only plda_recluster use_vad calibrate; do
   case ${!opt} in true|false) ;; *) die "--$opt must be true or false, got '${!opt}'" ;; esac
 done
 for opt in nj num_gpus rounds num_clusters min_cluster_size max_cluster_size; do
@@ -376,6 +394,40 @@ score_plda() {
   done < <(trial_lists)
 }
 
+# calibrate <model-dir> <system> <labels> <back-end>...: each back-end's (cosine, plda; fbank: the
+# baseline's) scores of every trial list calibrated on trials of data/<labels>'s speakers, training
+# utterances scored by that back-end, into <model-dir>/calibration (steps/calibrate_scores.sh);
+# results <system>_<back-end>_cal<suffix>, with actDCF. A list without scores (its stage not run) is left out.
+calibrate() {
+  local dir=$1 system=$2 labels=$3 cal=$1/calibration backend t trials suffix scores train_scores cross=false
+  local exclude=()
+  shift 3
+  [ -f data/$labels/utt2session ] && cross=true
+  for t in $test_sets; do exclude+=(--exclude "data/$t/utt2spk"); done
+  mkdir -p $cal
+  if [ ! -f $cal/trials ] || [ data/$labels/utt2spk -nt $cal/trials ]; then
+    python -m pyspk.bin.make_calibration_trials --cross-session $cross "${exclude[@]}" data/$labels $cal/trials
+  fi
+  for backend in "$@"; do
+    train_scores=$cal/scores_$backend
+    case $backend in
+      cosine) steps/score_cosine.sh --mean-dir $dir/xvectors_$train_set $cal/trials $dir/xvectors_$train_set \
+                $dir/xvectors_$train_set $train_scores ;;
+      plda) steps/score_plda.sh $dir/plda $cal/trials $dir/xvectors_$train_set $dir/xvectors_$train_set $train_scores ;;
+      fbank) [ $train_scores -nt $cal/trials ] ||
+               python -m pyspk.bin.score_fbank_baseline --scores $train_scores data/$train_set $cal/trials >/dev/null ;;
+    esac
+    while read -r t trials suffix; do
+      scores=$dir/scores/${backend}_$(basename $trials)_$t
+      [ $backend != fbank ] || scores=$dir/scores_$(basename $trials)_$t
+      [ -f $scores ] || { warn "no $scores to calibrate"; continue; }
+      steps/calibrate_scores.sh $cal/trials $train_scores $cal/$backend $scores ${scores}_cal
+      steps/compute_metrics.sh --calibrated true --name ${system}_${backend/fbank/cosine}_cal$suffix \
+        --results "$results" $trials ${scores}_cal
+    done < <(trial_lists)
+  done
+}
+
 # MeMo keeps one teacher per architecture; the file's default one comes first.
 memo_teachers() {
   python -m pyspk.bin.extract_embeddings list $ssl_exp/final.pt | grep '^teacher_'
@@ -520,6 +572,18 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     touch $dir/.scored
     prev=$dir
   done
+  if [ $calibrate = true ] && [ "$rounds" -gt 0 ]; then
+    log "Stage 7: calibrated scores (training pairs of round 1's / each round's pseudo-labels)"
+    r1_labels=${train_set}_pl_${ssl}${pl_tag:+_$pl_tag}_r1
+    calibrate $exp/baseline fbank_mean_std $r1_labels fbank
+    ssl_system=$ssl_name
+    [ $ssl != memo ] || ssl_system=${ssl_name}_$(memo_teachers | head -n 1)
+    calibrate $ssl_exp $ssl_system $r1_labels cosine
+    for r in $(seq 1 $rounds); do
+      dir=$exp/pl_${ssl}${pl_tag:+_$pl_tag}_r$r
+      calibrate $dir "$(basename $dir)" ${train_set}_pl_${ssl}${pl_tag:+_$pl_tag}_r$r cosine plda
+    done
+  fi
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
@@ -567,6 +631,9 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     score_plda $dir supervised_upper_bound $supervised_set
     touch $dir/.scored
   fi
+  if [ $supervised = true ] && [ $calibrate = true ]; then
+    calibrate $dir supervised_upper_bound $supervised_set cosine plda
+  fi
 fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
@@ -575,6 +642,15 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   for report in $exp/pl_${ssl}${pl_tag:+_$pl_tag}_r*/cluster/cluster_report.txt; do
     [ -f "$report" ] && { echo "== $report"; cat "$report"; }
   done
+  if [ -f data/$train_set/utt2session ] || [ -f data/$train_set/utt2phonetype ]; then
+    factors=session,phonetype
+    [ $supervised = false ] || factors+=,spk
+    for dir in $ssl_exp $exp/pl_${ssl}${pl_tag:+_$pl_tag}_r*; do
+      [ -f $dir/xvectors_$train_set/xvector.scp ] || continue
+      echo "== channel shares of $dir/xvectors_$train_set"
+      python -m pyspk.bin.channel_report --factors $factors $dir/xvectors_$train_set data/$train_set
+    done
+  fi
 fi
 
 log "Done (stages $stage..$stop_stage)"

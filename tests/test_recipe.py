@@ -13,6 +13,8 @@ SHARED = ("path.sh", "cmd.sh", "utils", "steps", "tools", "local", "conf")
 # Named after the experiment dirs (conf/dino_tiny.yaml -> exp/dino_tiny; rounds exp/pl_dino_r<r>).
 SYSTEMS = ["fbank_mean_std_cosine", "untrained_cosine", "dino_tiny_cosine", "pl_dino_r1_cosine", "pl_dino_r1_plda",
            "pl_dino_r2_cosine", "pl_dino_r2_plda", "supervised_upper_bound_cosine", "supervised_upper_bound_plda"]
+# --calibrate true (the default): calibrated lines of every system but the untrained network.
+CALIBRATED = [f"{system}_cal" for system in SYSTEMS if not system.startswith("untrained")]
 TINY = ["--nj", "1", "--device", "cpu", "--num-speakers", "8", "--test-speakers", "3", "--utts-per-speaker", "8",
         "--ssl-config", "conf/dino_tiny.yaml", "--classifier-config", "conf/classifier_tiny.yaml",
         "--rounds", "2", "--num-clusters", "4"]
@@ -48,7 +50,9 @@ def recipe(tmp_path_factory):
 def test_every_stage_runs_and_reports_each_system(recipe):
     root, proc = recipe
     assert "Done (stages 1..100)" in proc.stdout
-    assert sorted(results(root)) == sorted(SYSTEMS)
+    lines = results(root)
+    assert sorted(lines) == sorted(SYSTEMS + CALIBRATED)
+    assert all(("actDCF(p=0.01)=" in lines[system]) == (system in CALIBRATED) for system in lines)
     for r in (1, 2):
         report = os.path.join(root, "exp", f"pl_dino_r{r}", "cluster", "cluster_report.txt")
         assert "truth_all.nmi" in Path(report).read_text()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, link_recipe, run_script, shared_corpus
 
-from pyspk.data.datadir import DataDir, read_trials
+from pyspk.data.datadir import DataDir, read_kv, read_trials
 from pyspk.features.audio import read_audio
 
 RECIPE = os.path.join(ROOT, "egs", "wuw", "v1")
@@ -69,6 +69,13 @@ def test_data_prep_holds_out_named_callers_and_keeps_targets_cross_call(tmp_path
     assert not {info[u][1] for u in test_utts} & {info[u][1] for u in train_utts}
     assert any(not info[u][2] for u in train_utts)  # unnamed calls train
     assert set(named.utt2spk()) == {u for u in train_utts if info[u][2]}
+    # Each utterance's call and its phone type (the channel diagnostics'); one call is one phone.
+    header, rows = corpus_rows()
+    col = {name: i for i, name in enumerate(header)}
+    phone_of_call = {r[col["session"]]: r[col["phonetype"]] for r in rows}
+    for part in (train, test):
+        phones = read_kv(os.path.join(part.path, "utt2phonetype"))
+        assert phones == {u: phone_of_call[info[u][3]] for u in part.utt2spk()}
     calls = defaultdict(set)
     for u in test_utts:
         calls[info[u][0]].add(info[u][3])
@@ -189,11 +196,13 @@ def test_recipe_runs_stages_1_to_8_on_a_few_calls(tmp_path):
     assert "Done (stages 1..8)" in proc.stdout
     with open(os.path.join(root, "exp", "results.txt")) as f:
         systems = {line.split()[0].split("=", 1)[1] for line in f}
-    expected = {"fbank_mean_std_cosine"}
+    expected = {"fbank_mean_std_cosine", "fbank_mean_std_cosine_cal"}
     for system in ("untrained", "dino_tiny", "pl_dino_r1", "supervised_upper_bound"):  # the exp dirs' names
         expected |= {f"{system}_cosine", f"{system}_cosine_adapt"}
+        if system != "untrained":  # calibrated (--calibrate true, the default)
+            expected.add(f"{system}_cosine_cal")
         if system in ("pl_dino_r1", "supervised_upper_bound"):
-            expected |= {f"{system}_plda", f"{system}_plda_adapt"}
+            expected |= {f"{system}_plda", f"{system}_plda_adapt", f"{system}_plda_cal"}
     assert systems == {s + suffix for s in expected for suffix in ("", "_crosscall")}
     # Training saw 8 kHz copies; the upper bound trained on the named callers only.
     combined = DataDir(os.path.join(root, "data", "train_combined"))

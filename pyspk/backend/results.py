@@ -10,6 +10,7 @@ silently take each other's place.
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterable
 
 from pyspk.fileutil import PathLike, atomic_open
@@ -20,21 +21,27 @@ class ResultConflict(ValueError):
 
 
 def format_result(name: str, eer: float, min_dcfs: Iterable[tuple[float, float]], trials_path: PathLike,
-                  scores_path: PathLike | None = None) -> str:
-    """``system=<name> EER=3.224% minDCF(p=0.01)=0.3492 ... trials=<file>[ scores=<file>]`` (Kaldi's precisions)."""
+                  scores_path: PathLike | None = None, act_dcfs: Iterable[tuple[float, float]] = ()) -> str:
+    """``system=<name> EER=3.224% minDCF(p=0.01)=0.3492 ... [actDCF(p=0.01)=0.4012 ...] trials=<file>[ scores=<file>]``
+    (Kaldi's precisions; actDCF of calibrated scores only)."""
     if any(c.isspace() for c in name) or not name:
         raise ValueError(f"system name must be non-empty without spaces, got '{name}'")
     fields = [f"system={name}", f"EER={100 * eer:.4g}%"]
     fields += [f"minDCF(p={p:g})={value:.4f}" for p, value in min_dcfs]
+    fields += [f"actDCF(p={p:g})={value:.4f}" for p, value in act_dcfs]
     fields.append(f"trials={trials_path}")
     if scores_path is not None:
         fields.append(f"scores={scores_path}")
     return " ".join(fields)
 
 
+FIELD = re.compile(r"([\w.-]+(?:\(p=[^)]*\))?)=(.*)")  # key, or key(p=<prior>) as minDCF(p=0.01), = value
+
+
 def line_fields(line: str) -> dict[str, str]:
-    """``{key: value}`` of a results line's ``key=value`` fields (system, EER, trials, scores ...)."""
-    return dict(field.split("=", 1) for field in line.split() if "=" in field)
+    """``{key: value}`` of a results line's ``key=value`` fields (system, EER, minDCF(p=0.01), actDCF(p=0.01),
+    trials, scores ...)."""
+    return dict(match.groups() for match in map(FIELD.fullmatch, line.split()) if match)
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -26,7 +26,11 @@ cluster, distance, kept 0/1) and cluster_report.txt (settings, sizes, kept
 counts and, with --ref-utt2spk, NMI / purity / clusters per true speaker of
 all and of the kept utterances; with <src-data-dir>/utt2spk's sessions in
 <src-data-dir>/utt2session, also how many of a speaker's sessions share its
-largest cluster; diagnostics only, never used for training).
+largest cluster; where <src-data-dir> has utt2session or utt2phonetype, a
+"channel" section: the share of the embeddings' variance, and of the
+between-cluster variance, that lies between sessions, phone types and true
+speakers, pyspk.cluster.report.channel_shares; diagnostics only, never used
+for training).
 
 With --copies-from <combined-data-dir> (the clean plus augmented data dir of
 steps/augment_data_dir.sh, e.g. data/train_combined, with its own feats.scp),

@@ -9,7 +9,9 @@ e.g.:
 
 Prints "EER: ...%" and "minDCF(p-target=...): ..." lines; with --results puts
 the line "system=<name> EER=...% minDCF(p=0.01)=... minDCF(p=0.05)=... trials=<trials> scores=<scores>"
-into that file, replacing an earlier line of the same system made from the same
+into that file (with --calibrated true, scores that are log-likelihood ratios, also
+"actDCF(p=...)=..." at the same priors after the minDCFs: the cost of deciding at the
+Bayes threshold log((1 - p) / p)), replacing an earlier line of the same system made from the same
 scores and trials. A line of that system made from other scores (another scores
 file or trial list) is kept and the run fails, naming it, unless --overwrite true.
 """
@@ -24,7 +26,7 @@ from pyspk.backend.scoring import match_scores_to_trials
 from pyspk.cli import bool_arg
 from pyspk.data.datadir import DataDirError, read_trials
 from pyspk.logutil import setup_logging
-from pyspk.metrics import eer_and_threshold, min_dcf_and_threshold
+from pyspk.metrics import act_dcf, bayes_threshold, eer_and_threshold, min_dcf_and_threshold
 
 
 def p_targets_arg(text):
@@ -43,6 +45,8 @@ def get_parser():
     parser.add_argument("--results", default="", help="results file to update; empty: none")
     parser.add_argument("--p-targets", type=p_targets_arg, default=[0.01, 0.05],
                         help="minDCF target priors, c_miss = c_fa = 1 (default: 0.01,0.05)")
+    parser.add_argument("--calibrated", type=bool_arg, default=False,
+                        help="the scores are log-likelihood ratios: also actDCF at the same priors (default: false)")
     parser.add_argument("--det-plot", default="", help="write a DET curve PNG here")
     parser.add_argument("--hist-plot", default="", help="write a target/non-target score histogram PNG here")
     parser.add_argument("--skip-missing", type=bool_arg, default=False,
@@ -74,7 +78,13 @@ def main(argv=None):
             min_dcf, threshold = min_dcf_and_threshold(scores, labels, p_target)
             log.info("minDCF is %.4f at threshold %.4f (p-target=%g, c-miss=1, c-fa=1)", min_dcf, threshold, p_target)
             min_dcfs.append((p_target, min_dcf))
-        result = format_result(name, eer, min_dcfs, args.trials, args.scores)
+        act_dcfs = []
+        if args.calibrated:
+            for p_target in args.p_targets:
+                act_dcfs.append((p_target, act_dcf(scores, labels, p_target)))
+                log.info("actDCF is %.4f at the Bayes threshold %.4f (p-target=%g)", act_dcfs[-1][1],
+                         bayes_threshold(p_target), p_target)
+        result = format_result(name, eer, min_dcfs, args.trials, args.scores, act_dcfs)
         if args.results:
             update_results(args.results, name, result, overwrite=args.overwrite)
         if args.det_plot:
@@ -89,6 +99,8 @@ def main(argv=None):
     print(f"EER: {100 * eer:.4g}%")
     for p_target, min_dcf in min_dcfs:
         print(f"minDCF(p-target={p_target:g}): {min_dcf:.4f}")
+    for p_target, value in act_dcfs:
+        print(f"actDCF(p-target={p_target:g}): {value:.4f}")
     print(result)
     log.info("Done %d trials (%d targets), skipped %d", labels.size, int(labels.sum()), num_skipped)
 

@@ -293,6 +293,19 @@ def truth_sections(ref_path: str, utts: list[str], clusters: np.ndarray, keep: n
     return sections
 
 
+def channel_section(src_data_dir: str, utts: list[str], x: torch.Tensor, clusters: np.ndarray,
+                    ref_utt2spk: str | None) -> dict:
+    """``{"channel": shares}`` where ``src_data_dir`` has utt2session or utt2phonetype (report.channel_shares),
+    else {}."""
+    factors = report.read_factors(src_data_dir, utts, ref_utt2spk=ref_utt2spk)
+    if not factors:
+        return {}
+    shares = report.channel_shares(x.cpu().numpy(), clusters, factors)
+    log.info("channel: %s", ", ".join(f"{key} {value:.3f}" for key, value in shares.items()
+                                      if key.endswith(("_share", "_of_clusters"))))
+    return {"channel": shares}
+
+
 def copy_source(copies_from: str | None, combined_dest: str) -> CopySource | None:
     """The combined (clean + augmented) data dir to take copies from, or None (with a warning on a stale twin)."""
     if copies_from:
@@ -398,5 +411,6 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
                          s["num_clusters"], s["nmi"], s["purity"], s["clusters_per_speaker_mean"],
                          f", {100 * s['sessions_in_largest']:.1f}% of sessions in their speaker's largest cluster"
                          if "sessions_in_largest" in s else "")
+    sections.update(channel_section(src_data_dir, utts, x, clusters, ref_utt2spk))
     report.write_report(os.path.join(report_dir, "cluster_report.txt"), sections)
     return sections

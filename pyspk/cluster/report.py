@@ -5,8 +5,11 @@ non-empty (true, predicted) pair), so a million points with thousands of
 speakers and clusters cost a sort, not a dense k x k table.
 """
 
+import os
+
 import numpy as np
 
+from pyspk.data.datadir import read_kv
 from pyspk.fileutil import atomic_open
 
 
@@ -111,6 +114,72 @@ def session_splitting(labels_true, sessions, labels_pred):
         split_off += int(len(codes) == 1 and codes[0] != largest[spk])
     return {"multi_session_speakers": int((sessions_of >= 2).sum()), "session_pairs": len(multi),
             "sessions_in_largest": in_largest / len(multi), "sessions_split_off": split_off / len(multi)}
+
+
+def between_share(x, groups):
+    """Share of the total variance of the rows of ``x`` explained by ``groups``: between-group scatter / total
+    (1.0: each group is one point; about (G - 1) / (N - 1) for G random groups of isotropic points)."""
+    x = np.asarray(x, dtype=np.float64)
+    codes = _codes(groups)
+    centred = x - x.mean(axis=0)
+    total = float((centred ** 2).sum())
+    if total == 0.0:
+        return float("nan")  # nothing to explain (e.g. a single cluster)
+    counts = np.bincount(codes)
+    sums = np.zeros((counts.size, x.shape[1]))
+    np.add.at(sums, codes, centred)
+    return float(((sums ** 2).sum(axis=1) / counts).sum() / total)
+
+
+CHANNEL_FACTORS = ("session", "phonetype")  # <data-dir>/utt2<factor>: calls (sessions) and phone types
+
+
+def read_factors(data_dir, utts, names=CHANNEL_FACTORS, ref_utt2spk=None):
+    """``{factor: labels of utts}`` of the ``<data_dir>/utt2<factor>`` files that exist (None where an utterance
+    has none), with ``ref_utt2spk``'s speakers as ``speaker`` when any exists."""
+    factors = {}
+    for name in names:
+        path = os.path.join(data_dir, f"utt2{name}")
+        if os.path.isfile(path):
+            table = read_kv(path)
+            factors[name] = [table.get(utt) for utt in utts]
+    if factors and ref_utt2spk:
+        table = read_kv(ref_utt2spk)
+        factors["speaker"] = [table.get(utt) for utt in utts]
+    return factors
+
+
+def channel_shares(x, clusters, factors):
+    """How much of what separates embeddings, and their clusters, each factor (session, phone type, speaker) is.
+
+    On the rows of ``x`` centred and length-normalised: ``<f>_share``, the share of the total variance between
+    the groups of factor ``f`` (``factors``: ``{f: labels}``, None for an unknown label: left out), with
+    ``<f>_share_chance``, that of as many random groups; with ``clusters``, ``clusters_share`` and
+    ``<f>_share_of_clusters``, the share of the between-cluster variance (each row replaced by its cluster's
+    mean) that lies between the groups of ``f``. A call is one caller, so ``session`` explains at least what
+    ``speaker`` does: their difference is what separates one caller's calls.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out = {"num_utts": len(x)}
+    if clusters is not None:
+        codes = _codes(clusters)
+        counts = np.bincount(codes)
+        means = np.zeros((counts.size, x.shape[1]))
+        np.add.at(means, codes, x)
+        cluster_x = (means / counts[:, None])[codes]
+        out["clusters_share"] = between_share(x, codes)
+    for name, labels in factors.items():
+        rows = np.array([label is not None for label in labels])
+        known = np.asarray(labels, dtype=object)[rows]
+        num_groups = len(set(known.tolist()))
+        out[f"{name}_groups"] = num_groups
+        out[f"{name}_share"] = between_share(x[rows], known)
+        out[f"{name}_share_chance"] = (num_groups - 1) / max(int(rows.sum()) - 1, 1)
+        if clusters is not None:
+            out[f"{name}_share_of_clusters"] = between_share(cluster_x[rows], known)
+    return out
 
 
 def format_value(value):

@@ -43,7 +43,8 @@ command -v sox >/dev/null || { echo "$0: sox is needed for the wav.scp pipes (to
 opts="--test-multicall $test_multicall --test-singlecall $test_singlecall --num-trials $num_trials --max-speaker-share $max_speaker_share --seed $seed"
 stamp=$data/.wuw_prepared
 signature="$(cd "$corpus" && pwd -P) $(cksum < "$corpus/utts.tsv") $opts"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$signature" ]; then
+# (a dir prepared before utt2phonetype was written is prepared again)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$signature" ] && [ -f "$data/test/utt2phonetype" ]; then
   echo "$0: $data/train, $data/train_named and $data/test are already prepared with these options; nothing to do"
   exit 0
 fi

@@ -12,7 +12,9 @@ one named caller, ``name_group`` puts callers with close names together, and
 Utterances: the five keywords of a call (about 0.6 s of speech each) are
 joined into one utterance ``<spk>-<call>-kw``; each sentence (about 6 s) is an
 utterance ``<spk>-<call>-<nnn>`` of its own. wav.scp decodes with sox pipes, so
-nothing is copied. The session of an utterance is its call (utt2session).
+nothing is copied. The session of an utterance is its call (utt2session), its
+phone type that of the call (utt2phonetype: landlinephone, cellphone,
+speakerphone; the channel diagnostics read both).
 
 Split: the held-out speakers are named ones only. Of the named callers with
 several calls, every other one in order of their number of calls (the caller
@@ -24,7 +26,7 @@ unnamed calls included, is the training set (labels read only by the supervised
 upper bound and the cluster diagnostics).
 
 Writes:
-  <data-root>/train              wav.scp utt2spk spk2utt spk2gender utt2session
+  <data-root>/train              wav.scp utt2spk spk2utt spk2gender utt2session utt2phonetype
   <data-root>/train_named        the utterances of train's named speakers (the
                                  supervised upper bound's labelled set)
   <data-root>/test               the same files, and two trial lists:
@@ -86,7 +88,8 @@ def read_utts(root):
 
 
 def make_utterances(rows):
-    """``{utt: {"spk", "group", "named", "call", "gender", "paths"}}``: a call's keywords joined, sentences alone."""
+    """``{utt: {"spk", "group", "named", "call", "phone", "gender", "paths"}}``: a call's keywords joined,
+    sentences alone."""
     utts = {}
     for row in sorted(rows, key=lambda r: (r["session"], r["utt"])):
         if row["utt_type"] == "keyword":
@@ -94,11 +97,12 @@ def make_utterances(rows):
         else:
             utt = f"{row['speaker']}-{row['session']}-{row['utt'].rsplit('_', 1)[-1]}"
         info = utts.setdefault(utt, {"spk": row["speaker"], "group": row["name_group"], "named": row["named"] == "1",
-                                     "call": row["session"], "gender": GENDERS[row["gender"]], "paths": []})
-        for column, key in (("speaker", "spk"), ("name_group", "group")):
+                                     "call": row["session"], "phone": row["phonetype"],
+                                     "gender": GENDERS[row["gender"]], "paths": []})
+        for column, key in (("speaker", "spk"), ("name_group", "group"), ("phonetype", "phone")):
             if row[column] != info[key]:
                 raise CorpusError(f"{row['where']}: call {row['session']} has {column} '{row[column]}' here and "
-                                  f"'{info[key]}' on an earlier row (one call is one caller)")
+                                  f"'{info[key]}' on an earlier row (one call is one caller on one phone)")
         if row["utt_type"] == "sentence" and info["paths"]:
             raise CorpusError(f"{row['where']}: utterance {row['utt']} is listed twice")
         info["paths"].append(row["audio"])
@@ -184,6 +188,7 @@ def write_data_dir(path, utts):
     write_table(os.path.join(path, "spk2utt"), utt2spk_to_spk2utt(utt2spk))
     write_table(os.path.join(path, "spk2gender"), {info["spk"]: info["gender"] for info in utts.values()})
     write_table(os.path.join(path, "utt2session"), {u: info["call"] for u, info in utts.items()})
+    write_table(os.path.join(path, "utt2phonetype"), {u: info["phone"] for u, info in utts.items()})
 
 
 def main(argv=None):
