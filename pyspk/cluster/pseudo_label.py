@@ -325,11 +325,11 @@ def write_selection(src_data_dir: str, dest_data_dir: str, copies: CopySource | 
     kept_clusters = len(np.unique(clusters[keep]))
     if copies is not None:
         copies.check_clean(kept_utts)  # before writing anything
-    tables = write_pseudo_label_dir(src_data_dir, dest_data_dir, kept_utts, clusters[keep], distances[keep])
+    utt2uniq = write_pseudo_label_dir(src_data_dir, dest_data_dir, kept_utts, clusters[keep], distances[keep])
     selection = {"kept_utts": int(keep.sum()), "kept_fraction": float(keep.mean()), "kept_clusters": kept_clusters}
     if copies is not None:
         combined_dest = os.path.normpath(dest_data_dir) + "_combined"
-        uniq = [tables["utt2uniq"][f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep], strict=True)]
+        uniq = [utt2uniq[f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep], strict=True)]
         selection["kept_copies"] = write_combined_dir(copies, combined_dest, kept_utts, clusters[keep],
                                                       distances[keep], uniq)
         log.info("wrote %s: %d kept utterances and %d augmented copies from %s", combined_dest, len(kept_utts),
