@@ -50,6 +50,8 @@ spherical=false
 init=k-means++
 n_init=1
 max_iter=100
+tol_changed=0.001        # k-means: stop once at most this share of the points changed cluster
+num_threads=0            # torch CPU threads; 0: torch's default
 batch_size=16384
 linkage=average
 agglo_max_points=10000
@@ -99,6 +101,9 @@ Options:
   --init <k-means++|random>           # k-means initialisation (default: $init)
   --n-init <n>                        # k-means runs, best inertia kept (default: $n_init)
   --max-iter <n>                      # k-means iterations / mini-batch epochs at most (default: $max_iter)
+  --tol-changed <f>                   # k-means: stop once at most this share of the points changed
+                                      # cluster in an iteration; 0: when none did (default: $tol_changed)
+  --num-threads <n>                   # torch CPU threads; 0: torch's default (default: $num_threads)
   --batch-size <n>                    # mini-batch size (default: $batch_size)
   --linkage <average|complete|ward>   # agglomerative linkage (default: $linkage)
   --spk-prefix <str>                  # prefix of the cluster ids (default: $spk_prefix)
@@ -135,7 +140,8 @@ run_or_die "$cmd" "$report_dir/log/cluster.log" clustering \
     --keep-fraction "$keep_fraction" --posterior-threshold "$posterior_threshold" \
     --min-cluster-size "$min_cluster_size" --max-cluster-size "$max_cluster_size" --seed "$seed" --device "$device" \
     --ref-utt2spk "$ref_utt2spk" --subtract-mean "$subtract_mean" --spherical "$spherical" --init "$init" \
-    --n-init "$n_init" --max-iter "$max_iter" --batch-size "$batch_size" --linkage "$linkage" \
+    --n-init "$n_init" --max-iter "$max_iter" --tol-changed "$tol_changed" --num-threads "$num_threads" \
+    --batch-size "$batch_size" --linkage "$linkage" \
     --spk-prefix "$spk_prefix" --copies-from "$copies_from" "$xvector_dir" "$src_data" "$dest_data" "$report_dir"
 mark_step_done "$marker" "$step_settings"
 grep -E '^((first_pass|clustering)\.num_clusters |(selection|first_pass_truth_all|truth_all|truth_kept)\.)' "$report_dir/cluster_report.txt" || true

@@ -82,6 +82,25 @@ def test_pruned_lloyd_matches_plain_lloyd(n_clusters):
     np.testing.assert_allclose(centers.numpy(), ref_centers, atol=1e-5)
 
 
+def test_lloyd_stops_once_few_points_change_cluster():
+    x, _ = blobs(n_clusters=64, per_cluster=40, dim=16, spread=0.8, seed=3)
+    x_t, start = torch.from_numpy(x), torch.from_numpy(x[:64].copy())
+    full = km._lloyd(x_t, start, 300, 0.0, 64, False, False)
+    early = km._lloyd(x_t, start, 300, 0.0, 64, False, False, tol_changed=0.02)
+    assert early[4] and early[3] < full[3]
+    # Plain Lloyd iterations, stopped earlier: labels exact for the returned centres.
+    ref_labels, ref_centers = reference_lloyd(x.astype(np.float64), x[:64].astype(np.float64), early[3])
+    np.testing.assert_array_equal(early[1].numpy(), ref_labels)
+    np.testing.assert_allclose(early[0].numpy(), ref_centers, atol=1e-5)
+    # The iteration before the stop moved more than 2 % of the points; the stopping one at most that.
+    previous = reference_lloyd(x.astype(np.float64), x[:64].astype(np.float64), early[3] - 1)[0]
+    before = reference_lloyd(x.astype(np.float64), x[:64].astype(np.float64), early[3] - 2)[0]
+    assert (ref_labels != previous).mean() <= 0.02 < (previous != before).mean()
+    assert km.kmeans(x, 64, tol_changed=0.02, seed=0, device="cpu").n_iter < km.kmeans(x, 64, seed=0, device="cpu").n_iter
+    with pytest.raises(ValueError, match="--tol-changed must be in"):
+        PseudoLabelOptions(num_clusters=4, tol_changed=1.0).check()
+
+
 def reference_greedy_kmeans_plus_plus(x, n_clusters, seed, n_trials):
     """Greedy k-means++ in float64 numpy on the same random draws as ``km.kmeans_plus_plus``."""
     generator = torch.Generator().manual_seed(seed)

@@ -152,6 +152,30 @@ def test_vector_scp_io_and_errors(tmp_path):
         read_vector_scp(tmp_path / "bad.scp")
 
 
+def test_vector_scp_bulk_read_matches_kaldiio(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    matrix = rng.standard_normal((6, 5)).astype(np.float32)
+    keys = [f"u{i}" for i in range(6)]
+    write_vector_scp(str(tmp_path / "a.ark"), str(tmp_path / "a.scp"), keys[:3], matrix[:3])
+    write_vector_scp(str(tmp_path / "b.ark"), str(tmp_path / "b.scp"), keys[3:], matrix[3:])
+    lines = (tmp_path / "a.scp").read_text().splitlines() + (tmp_path / "b.scp").read_text().splitlines()
+    (tmp_path / "x.scp").write_text("".join(lines[i] + "\n" for i in (4, 0, 5, 2, 1, 3)))  # arks interleaved
+    with kaldiio.WriteHelper(f"ark,t,scp:{tmp_path}/t.ark,{tmp_path}/t.scp") as writer:  # text: kaldiio's path
+        for key, row in zip(keys, matrix, strict=True):
+            writer(key, row)
+    np.testing.assert_allclose(read_vector_scp(tmp_path / "t.scp")[1], matrix, rtol=1e-6)
+    expected = np.stack([kaldiio.load_mat(line.split()[1]) for line in (tmp_path / "x.scp").read_text().splitlines()])
+    monkeypatch.setattr(kaldiio, "load_scp_sequential", None)  # binary float arks: read in bulk
+    bulk_keys, bulk = read_vector_scp(tmp_path / "x.scp")
+    assert bulk_keys == [keys[i] for i in (4, 0, 5, 2, 1, 3)]
+    np.testing.assert_array_equal(bulk, matrix[[4, 0, 5, 2, 1, 3]])
+    np.testing.assert_array_equal(bulk, expected)
+    matrix[4, 1] = np.nan
+    write_vector_scp(str(tmp_path / "b.ark"), str(tmp_path / "b.scp"), keys[3:], matrix[3:])
+    with pytest.raises(DataDirError, match=r"x.scp:1: 'u4' has non-finite values"):
+        read_vector_scp(tmp_path / "x.scp")
+
+
 # ---- the steps/ scripts on a synthetic x-vector corpus -------------------------------------
 
 def write_xvector_dir(path, keys, vectors, utt2spk=None):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import kaldiio
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike
 
 from pyspk.data.datadir import DataDirError, read_kv, read_scp
@@ -29,6 +30,12 @@ def read_vector_scp(path: PathLike) -> tuple[list[str], np.ndarray]:
     if not table:
         raise DataDirError(path, 0, "no vectors")
     keys = list(table)
+    matrix = _read_float_vectors_bulk(list(table.values()))
+    if matrix is not None:
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        if bad.size:
+            raise DataDirError(path, int(bad[0]) + 1, f"'{keys[bad[0]]}' has non-finite values")
+        return keys, matrix
     rows = []
     dim = None
     reader = kaldiio.load_scp_sequential(path)
@@ -48,6 +55,42 @@ def read_vector_scp(path: PathLike) -> tuple[list[str], np.ndarray]:
             raise DataDirError(path, lineno, f"'{key}' has non-finite values")
         rows.append(vector)
     return keys, np.stack(rows).astype(np.float32, copy=False)
+
+
+_FLOAT_VECTOR_HEADER = np.frombuffer(b"\0BFV \x04", dtype=np.uint8)  # binary, float vector, 4-byte size
+
+
+def _read_float_vectors_bulk(locations: Sequence[str]) -> np.ndarray | None:
+    """The vectors at ``locations`` ("<ark>:<offset>"), gathered from each ark in one step; None unless
+    every one is a binary float vector in a plain file, all of one dimension (kaldiio then reads them one
+    by one: the same values in about twice the time)."""
+    by_ark: dict[str, list[tuple[int, int]]] = {}
+    for row, location in enumerate(locations):
+        ark, _, offset = location.rpartition(":")
+        if not offset.isdigit():  # pipes, ranges
+            return None
+        by_ark.setdefault(ark, []).append((row, int(offset)))
+    matrix = None
+    head_size = len(_FLOAT_VECTOR_HEADER) + 4
+    for ark, entries in by_ark.items():
+        if not os.path.isfile(ark) or os.path.getsize(ark) < head_size:
+            return None
+        rows, offsets = np.array(entries, dtype=np.int64).T
+        data = np.memmap(ark, dtype=np.uint8, mode="r")
+        if offsets.max() + head_size > data.size:
+            return None
+        heads = sliding_window_view(data, head_size)[offsets]
+        dims = np.ascontiguousarray(heads[:, -4:]).view("<i4").ravel()
+        dim = int(dims[0]) if matrix is None else matrix.shape[1]
+        if dim < 1 or (heads[:, :-4] != _FLOAT_VECTOR_HEADER).any() or (dims != dim).any():
+            return None
+        starts = offsets + head_size
+        if starts.max() + 4 * dim > data.size:
+            return None
+        if matrix is None:
+            matrix = np.empty((len(locations), dim), dtype=np.float32)
+        matrix[rows] = sliding_window_view(data, 4 * dim)[starts].view("<f4")
+    return matrix
 
 
 def write_vector_scp(ark_path: PathLike, scp_path: PathLike, keys: Sequence[str], matrix: ArrayLike) -> None:

@@ -47,6 +47,8 @@ import argparse
 import dataclasses
 import logging
 
+import torch
+
 from pyspk.cli import add_device_option, bool_arg, new_parser, user_errors_exit
 from pyspk.cluster.agglomerative import LINKAGES
 from pyspk.cluster.pseudo_label import MERGES, METHODS, SELECTIONS, PseudoLabelOptions, pseudo_label
@@ -130,6 +132,11 @@ def get_parser():
     parser.add_argument("--tol", type=float, default=1e-4,
                         help="k-means: stop when the squared centre shift is below tol x mean variance; mini-batch: "
                              "when an epoch improves the inertia by less than tol, relative (default: 1e-4)")
+    parser.add_argument("--tol-changed", type=float, default=1e-3,
+                        help="k-means: also stop once at most this share of the points changed cluster in an "
+                             "iteration; 0: only when none did (default: 0.001)")
+    parser.add_argument("--num-threads", type=int, default=0,
+                        help="torch CPU threads, 0 = torch's default (default: 0)")
     parser.add_argument("--batch-size", type=int, default=16384, help="mini-batch size (default: 16384)")
     parser.add_argument("--linkage", choices=LINKAGES, default="average",
                         help="agglomerative linkage; average/complete use cosine distance (default: average)")
@@ -151,6 +158,8 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     options = PseudoLabelOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PseudoLabelOptions)})
     with user_errors_exit("cluster", (DataDirError, ValueError, OSError)):
         try:

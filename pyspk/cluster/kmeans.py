@@ -34,6 +34,16 @@ inertia for about 20 % less time; Lloyd iterations on the sample before the
 full set saved one full pass there, spent about as much on the sample, and
 gave 0.5 % higher inertia. The defaults keep the lower inertia.
 
+Stopping: scikit-learn's rule (squared centre shift summed over all k centres
+under ``tol`` x mean variance) and "no point changed" hold, with k in the
+thousands, only after tens of iterations that each move a few boundary points.
+``tol_changed`` also stops once at most that share of the points changed
+cluster in an iteration (faiss instead runs a fixed 20-25 iterations). The
+pseudo-label step uses 1e-3: on 100,000 x 1,000 Gaussian blobs and 200,000 x
+1,200 stand-in embeddings it stopped after 5 iterations instead of 14 and 23,
+its labels agreeing with the fully converged ones at adjusted Rand 0.992 and
+0.995, NMI and purity against the true classes within 0.0002 of theirs.
+
 Spherical (cosine) k-means is the same algorithm with unit-norm centroids:
 for unit vectors ``||x - c||^2 = 2 - 2 cos(x, c)``. The default is plain
 Euclidean k-means on length-normalised embeddings: it minimises the usual
@@ -324,7 +334,7 @@ def _refresh(x, centers, labels, upper, lower, far, far_slack, sums, counts, blo
     return changed
 
 
-def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
+def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress, tol_changed=0.0):
     """Lloyd iterations from ``centers`` with Yinyang's group bounds to skip settled points.
 
     Each point keeps an upper bound on the distance to its centre and, per
@@ -336,8 +346,10 @@ def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
     all k centres and prunes far less when k is in the thousands; the largest
     movers are handled apart (``far_slack``, see :func:`_refresh`). The members'
     sums are kept in float64 and updated by the points that moved, not
-    recomputed over all N. Returns (centers, labels, distances, n_iter,
-    converged); labels and distances are exact for the returned centres.
+    recomputed over all N. Stops when at most ``tol_changed`` x N points changed
+    cluster, or the centre shift is within ``tol_abs``. Returns (centers,
+    labels, distances, n_iter, converged); labels and distances are exact for
+    the returned centres.
     """
     n, k = x.shape[0], centers.shape[0]
     n_groups, group_size = _center_groups(k)
@@ -372,7 +384,7 @@ def _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress):
         if progress:
             logger.info("iteration %d: centre shift %.3g, %d points changed cluster%s", n_iter, shift, changed,
                         f", re-seeded {reseeded} empty clusters" if reseeded else "")
-        if changed == 0 or (shift <= tol_abs and not reseeded):
+        if changed <= tol_changed * n or (shift <= tol_abs and not reseeded):
             converged = True
             break
     return centers, labels, _distances_to_assigned(x, centers, labels, block_rows), n_iter, converged
@@ -411,14 +423,15 @@ def _prepare(x, n_clusters, device, spherical):
     return x, device
 
 
-def kmeans(x, n_clusters, *, n_init=1, max_iter=100, tol=1e-4, init="k-means++", spherical=False, seed=0,
-           device=None, init_sample_size=None, block_bytes=None, progress=False):
+def kmeans(x, n_clusters, *, n_init=1, max_iter=100, tol=1e-4, tol_changed=0.0, init="k-means++", spherical=False,
+           seed=0, device=None, init_sample_size=None, block_bytes=None, progress=False):
     """Full-batch (Lloyd) k-means; the best of ``n_init`` runs by inertia.
 
     ``x``: (N, dim) array or tensor (length-normalise it first for embeddings).
     Stops when the squared centre shift falls to ``tol`` x mean feature
-    variance (scikit-learn's rule), when no label changes, or at ``max_iter``.
-    Run ``i`` is seeded with ``seed + i``.
+    variance (scikit-learn's rule), when at most ``tol_changed`` x N points
+    changed cluster in an iteration (0: none), or at ``max_iter``. Run ``i`` is
+    seeded with ``seed + i``.
     """
     started = time.perf_counter()
     x, device = _prepare(x, n_clusters, device, spherical)
@@ -431,7 +444,7 @@ def kmeans(x, n_clusters, *, n_init=1, max_iter=100, tol=1e-4, init="k-means++",
         centers = init_centers(x, n_clusters, init, generator, init_sample_size, progress)
         if spherical:
             centers = length_normalize(centers)
-        out = _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress)
+        out = _lloyd(x, centers, max_iter, tol_abs, block_rows, spherical, progress, tol_changed)
         inertia = float((out[2].double() ** 2).sum())
         logger.info("k-means run %d/%d: %d iterations, inertia %.6g%s", run + 1, n_init, out[3], inertia,
                     "" if out[4] else " (not converged)")

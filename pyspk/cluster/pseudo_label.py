@@ -73,6 +73,7 @@ class PseudoLabelOptions:
     n_init: int = 1
     max_iter: int = 100
     tol: float = 1e-4
+    tol_changed: float = 1e-3
     batch_size: int = 16384
     linkage: str = "average"
     agglo_max_points: int = 10000
@@ -107,6 +108,8 @@ class PseudoLabelOptions:
                              f"--min-cluster-size ({self.min_cluster_size})")
         if self.n_init < 1 or self.max_iter < 1 or self.batch_size < 1:
             raise ValueError("--n-init, --max-iter and --batch-size must be positive")
+        if not 0.0 <= self.tol_changed < 1.0:
+            raise ValueError(f"--tol-changed must be in [0, 1), got {self.tol_changed}")
         if not 0.0 < self.keep_fraction <= 1.0:
             raise ValueError(f"--keep-fraction must be in (0, 1], got {self.keep_fraction}")
         if self.min_cluster_size < 1:
@@ -162,8 +165,8 @@ def select(result: ClusterResult, x: torch.Tensor, options: PseudoLabelOptions) 
 def run_clustering(x: torch.Tensor, options: PseudoLabelOptions, device: torch.device, micro) -> ClusterResult:
     o = options
     if o.method == "kmeans":
-        return kmeans(x, o.num_clusters, n_init=o.n_init, max_iter=o.max_iter, tol=o.tol, init=o.init,
-                      spherical=o.spherical, seed=o.seed, device=device, progress=True)
+        return kmeans(x, o.num_clusters, n_init=o.n_init, max_iter=o.max_iter, tol=o.tol, tol_changed=o.tol_changed,
+                      init=o.init, spherical=o.spherical, seed=o.seed, device=device, progress=True)
     if o.method == "minibatch":
         return minibatch_kmeans(x, o.num_clusters, batch_size=o.batch_size, max_epochs=o.max_iter, tol=o.tol,
                                 init=o.init, spherical=o.spherical, seed=o.seed, device=device, progress=True)
@@ -335,11 +338,11 @@ def write_selection(src_data_dir: str, dest_data_dir: str, copies: CopySource | 
     kept_clusters = len(np.unique(clusters[keep]))
     if copies is not None:
         copies.check_clean(kept_utts)  # before writing anything
-    tables = write_pseudo_label_dir(src_data_dir, dest_data_dir, kept_utts, clusters[keep], distances[keep])
+    utt2uniq = write_pseudo_label_dir(src_data_dir, dest_data_dir, kept_utts, clusters[keep], distances[keep])
     selection = {"kept_utts": int(keep.sum()), "kept_fraction": float(keep.mean()), "kept_clusters": kept_clusters}
     if copies is not None:
         combined_dest = os.path.normpath(dest_data_dir) + "_combined"
-        uniq = [tables["utt2uniq"][f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep], strict=True)]
+        uniq = [utt2uniq[f"{spk}-{utt}"] for utt, spk in zip(kept_utts, clusters[keep], strict=True)]
         selection["kept_copies"] = write_combined_dir(copies, combined_dest, kept_utts, clusters[keep],
                                                       distances[keep], uniq)
         log.info("wrote %s: %d kept utterances and %d augmented copies from %s", combined_dest, len(kept_utts),
@@ -392,7 +395,7 @@ def pseudo_label(xvector_dir: str, src_data_dir: str, dest_data_dir: str, report
     write_assignments(os.path.join(report_dir, "cluster_assignments.txt"), utts, clusters, result.distances, keep)
     settings = {key: getattr(options, key) for key in (
         "method", "num_clusters", "threshold", "pca_variance", "plda_recluster", "plda_threshold", "merge",
-        "merge_threshold", "spherical",
+        "merge_threshold", "spherical", "tol_changed",
         "subtract_mean", "select", "keep_fraction", "posterior_threshold", "min_cluster_size", "max_cluster_size",
         "seed")}
     if options.threshold is None:

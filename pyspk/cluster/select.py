@@ -223,7 +223,7 @@ def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances, uniq=No
     on the finished, valid directory before it is put in place. The directory
     is built under a temporary name next to ``dest_dir`` and replaces it only
     once complete and valid, so a failed or killed run leaves the previous
-    ``dest_dir`` (if any) untouched. Returns the tables written.
+    ``dest_dir`` (if any) untouched. Returns the utt2uniq table written.
     """
     src_dir, dest_dir = os.path.normpath(src_dir), os.path.normpath(dest_dir)
     if os.path.exists(dest_dir) and os.path.samefile(src_dir, dest_dir):
@@ -235,8 +235,9 @@ def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances, uniq=No
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest_dir)}.", dir=parent)
     try:
-        for name, table in tables.items():
-            write_table(os.path.join(tmp, name), table)
+        utt2uniq = tables["utt2uniq"]
+        for name in list(tables):  # each freed once written: validation reads the dir again
+            write_table(os.path.join(tmp, name), tables.pop(name))
         for name in VERBATIM_FILES:
             if os.path.isfile(os.path.join(src_dir, name)):
                 shutil.copyfile(os.path.join(src_dir, name), os.path.join(tmp, name))
@@ -253,7 +254,7 @@ def write_pseudo_label_dir(src_dir, dest_dir, utts, speakers, distances, uniq=No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return tables
+    return utt2uniq
 
 
 class CopySource:

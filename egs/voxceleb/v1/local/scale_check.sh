@@ -50,6 +50,7 @@ num_clusters=6000             # run.sh's --num-clusters, --keep-fraction, --min-
 keep_fraction=0.8
 min_cluster_size=5
 plda_lda_dim=128
+cluster_threads=0             # torch threads of the clustering (its --num-threads; 0: torch's default)
 embed_dim=256
 loader_config=conf/dino_ecapa.yaml
 loader_workers=-1             # -1: the config's data.num_workers
@@ -78,6 +79,7 @@ Options:
   --keep-fraction F            ($keep_fraction)
   --min-cluster-size N         ($min_cluster_size)
   --plda-lda-dim N             ($plda_lda_dim)
+  --cluster-threads N          torch threads of the clustering, 0: torch's default ($cluster_threads)
   --embed-dim N                stand-in embedding dimension ($embed_dim)
   --loader-config FILE         training config of the loader, from the recipe dir ($loader_config)
   --loader-workers N           loader workers, -1: the config's ($loader_workers)
@@ -260,7 +262,7 @@ if runs 8; then
   measure "steps/cluster_embeddings.sh (k-means $num_clusters, keep $keep_fraction, report)" \
     "$vox2_utts x $embed_dim" \
     steps/cluster_embeddings.sh --num-clusters $num_clusters --method kmeans --keep-fraction $keep_fraction \
-      --min-cluster-size $min_cluster_size --device cpu --ref-utt2spk data/$train/utt2spk \
+      --min-cluster-size $min_cluster_size --device cpu --num-threads $cluster_threads --ref-utt2spk data/$train/utt2spk \
       --copies-from data/$combined $ssl/xvectors_$train data/$train data/$pl $round/cluster
 fi
 
