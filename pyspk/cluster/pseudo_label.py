@@ -85,6 +85,12 @@ class PseudoLabelOptions:
         if self.merge != "none" and self.plda_recluster:
             raise ValueError("--merge and --plda-recluster are two second passes; ask for one")
 
+    def _check_iterations(self) -> None:
+        if self.n_init < 1 or self.max_iter < 1 or self.batch_size < 1:
+            raise ValueError("--n-init, --max-iter and --batch-size must be positive")
+        if not 0.0 <= self.tol_changed < 1.0:
+            raise ValueError(f"--tol-changed must be in [0, 1), got {self.tol_changed}")
+
     def check(self) -> None:
         """ValueError naming the option on a value out of range."""
         if self.method not in METHODS:
@@ -106,10 +112,7 @@ class PseudoLabelOptions:
         if self.max_cluster_size and self.max_cluster_size < self.min_cluster_size:
             raise ValueError(f"--max-cluster-size ({self.max_cluster_size}) must be 0 (no limit) or at least "
                              f"--min-cluster-size ({self.min_cluster_size})")
-        if self.n_init < 1 or self.max_iter < 1 or self.batch_size < 1:
-            raise ValueError("--n-init, --max-iter and --batch-size must be positive")
-        if not 0.0 <= self.tol_changed < 1.0:
-            raise ValueError(f"--tol-changed must be in [0, 1), got {self.tol_changed}")
+        self._check_iterations()
         if not 0.0 < self.keep_fraction <= 1.0:
             raise ValueError(f"--keep-fraction must be in (0, 1], got {self.keep_fraction}")
         if self.min_cluster_size < 1:
