@@ -15,6 +15,7 @@ from pyspk.cluster import kmeans as km
 from pyspk.cluster.agglomerative import agglomerative
 from pyspk.cluster.pseudo_label import PseudoLabelOptions, pseudo_label
 from pyspk.cluster.report import clusters_per_class, nmi, purity, summarize
+from pyspk.cluster.seeding import kmeans_plus_plus
 from pyspk.cluster.select import build_tables, cluster_names, select_confident
 from pyspk.data.datadir import DataDir, read_kv, read_scp, read_table, write_table
 from pyspk.data.validate import validate_data_dir
@@ -103,7 +104,7 @@ def test_lloyd_stops_once_few_points_change_cluster():
 
 
 def reference_greedy_kmeans_plus_plus(x, n_clusters, seed, n_trials):
-    """Greedy k-means++ in float64 numpy on the same random draws as ``km.kmeans_plus_plus``."""
+    """Greedy k-means++ in float64 numpy on the same random draws as ``pyspk.cluster.seeding.kmeans_plus_plus``."""
     generator = torch.Generator().manual_seed(seed)
     chosen = [int(torch.randint(len(x), (1,), generator=generator)[0])]
     closest = ((x - x[chosen[0]]) ** 2).sum(1)
@@ -120,7 +121,7 @@ def reference_greedy_kmeans_plus_plus(x, n_clusters, seed, n_trials):
 
 def test_greedy_kmeans_plus_plus_matches_reference():
     x, _ = blobs(n_clusters=30, per_cluster=20, dim=16, spread=0.5, seed=2)
-    chosen = km.kmeans_plus_plus(torch.from_numpy(x), 30, torch.Generator().manual_seed(4), n_trials=5)
+    chosen = kmeans_plus_plus(torch.from_numpy(x), 30, torch.Generator().manual_seed(4), n_trials=5)
     assert len(set(chosen.tolist())) == 30
     assert chosen.tolist() == reference_greedy_kmeans_plus_plus(x.astype(np.float64), 30, 4, 5)
 
