@@ -167,6 +167,26 @@ def test_variance_shares_on_constructed_embeddings():
     assert shares["speaker_groups"] == n_spk - 1  # speaker 0 unknown: left out
 
 
+def test_between_calls_of_one_speaker_counts_only_speakers_with_several_calls():
+    """A call effect as large as the speaker's: on the speakers with two calls, a quarter of the session share
+    lies between one speaker's calls (a speaker's mean keeps half of its two calls' variance: 0.5 of 2); one-call
+    speakers (whose speaker share is their call's) are left out."""
+    rng = np.random.default_rng(1)
+    dim, per_call = 64, 8
+    speaker = np.repeat(np.arange(20), 2 * per_call)  # speakers 0-9: two calls; 10-19: one call each
+    call = np.where(speaker < 10, np.repeat(np.arange(40), per_call), speaker * 2)
+    x = rng.normal(size=(20, dim))[speaker] + rng.normal(size=(40, dim))[call] + 0.1 * rng.normal(size=(len(call), dim))
+    shares = channel_shares(x, None, {"session": call.tolist(), "speaker": speaker.tolist()})
+    assert shares["multisession_speakers"] == 10 and shares["multisession_utts"] == 10 * 2 * per_call
+    assert shares["multisession_within_speaker_share"] == pytest.approx(
+        shares["multisession_session_share"] - shares["multisession_speaker_share"])
+    assert 0.15 < shares["multisession_within_speaker_share"] / shares["multisession_session_share"] < 0.35
+    x_no_call = rng.normal(size=(20, dim))[speaker] + 0.1 * rng.normal(size=(len(call), dim))
+    assert channel_shares(x_no_call, None, {"session": call.tolist(), "speaker": speaker.tolist()})[
+        "multisession_within_speaker_share"] < 0.05
+    assert "multisession_speakers" not in channel_shares(x, None, {"session": call.tolist()})
+
+
 def test_calibration_step_and_calibrated_results_line(tmp_path):
     """cluster_embeddings.sh (with a channel section), the trials, score_cosine, calibrate_scores.sh and
     compute_metrics.sh --calibrated true on constructed embeddings."""

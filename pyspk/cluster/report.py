@@ -157,7 +157,8 @@ def channel_shares(x, clusters, factors):
     ``<f>_share_chance``, that of as many random groups; with ``clusters``, ``clusters_share`` and
     ``<f>_share_of_clusters``, the share of the between-cluster variance (each row replaced by its cluster's
     mean) that lies between the groups of ``f``. A call is one caller, so ``session`` explains at least what
-    ``speaker`` does: their difference is what separates one caller's calls.
+    ``speaker`` does: their difference is what separates one caller's calls, measured as ``multisession_*`` on
+    the speakers with several sessions (with both factors).
     """
     x = np.asarray(x, dtype=np.float64)
     x = x - x.mean(axis=0)
@@ -179,7 +180,27 @@ def channel_shares(x, clusters, factors):
         out[f"{name}_share_chance"] = (num_groups - 1) / max(int(rows.sum()) - 1, 1)
         if clusters is not None:
             out[f"{name}_share_of_clusters"] = between_share(cluster_x[rows], known)
+    if "session" in factors and "speaker" in factors:
+        out.update(_between_calls_of_one_speaker(x, factors["session"], factors["speaker"]))
     return out
+
+
+def _between_calls_of_one_speaker(x, sessions, speakers):
+    """On the speakers with several sessions only (a one-call speaker's share is its call's too): the shares
+    between speakers and between sessions, and their difference, what separates one speaker's calls."""
+    calls = {}
+    for session, speaker in zip(sessions, speakers, strict=True):
+        if session is not None and speaker is not None:
+            calls.setdefault(speaker, set()).add(session)
+    rows = np.array([spk is not None and ses is not None and len(calls[spk]) > 1
+                     for ses, spk in zip(sessions, speakers, strict=True)])
+    if not rows.any():
+        return {}
+    spk_share = between_share(x[rows], np.asarray(speakers, dtype=object)[rows])
+    ses_share = between_share(x[rows], np.asarray(sessions, dtype=object)[rows])
+    return {"multisession_speakers": sum(len(c) > 1 for c in calls.values()), "multisession_utts": int(rows.sum()),
+            "multisession_speaker_share": spk_share, "multisession_session_share": ses_share,
+            "multisession_within_speaker_share": ses_share - spk_share}
 
 
 def format_value(value):
