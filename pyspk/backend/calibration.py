@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pyspk.cluster.report import label_codes
 from pyspk.data.datadir import DataDirError, iter_lines, read_kv, write_trials
 from pyspk.fileutil import PathLike, atomic_open
 
@@ -154,17 +155,13 @@ def read_labels(data_dir: PathLike) -> tuple[list[str], list[str], list[str] | N
     return utts, labels, sessions if utt2session is not None else None, utt2spk_path
 
 
-def _codes(values):
-    return np.unique(np.asarray(values), return_inverse=True)[1].ravel()
-
-
 def sample_label_trials(utts, labels, num_targets, num_nontargets, seed=0, sessions=None):
     """Sorted ``(enroll, test, is_target)`` pairs of distinct utterances: targets of one label, non-targets
     of two, at most ``num_targets`` and ``num_nontargets`` of them (each pair once, random); with
     ``sessions``, only pairs of two sessions."""
     n = len(utts)
-    label = _codes(labels)
-    session = _codes(sessions) if sessions is not None else np.arange(n)
+    label = label_codes(labels)
+    session = label_codes(sessions) if sessions is not None else np.arange(n)
     order = np.argsort(label, kind="stable")
     sizes = np.bincount(label)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))

@@ -13,7 +13,7 @@ from pyspk.data.datadir import read_kv
 from pyspk.fileutil import atomic_open
 
 
-def _codes(labels):
+def label_codes(labels):
     """Integer codes 0..n-1 for arbitrary (string or int) labels."""
     _, codes = np.unique(np.asarray(labels), return_inverse=True)
     return codes.reshape(-1).astype(np.int64)
@@ -21,7 +21,7 @@ def _codes(labels):
 
 def contingency(labels_true, labels_pred):
     """Non-empty cells of the contingency table: (true code, pred code, count) arrays."""
-    t, p = _codes(labels_true), _codes(labels_pred)
+    t, p = label_codes(labels_true), label_codes(labels_pred)
     if t.shape != p.shape:
         raise ValueError(f"label arrays differ in length: {t.size} vs {p.size}")
     n_pred = int(p.max()) + 1 if p.size else 0
@@ -88,7 +88,7 @@ def session_splitting(labels_true, sessions, labels_pred):
     is not the speaker's largest (a cluster made of a speaker's session: the
     classifier would learn to tell the speaker's sessions apart).
     """
-    t, s, p = _codes(labels_true), _codes(sessions), _codes(labels_pred)
+    t, s, p = label_codes(labels_true), label_codes(sessions), label_codes(labels_pred)
     if not t.size == s.size == p.size:
         raise ValueError(f"label arrays differ in length: {t.size}, {s.size}, {p.size}")
     n_pred = int(p.max()) + 1
@@ -120,7 +120,7 @@ def between_share(x, groups):
     """Share of the total variance of the rows of ``x`` explained by ``groups``: between-group scatter / total
     (1.0: each group is one point; about (G - 1) / (N - 1) for G random groups of isotropic points)."""
     x = np.asarray(x, dtype=np.float64)
-    codes = _codes(groups)
+    codes = label_codes(groups)
     centred = x - x.mean(axis=0)
     total = float((centred ** 2).sum())
     if total == 0.0:
@@ -165,7 +165,7 @@ def channel_shares(x, clusters, factors):
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     out = {"num_utts": len(x)}
     if clusters is not None:
-        codes = _codes(clusters)
+        codes = label_codes(clusters)
         counts = np.bincount(codes)
         means = np.zeros((counts.size, x.shape[1]))
         np.add.at(means, codes, x)
